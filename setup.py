@@ -1,0 +1,37 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="sapiens-hf",
+    version="0.1.0",
+    description="Meta's Sapiens human-vision foundation models (pose, body-part segmentation, depth, normals, MAE) "
+    "as native Hugging Face transformers models",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0 (code); model weights CC-BY-NC-4.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    package_data={"sapiens_hf": ["data/*.json", "data/*.jpg", "data/*.png", "metrics/*/*.py"]},
+    python_requires=">=3.10",
+    install_requires=[
+        # Any torch the CPU build 2.13.0 satisfies; no upper pin so GPU users keep their own CUDA build.
+        "torch>=2.4",
+        "transformers>=5.23,<6",
+        "huggingface-hub>=1.31",
+        "safetensors>=0.4",
+        "accelerate>=1.0",
+        "datasets>=3.0",
+        "evaluate>=0.4.6",
+        "pillow>=10",
+        "numpy>=1.24",
+        # The original's exact warps and resizes (uint8 bilinear affine crops, INTER_LINEAR resizes).
+        "opencv-python-headless>=4.8",
+        "tqdm",
+    ],
+    extras_require={
+        "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=1.4"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=1.4"],
+        "dev": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=1.4", "ruff"],
+    },
+    entry_points={"console_scripts": ["sapiens-hf=sapiens_hf.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
+)

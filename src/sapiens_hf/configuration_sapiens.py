@@ -1,0 +1,167 @@
+"""Configuration of Sapiens (v1) models: one config for the backbone, the four task heads and the MAE decoder.
+
+Self-contained (imports only transformers/huggingface_hub) so it can be exported as remote code.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+from transformers.backbone_utils import BackboneConfigMixin
+
+# The four released backbones (sapiens-original.md §1.1): hidden size, depth, heads. MLP ratio is 4 everywhere.
+SAPIENS_PRESETS = {
+    "sapiens-0.3b": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
+    "sapiens-0.6b": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16},
+    "sapiens-1b": {"hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24},
+    "sapiens-2b": {"hidden_size": 1920, "num_hidden_layers": 48, "num_attention_heads": 32},
+}
+
+# Per-task defaults of the released checkpoints (sapiens-original.md §1.3, §4): patch padding, head widths.
+TASK_DEFAULTS = {
+    "pose": {"patch_embed_padding": 2, "decoder_deconv_channels": [768, 768], "decoder_conv_channels": [768, 768]},
+    "segmentation": {
+        "patch_embed_padding": 0,
+        "decoder_deconv_channels": [768, 768, 768],
+        "decoder_conv_channels": [768, 768, 768],
+    },
+    "depth": {
+        "patch_embed_padding": 0,
+        "decoder_deconv_channels": [384, 384, 384, 384],
+        "decoder_conv_channels": [384, 384],
+        "num_labels": 1,
+    },
+    "normal": {
+        "patch_embed_padding": 2,
+        "decoder_deconv_channels": [768, 768, 768],
+        "decoder_conv_channels": [768, 768, 768],
+        "num_labels": 3,
+    },
+    "pretraining": {"patch_embed_padding": 0, "use_cls_token": True, "image_size": [1024, 1024]},
+}
+
+
+@strict
+class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
+    r"""
+    Configuration of a Sapiens (v1) model: a plain pre-norm ViT (fused qkv with bias, exact GELU, LayerNorm eps 1e-6,
+    final LayerNorm, learned absolute position embeddings) with optional task heads and an MAE decoder.
+
+    Args:
+        hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: transformer dimensions.
+        hidden_act: MLP activation (`"gelu"` is the exact, erf-based GELU of the original).
+        patch_size: patch size of the convolutional patch embedding.
+        image_size: `(height, width)` the position-embedding table was trained for (1024×768 for task models,
+            1024×1024 for MAE pretraining). Other input sizes work: the table is bicubically resized on the fly.
+        num_channels: input channels (RGB).
+        patch_embed_padding: symmetric zero padding of the patch-embedding conv. The released pose and normal
+            checkpoints use 2, segmentation, depth and pretraining 0.
+        qkv_bias: bias on the fused query/key/value projection.
+        layer_norm_eps: LayerNorm epsilon.
+        initializer_range: std of the truncated-normal initialiser.
+        use_cls_token: whether the encoder prepends a CLS token (pretraining checkpoints do; task checkpoints don't).
+        attention_dropout: dropout on attention probabilities during training.
+        decoder_deconv_channels / decoder_conv_channels: widths of the task head's transposed-conv (×2 upsampling)
+            and 1×1 conv stages. `None` means the released head of the task model that is built.
+        decoder_dropout: Dropout2d before the final 1×1 conv of the dense heads.
+        pose_loss: `"mse"` (target-weighted keypoint MSE) or `"ohkm"` (online hard keypoint mining MSE).
+        ohkm_topk: number of hardest keypoints averaged by the OHKM loss.
+        flip_pairs: `[left, right]` keypoint index pairs mirrored by a horizontal flip.
+        class_weights: per-class cross-entropy weights of the segmentation loss.
+        semantic_loss_ignore_index: label ignored by the segmentation loss.
+        decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size:
+            MAE decoder dimensions.
+        mask_ratio: share of patches masked during MAE pretraining.
+        norm_pix_loss: normalise each target patch by its mean and (unbiased) variance in the MAE loss.
+        out_features / out_indices: stages returned by [`SapiensBackbone`] (`"stem"` = patch embeddings,
+            `"stageN"` = output of block N; the last stage goes through the final LayerNorm).
+    """
+
+    model_type = "sapiens"
+
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 16
+    intermediate_size: int = 4096
+    hidden_act: str = "gelu"
+    patch_size: int = 16
+    image_size: list[int] | tuple[int, int] = (1024, 768)
+    num_channels: int = 3
+    patch_embed_padding: int = 0
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    use_cls_token: bool = False
+    attention_dropout: float | int = 0.0
+
+    decoder_deconv_channels: list[int] | None = None
+    decoder_conv_channels: list[int] | None = None
+    decoder_dropout: float | int = 0.1
+    pose_loss: str = "mse"
+    ohkm_topk: int = 8
+    flip_pairs: list[list[int]] | None = None
+    class_weights: list[float] | None = None
+    semantic_loss_ignore_index: int = 255
+
+    decoder_hidden_size: int = 512
+    decoder_num_hidden_layers: int = 8
+    decoder_num_attention_heads: int = 16
+    decoder_intermediate_size: int = 2048
+    mask_ratio: float = 0.75
+    norm_pix_loss: bool = True
+
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        self.image_size = list(self.image_size)
+        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_hidden_layers + 1)]
+        self.set_output_features_output_indices(
+            out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)
+        )
+        super().__post_init__(**kwargs)
+
+    def validate_architecture(self):
+        """Checks that the dimensions fit together (called by `PreTrainedConfig.validate`)."""
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.decoder_hidden_size % self.decoder_num_attention_heads:
+            raise ValueError("decoder_hidden_size must be divisible by decoder_num_attention_heads")
+        if len(self.image_size) != 2:
+            raise ValueError(f"image_size must be (height, width), got {self.image_size}")
+        if self.pose_loss not in ("mse", "ohkm"):
+            raise ValueError(f"pose_loss must be 'mse' or 'ohkm', got {self.pose_loss!r}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """Patch grid of the position-embedding table, e.g. (64, 48) at 1024×768."""
+        return tuple(self._grid(self.image_size[0], self.image_size[1]))
+
+    def _grid(self, height: int, width: int) -> tuple[int, int]:
+        pad, patch = self.patch_embed_padding, self.patch_size
+        return ((height + 2 * pad - patch) // patch + 1, (width + 2 * pad - patch) // patch + 1)
+
+    @classmethod
+    def from_preset(cls, name: str, task: str | None = None, **kwargs) -> "SapiensConfig":
+        """Config of a released size (`"sapiens-0.3b"`, `"-0.6b"`, `"-1b"`, `"-2b"`; the `"sapiens-"` prefix is
+        optional), with the defaults of the released `task` checkpoints (`"pose"`, `"segmentation"`, `"depth"`,
+        `"normal"`, `"pretraining"`) and any field overridden by keyword."""
+        key = name.lower() if name.lower().startswith("sapiens-") else f"sapiens-{name.lower()}"
+        if key not in SAPIENS_PRESETS:
+            raise ValueError(f"Unknown Sapiens size {name!r}; choose one of {sorted(SAPIENS_PRESETS)}")
+        if task is not None and task not in TASK_DEFAULTS:
+            raise ValueError(f"Unknown task {task!r}; choose one of {sorted(TASK_DEFAULTS)}")
+        preset = dict(SAPIENS_PRESETS[key])
+        preset["intermediate_size"] = 4 * preset["hidden_size"]
+        preset.update(TASK_DEFAULTS.get(task, {}))
+        preset.update(kwargs)
+        return cls(**preset)
+
+
+__all__ = ["SapiensConfig", "SAPIENS_PRESETS", "TASK_DEFAULTS"]
