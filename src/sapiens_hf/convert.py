@@ -75,22 +75,15 @@ _DECODER_RENAMES = {
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class _ConfigDictStandIn(dict):
-    """Stands in for `mmengine.config.ConfigDict` in the `meta` of released pose `.pth` files: a plain dict, so
-    unpickling never imports or runs mmengine code."""
-
-    def __setstate__(self, state):
-        self.update(state)
-
-
 def _pickle_allow_list() -> list:
-    """The exact globals released Sapiens `.pth` files pickle besides tensors: mmengine's ConfigDict (replaced by a
-    stand-in) and numpy arrays/scalars in `meta`. Everything else is refused by `torch.load(weights_only=True)`."""
+    """The exact globals released Sapiens `.pth` files pickle besides tensors: mmengine's ConfigDict and numpy
+    arrays/scalars in `meta`. ConfigDict is read as a plain OrderedDict (the weights-only unpickler fills only exact
+    dict types), so no mmengine code is imported or run. Everything else is refused by `weights_only=True`."""
     import numpy as np
 
     allowed = [
-        (_ConfigDictStandIn, "mmengine.config.config.ConfigDict"),
-        (_ConfigDictStandIn, "mmengine.config.ConfigDict"),
+        (OrderedDict, "mmengine.config.config.ConfigDict"),
+        (OrderedDict, "mmengine.config.ConfigDict"),
         np.ndarray,
         np.dtype,
     ]
@@ -350,4 +343,20 @@ def _load_converted(model, weights: dict, partial: bool) -> None:
     model.load_state_dict(weights, strict=False)
 
 
-__all__ = ["convert_original_checkpoint", "load_original_state_dict", "TASK_TO_CLASS"]
+def convert_to_folder(checkpoint, output_dir, task: str | None = None, push_to: str | None = None, **config_overrides):
+    """Converts an original checkpoint and writes a transformers-format folder (config.json, model.safetensors,
+    preprocessor_config.json); with `push_to="org/name"` also publishes it on the Hub. Returns the model."""
+    model = convert_original_checkpoint(checkpoint, task=task, **config_overrides)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    from .image_processing_sapiens import SapiensImageProcessorPil
+
+    SapiensImageProcessorPil().save_pretrained(output_dir)
+    if push_to is not None:
+        from .hub import publish_converted
+
+        publish_converted(output_dir, push_to, source=checkpoint)
+    return model
+
+
+__all__ = ["convert_original_checkpoint", "convert_to_folder", "load_original_state_dict", "TASK_TO_CLASS"]

@@ -404,6 +404,11 @@ def normal_loss(normals: torch.Tensor, labels: torch.Tensor, invalid_value: floa
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Callables `(model_class, name_or_path, *args, **kwargs) -> model | None` that load Meta's original releases (which
+# hold `.pth` files, no config.json); `sapiens_hf.hub` registers one. They return None for anything else.
+ORIGINAL_CHECKPOINT_RESOLVERS: list[Callable] = []
+
+
 class SapiensPreTrainedModel(PreTrainedModel):
     config: SapiensConfig
     base_model_prefix = "model"
@@ -438,6 +443,16 @@ class SapiensPreTrainedModel(PreTrainedModel):
             init.normal_(module.mask_token, std=std)
             table = sincos_position_embeddings(module.grid_size, module.position_embeddings.shape[-1], with_cls=True)
             init.copy_(module.position_embeddings, table)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, which also accepts Meta's original repos (e.g.
+        `"facebook/sapiens-pose-1b"`): their checkpoint is downloaded and converted on load."""
+        for resolver in ORIGINAL_CHECKPOINT_RESOLVERS:
+            model = resolver(cls, pretrained_model_name_or_path, *model_args, **kwargs)
+            if model is not None:
+                return model
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def _feature_map(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         patches = tokens[:, int(self.config.use_cls_token) :]
