@@ -10,7 +10,7 @@ setup(
     license="Apache-2.0 (code); model weights CC-BY-NC-4.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"sapiens_hf": ["data/*.json", "data/*.jpg", "data/*.png", "metrics/*/*.py"]},
+    package_data={"sapiens_hf": ["data/*.json", "data/*.jpg", "data/*.md", "metrics/*/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         # Any torch the CPU build 2.13.0 satisfies; no upper pin so GPU users keep their own CUDA build.

@@ -1,0 +1,779 @@
+"""Image processor for Sapiens (v1): the original's pre- and post-processing, reproduced exactly.
+
+Pre-processing works on uint8 RGB arrays with OpenCV, as the original pipelines do: whole images are resized to the
+model input with `cv2.resize` (segmentation, depth, normals); for top-down pose each person box is cropped with the UDP
+affine warp of mmpose's `TopdownAffine`. Both are normalised on the 0–255 scale. Post-processing decodes heatmaps with
+mmpose's UDP codec and DARK refinement (in NumPy/OpenCV, with the original's float32/float64 steps) and resizes dense
+maps back to the image twice, as mmseg does. Facts: ../shared/research/sapiens-original.md §4, ../shared/golden.
+"""
+
+import os
+from io import BytesIO
+
+import cv2
+import numpy as np
+import PIL.Image
+import PIL.ImageOps
+import torch
+import torch.nn.functional as F
+from huggingface_hub.utils import httpx  # the HTTP client transformers' own image loading uses
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_base import BatchFeature
+from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
+from transformers.image_utils import ChannelDimension, ImageInput, PILImageResampling, SizeDict
+from transformers.processing_utils import ImagesKwargs, Unpack
+from transformers.utils import TensorType
+
+# ImageNet mean/std on the 0–255 scale: the original normalises un-rescaled pixel values.
+SAPIENS_MEAN = (123.675, 116.28, 103.53)
+SAPIENS_STD = (58.395, 57.12, 57.375)
+
+_CV2_INTERPOLATION = {
+    PILImageResampling.NEAREST: cv2.INTER_NEAREST,
+    PILImageResampling.BILINEAR: cv2.INTER_LINEAR,
+    PILImageResampling.BICUBIC: cv2.INTER_CUBIC,
+    PILImageResampling.LANCZOS: cv2.INTER_LANCZOS4,
+    PILImageResampling.BOX: cv2.INTER_AREA,
+}
+
+
+class SapiensImageProcessorKwargs(ImagesKwargs, total=False):
+    r"""
+    box_padding (`float`, *optional*, defaults to 1.25):
+        Factor by which person boxes are enlarged before cropping (top-down pose).
+    return_flipped_pixel_values (`bool`, *optional*, defaults to `False`):
+        Also return `pixel_values_flipped`, the horizontally flipped inputs for test-time flip augmentation.
+    keypoint_heatmap_downscale_factor (`int`, *optional*, defaults to 4):
+        Input size / heatmap size of the pose targets.
+    keypoint_heatmap_sigma (`float`, *optional*, defaults to 6):
+        Standard deviation (heatmap pixels) of the UDP Gaussian pose targets.
+    """
+
+    box_padding: float
+    return_flipped_pixel_values: bool
+    keypoint_heatmap_downscale_factor: int
+    keypoint_heatmap_sigma: float
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input conversion
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def load_image(source: str | os.PathLike, timeout: float | None = None) -> PIL.Image.Image:
+    """Opens an image file or URL (EXIF orientation applied) without converting its mode, so that 16-bit and float
+    images reach [`to_rgb_uint8`] intact (`transformers.image_utils.load_image` converts to 8-bit RGB by clipping)."""
+    source = os.fspath(source)
+    if source.startswith(("http://", "https://")):
+        data = BytesIO(httpx.get(source, timeout=timeout, follow_redirects=True).raise_for_status().content)
+    elif os.path.isfile(source):
+        data = source
+    else:
+        raise FileNotFoundError(f"No image file or http(s) URL at {source!r}")
+    try:
+        image = PIL.Image.open(data)
+        image.load()
+    except (PIL.UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"Cannot read an image from {source!r}: {error}") from error
+    return PIL.ImageOps.exif_transpose(image)
+
+
+def _channels_last(array: np.ndarray, input_data_format, prefer_first: bool) -> np.ndarray:
+    if array.ndim == 2:
+        return array[..., None]
+    if array.ndim != 3:
+        raise ValueError(f"An image must have 2 or 3 dimensions, got an array of shape {array.shape}")
+    if input_data_format is not None:
+        return array if ChannelDimension(input_data_format) == ChannelDimension.LAST else np.moveaxis(array, 0, -1)
+    first, last = array.shape[0] in (1, 3, 4), array.shape[-1] in (1, 3, 4)
+    if first and (prefer_first or not last):
+        return np.moveaxis(array, 0, -1)
+    if last:
+        return array
+    raise ValueError(f"Cannot tell the channel axis of an image of shape {array.shape}; pass input_data_format")
+
+
+def _to_uint8(array: np.ndarray) -> np.ndarray:
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.uint16:
+        return (array >> 8).astype(np.uint8)  # the high byte, as cv2.imread / libpng reduce 16-bit images
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        if array.min() < 0 or array.max() > 255:
+            raise ValueError(
+                f"Integer ({array.dtype}) image values outside [0, 255] have no known bit depth; "
+                "pass uint8 (8-bit) or uint16 (16-bit) arrays"
+            )
+        return array.astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError("Float images must hold finite values in [0, 1]; pass uint8 arrays for 0–255 values")
+        return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
+    raise ValueError(f"Unsupported image dtype {array.dtype}")
+
+
+def to_rgb_uint8(image: ImageInput, input_data_format: str | ChannelDimension | None = None) -> np.ndarray:
+    """Any supported image as an `(height, width, 3)` uint8 RGB array, as the original sees an image read by
+    `cv2.imread`: grayscale is replicated to three channels, alpha is dropped (not composited), 16-bit values keep
+    their high byte. Float images must be in [0, 1]; torch tensors are taken as channels-first when ambiguous."""
+    if isinstance(image, PIL.Image.Image):
+        if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            return np.asarray(image.convert("RGB"))  # palette, CMYK, LA, RGBA, ...: PIL drops alpha
+        array = np.asarray(image)
+        if image.mode.startswith("I;16"):
+            array = array.astype(np.uint16)
+        prefer_first = False
+    elif isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        array, prefer_first = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy(), True
+    elif isinstance(image, np.ndarray):
+        array, prefer_first = image, False
+    else:
+        raise TypeError(f"Unsupported image type {type(image).__name__}; pass PIL images, arrays, tensors or paths")
+    if array.size == 0:
+        raise ValueError(f"Empty image of shape {array.shape}")
+    array = _to_uint8(_channels_last(array, input_data_format, prefer_first))
+    channels = array.shape[-1]
+    if channels == 1:
+        array = np.repeat(array, 3, axis=-1)
+    elif channels == 4:
+        array = array[..., :3]
+    elif channels != 3:
+        raise ValueError(f"Images must have 1, 3 or 4 channels, got {channels}")
+    return np.ascontiguousarray(array)
+
+
+def _as_list(inputs, single_ndims: tuple[int, ...]) -> list:
+    """A single item or a (possibly batched / nested) collection of items as a flat list."""
+    if isinstance(inputs, (list, tuple)):
+        return [item for entry in inputs for item in _as_list(entry, single_ndims)]
+    if isinstance(inputs, (np.ndarray, torch.Tensor)) and inputs.ndim == max(single_ndims) + 1:
+        return list(inputs)
+    return [inputs]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Top-down crops (mmpose GetBBoxCenterScale + TopdownAffine(use_udp=True))
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def check_boxes(boxes, image_height: int, image_width: int) -> np.ndarray:
+    """COCO `(x, y, width, height)` boxes of one image as a float64 `(num_boxes, 4)` array; no boxes means the whole
+    image, as the original demo does when the detector finds nobody. Degenerate boxes and boxes that do not overlap
+    the image are rejected."""
+    if boxes is None or len(boxes) == 0:
+        return np.array([[0.0, 0.0, image_width, image_height]])
+    boxes = np.asarray(boxes, dtype=np.float64)
+    if boxes.ndim == 1:
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"Boxes must be [x, y, width, height] lists, got an array of shape {boxes.shape}")
+    for box in boxes:
+        x, y, width, height = box
+        if not np.isfinite(box).all() or width <= 0 or height <= 0:
+            raise ValueError(f"Degenerate box {box.tolist()}: boxes are [x, y, width, height] with width, height > 0")
+        if x >= image_width or y >= image_height or x + width <= 0 or y + height <= 0:
+            raise ValueError(f"Box {box.tolist()} lies entirely outside the {image_width}×{image_height} image")
+    return boxes
+
+
+def get_box_center_scale(
+    boxes: np.ndarray, output_size: tuple[int, int], padding: float = 1.25
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 crop centers and sizes `(num_boxes, 2)` of xywh boxes: the box midpoint, the box size × `padding`,
+    then one side enlarged to the aspect ratio of `output_size` `(width, height)`. Computed in float32 from float32
+    `(x1, y1, x2, y2)` boxes, as the original."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1).astype(np.float32)
+    center = (xyxy[:, :2] + xyxy[:, 2:]) * 0.5
+    scale = (xyxy[:, 2:] - xyxy[:, :2]) * float(padding)
+    aspect_ratio = output_size[0] / output_size[1]
+    width, height = scale[:, :1], scale[:, 1:]
+    scale = np.where(
+        width > height * aspect_ratio,
+        np.hstack([width, width / aspect_ratio]),
+        np.hstack([height * aspect_ratio, height]),
+    )
+    return center, scale
+
+
+def get_udp_warp_matrix(center: np.ndarray, scale: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """The 2×3 float32 UDP affine (image → crop of `output_size` `(width, height)`) for one crop. Evaluated in float64
+    as NumPy 1.x did with the original's float32 scalars (NumPy ≥ 2 would use float32 and change the last bits)."""
+    center_x, center_y = float(center[0]), float(center[1])
+    scale_w, scale_h = float(scale[0]), float(scale[1])
+    scale_x = (output_size[0] - 1) / scale_w
+    scale_y = (output_size[1] - 1) / scale_h
+    return np.array(
+        [[scale_x, 0.0, scale_x * (-center_x + 0.5 * scale_w)], [0.0, scale_y, scale_y * (-center_y + 0.5 * scale_h)]],
+        dtype=np.float32,
+    )
+
+
+def warp_affine_bilinear(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:
+    """`cv2.warpAffine(image, matrix, output_size, flags=cv2.INTER_LINEAR)` with a constant-0 border, bit-exact to
+    OpenCV 4.x on any OpenCV version. OpenCV 4 maps destination pixels to the source in fixed point (10 fractional
+    bits, rounded to 1/32 pixel) and interpolates with a 1/32-pixel weight table; OpenCV 5's `warpAffine` computes
+    positions in floating point instead, which changes up to a few grey levels. The OpenCV 4 maps are built here and
+    handed to `cv2.remap`, whose fixed-point path is the one OpenCV 4's `warpAffine` used."""
+    m = matrix.astype(np.float64).ravel()
+    # Inverse (crop → image) affine, exactly as cv::invertAffineTransform inside warpAffine.
+    det = m[0] * m[4] - m[1] * m[3]
+    det = 1.0 / det if det != 0 else 0.0
+    a11, a12, a21, a22 = m[4] * det, -m[1] * det, -m[3] * det, m[0] * det
+    b1 = -a11 * m[2] - a12 * m[5]
+    b2 = -a21 * m[2] - a22 * m[5]
+
+    ab_bits, inter_bits = 10, cv2.INTER_BITS  # AB_BITS = max(10, INTER_BITS) in OpenCV
+    ab_scale, tab_size = 1 << ab_bits, 1 << inter_bits
+    round_delta = ab_scale // tab_size // 2
+    xs, ys = np.arange(output_size[0], dtype=np.float64), np.arange(output_size[1], dtype=np.float64)
+    x_delta = np.rint(a11 * xs * ab_scale).astype(np.int64)  # saturate_cast<int> rounds half to even
+    y_delta = np.rint(a21 * xs * ab_scale).astype(np.int64)
+    x_row = np.rint((a12 * ys + b1) * ab_scale).astype(np.int64) + round_delta
+    y_row = np.rint((a22 * ys + b2) * ab_scale).astype(np.int64) + round_delta
+    x = (x_row[:, None] + x_delta[None]) >> (ab_bits - inter_bits)
+    y = (y_row[:, None] + y_delta[None]) >> (ab_bits - inter_bits)
+    coords = np.stack([x >> inter_bits, y >> inter_bits], axis=-1).clip(-32768, 32767).astype(np.int16)
+    fractions = ((y & (tab_size - 1)) * tab_size + (x & (tab_size - 1))).astype(np.uint16)
+    return cv2.remap(image, coords, fractions, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Heatmap codec (mmpose UDPHeatmap with DARK refinement)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def generate_udp_heatmaps(
+    keypoints: np.ndarray,
+    keypoints_visible: np.ndarray,
+    input_size: tuple[int, int],
+    heatmap_size: tuple[int, int],
+    sigma: float = 6.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """UDP Gaussian target heatmaps `(K, H, W)` and keypoint weights `(K,)` for one person, as mmpose's
+    `UDPHeatmap.encode`: keypoints `(K, 2)` in crop pixels (input space), visibilities `(K,)` (weights; < 0.5 means
+    unlabelled); a Gaussian of radius 3σ whose window misses the heatmap gets weight 0. Sizes are `(width, height)`."""
+    width, height = heatmap_size
+    scale_factor = ((np.array(input_size) - 1) / (np.array(heatmap_size) - 1)).astype(np.float32)
+    keypoints = np.asarray(keypoints, dtype=np.float32) / scale_factor
+    heatmaps = np.zeros((len(keypoints), height, width), dtype=np.float32)
+    weights = np.asarray(keypoints_visible, dtype=np.float32).copy()
+    radius = sigma * 3
+    size = 2 * radius + 1
+    x = np.arange(0, size, 1, dtype=np.float32)
+    y = x[:, None]
+    for k, keypoint in enumerate(keypoints):
+        if weights[k] < 0.5:
+            continue
+        mu = (keypoint + 0.5).astype(np.int64)
+        left, top = (mu - radius).astype(np.int64)
+        right, bottom = (mu + radius + 1).astype(np.int64)
+        if left >= width or top >= height or right < 0 or bottom < 0:
+            weights[k] = 0
+            continue
+        # The sub-pixel centre is float64 and the Gaussian float32, as NumPy 1.x evaluated the original.
+        x0 = np.float32(size // 2 + (float(keypoint[0]) - mu[0]))
+        y0 = np.float32(size // 2 + (float(keypoint[1]) - mu[1]))
+        gaussian = np.exp(-((x - x0) ** 2 + (y - y0) ** 2) / (2 * sigma**2))
+        g_x1, g_y1 = max(0, -left), max(0, -top)
+        g_x2, g_y2 = min(width, right) - left, min(height, bottom) - top
+        h_x1, h_y1, h_x2, h_y2 = max(0, left), max(0, top), min(width, right), min(height, bottom)
+        region = heatmaps[k, h_y1:h_y2, h_x1:h_x2]
+        np.maximum(region, gaussian[int(g_y1) : int(g_y2), int(g_x1) : int(g_x2)], out=region)
+    return heatmaps, weights
+
+
+def get_heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Integer argmax locations (x, y) as float32 `(..., K, 2)` and max values `(..., K)`; the first maximum wins ties,
+    and keypoints whose maximum is ≤ 0 are located at (−1, −1)."""
+    *batch, height, width = heatmaps.shape
+    flat = heatmaps.reshape(*batch, height * width)
+    index = flat.argmax(axis=-1)
+    locations = np.stack([index % width, index // width], axis=-1).astype(np.float32)
+    scores = flat.max(axis=-1)
+    locations[scores <= 0] = -1
+    return locations, scores
+
+
+def _blur_keep_max(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
+    """Zero-padded 11×11 `cv2.GaussianBlur` of each `(H, W)` map, rescaled to the map's original maximum. A map whose
+    blur has maximum 0 (all zeros) is left unscaled: the original divides 0 by 0 there and returns NaN keypoints."""
+    border = (kernel_size - 1) // 2
+    blurred = np.empty_like(heatmaps)
+    padded = np.zeros((heatmaps.shape[-2] + 2 * border, heatmaps.shape[-1] + 2 * border), dtype=np.float32)
+    for index, heatmap in enumerate(heatmaps):
+        padded[border:-border, border:-border] = heatmap
+        blurred[index] = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[border:-border, border:-border]
+        blurred_max = blurred[index].max()
+        if blurred_max != 0:
+            blurred[index] *= heatmap.max() / blurred_max
+    return blurred
+
+
+def refine_keypoints_dark_udp(keypoints: np.ndarray, heatmaps: np.ndarray, kernel_size: int = 11) -> np.ndarray:
+    """DARK sub-pixel refinement (mmpose `refine_keypoints_dark_udp`) of float32 keypoints `(N, K, 2)` on heatmaps
+    `(N, K, H, W)`: one Newton step on the log of the blurred maps. Neighbours are read from each instance's
+    flattened, edge-padded maps as the original does, so a keypoint at (−1, −1) reads the previous map's last row
+    (the last map's end for the first keypoint)."""
+    num_instances, num_keypoints, height, width = heatmaps.shape
+    blurred = _blur_keep_max(heatmaps.reshape(-1, height, width), kernel_size)
+    log_maps = np.log(np.clip(blurred, 1e-3, 50.0)).reshape(num_instances, num_keypoints, height, width)
+    padded = np.pad(log_maps, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").reshape(num_instances, -1)
+    row = width + 2
+    index = keypoints[..., 0].astype(np.int64) + 1 + (keypoints[..., 1].astype(np.int64) + 1) * row
+    index = index + row * (height + 2) * np.arange(num_keypoints)
+
+    def at(offset):
+        return np.take_along_axis(padded, (index + offset) % padded.shape[1], axis=1)
+
+    i_, ix1, iy1, ix1y1, ix1_y1_, ix1_, iy1_ = (at(o) for o in (0, 1, row, row + 1, -row - 1, -1, -row))
+    dx = 0.5 * (ix1 - ix1_)
+    dy = 0.5 * (iy1 - iy1_)
+    dxx = ix1 - 2 * i_ + ix1_
+    dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
+    dyy = iy1 - 2 * i_ + iy1_
+    hessian = np.stack([np.stack([dxx, dxy], -1), np.stack([dxy, dyy], -1)], -2)
+    hessian = np.linalg.inv(hessian + np.finfo(np.float32).eps * np.eye(2))  # float64 from here on
+    step = np.einsum("...mn,...n->...m", hessian, np.stack([dx, dy], -1))
+    refined = keypoints.copy()
+    refined -= step  # the float64 step is subtracted in place from the float32 keypoints
+    return refined
+
+
+def decode_udp_heatmaps(
+    heatmaps: np.ndarray, input_size: tuple[int, int], kernel_size: int = 11
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints `(N, K, 2)` (float64, crop pixels of an `input_size` `(width, height)` input) and float32 scores
+    `(N, K)` from float32 heatmaps `(N, K, H, W)`: argmax, DARK refinement, then `kp / (W − 1, H − 1) × input_size`."""
+    heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
+    height, width = heatmaps.shape[-2:]
+    keypoints, scores = get_heatmap_maximum(heatmaps)
+    keypoints = refine_keypoints_dark_udp(keypoints, heatmaps, kernel_size)
+    return keypoints / [width - 1, height - 1] * np.asarray(input_size), scores
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image processor
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SapiensImageProcessorPil(PilBackend):
+    r"""
+    Constructs a Sapiens image processor (NumPy/OpenCV backend) that reproduces the original pipelines exactly.
+
+    Without `boxes` every image is resized to `size` (`cv2.resize`, INTER_LINEAR for the default `resample`), as for
+    body-part segmentation, depth and normals. With `boxes` (top-down pose) every box gives one crop: the box is
+    padded by `box_padding`, widened to the aspect ratio of `size` and cut out with the UDP affine warp (bilinear,
+    zero border); an image with an empty box list is used whole. Pixels are then normalised as
+    `(x − image_mean) / image_std` on the 0–255 scale, in float32.
+
+    Images may be PIL images, NumPy arrays or torch tensors (grayscale, RGB or RGBA; uint8, uint16, or float in
+    [0, 1]), file paths or URLs. Internally images are `(height, width, 3)` uint8 RGB arrays (OpenCV's layout).
+    """
+
+    valid_kwargs = SapiensImageProcessorKwargs
+    model_input_names = ["pixel_values"]
+
+    size = {"height": 1024, "width": 768}
+    resample = PILImageResampling.BILINEAR
+    do_resize = True
+    do_rescale = False
+    do_normalize = True
+    image_mean = SAPIENS_MEAN
+    image_std = SAPIENS_STD
+    box_padding = 1.25
+    return_flipped_pixel_values = False
+    keypoint_heatmap_downscale_factor = 4
+    keypoint_heatmap_sigma = 6.0
+
+    def __init__(self, **kwargs: Unpack[SapiensImageProcessorKwargs]):
+        super().__init__(**kwargs)
+
+    def preprocess(
+        self,
+        images: ImageInput,
+        boxes: list | None = None,
+        keypoints: list | None = None,
+        segmentation_maps: ImageInput | None = None,
+        depth_maps: ImageInput | None = None,
+        normal_maps: ImageInput | None = None,
+        **kwargs: Unpack[SapiensImageProcessorKwargs],
+    ) -> BatchFeature:
+        r"""
+        boxes (`list[list[list[float]]]`, *optional*):
+            Per image, the person boxes in COCO format `[x, y, width, height]` (absolute pixels). Switches to top-down
+            pose mode: one crop per box, in order; an empty list uses the whole image as its box. The crops' float32
+            `crop_center` and `crop_scale` `(num_crops, 2)` are returned as well.
+        keypoints (`list[list[list[list[float]]]]`, *optional*):
+            Per image, per box, the person's keypoints `[x, y, visibility]` (or `[x, y]`) in image pixels: returned as
+            UDP heatmap `labels` `(num_crops, K, H/4, W/4)` and `label_weights` `(num_crops, K)` (= min(1,
+            visibility), 0 where the target misses the heatmap). Needs `boxes`.
+        segmentation_maps (`ImageInput`, *optional*):
+            Class-index maps `(H, W)`, resized with nearest-neighbour interpolation into `labels`.
+        depth_maps (`ImageInput`, *optional*):
+            Depth maps `(H, W)` (invalid pixels ≤ 0), resized with nearest-neighbour interpolation into `labels`.
+        normal_maps (`ImageInput`, *optional*):
+            Normal maps `(H, W, 3)` (background −1000), resized with nearest-neighbour interpolation into `labels`
+            `(batch, 3, height, width)`.
+        """
+        return super().preprocess(
+            images,
+            image_like_kwargs={
+                "boxes": boxes,
+                "keypoints": keypoints,
+                "segmentation_maps": segmentation_maps,
+                "depth_maps": depth_maps,
+                "normal_maps": normal_maps,
+            },
+            **kwargs,
+        )
+
+    def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
+        images = _as_list(images, single_ndims=(2, 3))
+        return [load_image(image) if isinstance(image, (str, os.PathLike)) else image for image in images]
+
+    def process_image(
+        self, image: ImageInput, input_data_format: str | ChannelDimension | None = None, **kwargs
+    ) -> np.ndarray:
+        return to_rgb_uint8(image, input_data_format)
+
+    def _preprocess_image_like_inputs(
+        self,
+        images: ImageInput,
+        boxes: list | None,
+        keypoints: list | None,
+        segmentation_maps: ImageInput | None,
+        depth_maps: ImageInput | None,
+        normal_maps: ImageInput | None,
+        input_data_format: str | ChannelDimension | None = None,
+        return_tensors: str | TensorType | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        images = self._prepare_image_like_inputs(images, input_data_format=input_data_format)
+        targets = {"segmentation_maps": segmentation_maps, "depth_maps": depth_maps, "normal_maps": normal_maps}
+        targets = {name: value for name, value in targets.items() if value is not None}
+        if len(targets) + (keypoints is not None) > 1:
+            raise ValueError(f"Pass one kind of training target at a time, got {[*targets, 'keypoints'][:2]}")
+        if boxes is None:
+            if keypoints is not None:
+                raise ValueError("`keypoints` need the person `boxes` they belong to (top-down pose)")
+            data = self._preprocess(images, **kwargs)
+            for name, maps in targets.items():
+                data["labels"] = self._resize_targets(maps, name, len(images), kwargs["size"])
+        else:
+            if targets:
+                raise ValueError(f"{next(iter(targets))} are resized whole; they cannot be used with `boxes`")
+            if len(boxes) != len(images):
+                raise ValueError(
+                    f"Got boxes for {len(boxes)} images but {len(images)} images; boxes are given per image: "
+                    "[[[x, y, width, height], ...], ...]"
+                )
+            data = self._preprocess_top_down(images, boxes, keypoints, **kwargs)
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    def _normalize(self, images: list[np.ndarray], do_rescale, rescale_factor, do_normalize, image_mean, image_std):
+        """uint8 HWC → float32 CHW, `(x − mean) / std` in float32 (subtraction, then division), as the original."""
+        mean, std = np.asarray(image_mean, dtype=np.float32), np.asarray(image_std, dtype=np.float32)
+        processed = []
+        for image in images:
+            image = image.astype(np.float32)
+            if do_rescale:
+                image = image * np.float32(rescale_factor)
+            if do_normalize:
+                image = (image - mean) / std
+            processed.append(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return processed
+
+    def _output(self, images: list[np.ndarray], return_flipped_pixel_values: bool, **normalize_kwargs) -> dict:
+        pixel_values = self._normalize(images, **normalize_kwargs)
+        data = {"pixel_values": pixel_values}
+        if return_flipped_pixel_values:
+            data["pixel_values_flipped"] = [np.ascontiguousarray(image[..., ::-1]) for image in pixel_values]
+        return data
+
+    def _preprocess(
+        self,
+        images: list[np.ndarray],
+        do_resize: bool,
+        size: SizeDict,
+        resample: PILImageResampling | int | None,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean,
+        image_std,
+        return_flipped_pixel_values: bool = False,
+        **kwargs,
+    ) -> dict:
+        """Whole-image mode: `cv2.resize` of the uint8 image to `size`, then normalisation."""
+        if do_resize:
+            if resample not in _CV2_INTERPOLATION:
+                raise ValueError(f"Unsupported resample {resample!r}; use one of {list(_CV2_INTERPOLATION)}")
+            images = [
+                cv2.resize(image, (size.width, size.height), interpolation=_CV2_INTERPOLATION[resample])
+                for image in images
+            ]
+        return self._output(
+            images,
+            return_flipped_pixel_values,
+            do_rescale=do_rescale,
+            rescale_factor=rescale_factor,
+            do_normalize=do_normalize,
+            image_mean=image_mean,
+            image_std=image_std,
+        )
+
+    def _preprocess_top_down(
+        self,
+        images: list[np.ndarray],
+        boxes: list,
+        keypoints: list | None,
+        size: SizeDict,
+        box_padding: float,
+        keypoint_heatmap_downscale_factor: int,
+        keypoint_heatmap_sigma: float,
+        do_rescale: bool,
+        rescale_factor: float,
+        do_normalize: bool,
+        image_mean,
+        image_std,
+        return_flipped_pixel_values: bool = False,
+        **kwargs,
+    ) -> dict:
+        """Top-down mode: one UDP crop per box (always bilinear, as the original), then normalisation."""
+        output_size = (size.width, size.height)
+        if keypoints is not None and len(keypoints) != len(images):
+            raise ValueError(f"Got keypoints for {len(keypoints)} images but {len(images)} images")
+        crops, centers, scales, labels, label_weights = [], [], [], [], []
+        for index, image in enumerate(images):
+            image_boxes = check_boxes(boxes[index], *image.shape[:2])
+            center, scale = get_box_center_scale(image_boxes, output_size, box_padding)
+            matrices = [get_udp_warp_matrix(c, s, output_size) for c, s in zip(center, scale)]
+            crops += [warp_affine_bilinear(image, matrix, output_size) for matrix in matrices]
+            centers.append(center)
+            scales.append(scale)
+            if keypoints is not None:
+                if len(keypoints[index]) != len(image_boxes):
+                    raise ValueError(
+                        f"Image {index}: {len(keypoints[index])} keypoint sets for {len(image_boxes)} boxes"
+                    )
+                heatmap_size = (
+                    size.width // keypoint_heatmap_downscale_factor,
+                    size.height // keypoint_heatmap_downscale_factor,
+                )
+                for person, matrix in zip(keypoints[index], matrices):
+                    person = np.asarray(person, dtype=np.float32)
+                    if person.ndim != 2 or person.shape[1] not in (2, 3):
+                        raise ValueError(f"Keypoints must be [x, y, visibility] rows, got shape {person.shape}")
+                    visible = np.minimum(1, person[:, 2]) if person.shape[1] == 3 else np.ones(len(person), np.float32)
+                    in_crop = cv2.transform(np.ascontiguousarray(person[None, :, :2]), matrix)[0]
+                    heatmaps, weights = generate_udp_heatmaps(
+                        in_crop, visible, output_size, heatmap_size, keypoint_heatmap_sigma
+                    )
+                    labels.append(heatmaps)
+                    label_weights.append(weights)
+        data = self._output(
+            crops,
+            return_flipped_pixel_values,
+            do_rescale=do_rescale,
+            rescale_factor=rescale_factor,
+            do_normalize=do_normalize,
+            image_mean=image_mean,
+            image_std=image_std,
+        )
+        data["crop_center"] = np.concatenate(centers)
+        data["crop_scale"] = np.concatenate(scales)
+        if keypoints is not None:
+            data["labels"], data["label_weights"] = labels, label_weights
+        return data
+
+    def _resize_targets(self, maps: ImageInput, name: str, num_images: int, size: SizeDict) -> list[np.ndarray]:
+        """Training targets resized to `size` with nearest-neighbour interpolation (a bilinear resize would blend
+        labels and invalid-pixel markers)."""
+        single_ndims = (3,) if name == "normal_maps" else (2,)
+        maps = [np.asarray(item) for item in _as_list(maps, single_ndims)]
+        if len(maps) != num_images:
+            raise ValueError(f"Got {len(maps)} {name} for {num_images} images")
+        resized = []
+        for item in maps:
+            if item.ndim != single_ndims[0] or (name == "normal_maps" and item.shape[-1] != 3):
+                expected = "(height, width, 3)" if name == "normal_maps" else "(height, width)"
+                raise ValueError(f"{name} must be {expected} arrays, got shape {item.shape}")
+            if name == "segmentation_maps":
+                if not np.issubdtype(item.dtype, np.integer) or item.min() < 0 or item.max() > 255:
+                    raise ValueError("segmentation_maps must hold integer class indices in [0, 255]")
+                item = item.astype(np.uint8)
+            else:
+                item = item.astype(np.float32)
+            item = cv2.resize(item, (size.width, size.height), interpolation=cv2.INTER_NEAREST)
+            if name == "segmentation_maps":
+                item = item.astype(np.int64)
+            elif name == "normal_maps":
+                item = np.ascontiguousarray(item.transpose(2, 0, 1))
+            resized.append(item)
+        return resized
+
+    # -----------------------------------------------------------------------------------------------------------
+    # Post-processing
+    # -----------------------------------------------------------------------------------------------------------
+
+    def post_process_pose_estimation(
+        self,
+        outputs,
+        boxes: list,
+        outputs_flipped=None,
+        kernel_size: int = 11,
+        threshold: float | None = None,
+        source_sizes: list[tuple[int, int]] | None = None,
+    ) -> list[list[dict[str, torch.Tensor]]]:
+        """
+        Keypoints in image coordinates from the heatmaps of top-down crops (mmpose's UDP + DARK decoding).
+
+        Args:
+            outputs: model output with `heatmaps` `(num_crops, K, H/4, W/4)`, crops in the order of `boxes`.
+            boxes (`list[list[list[float]]]`): the per-image `[x, y, width, height]` boxes given to `preprocess`.
+            outputs_flipped (*optional*): for the original's flip test, the model output on the horizontally flipped
+                crops called with `flip_pairs` (`model(pixel_values_flipped, flip_pairs=model.config.flip_pairs)`),
+                which mirrors the heatmaps back and swaps left/right keypoints, as Sapiens2's. It is averaged with
+                `outputs` before decoding.
+            kernel_size (`int`, *optional*, defaults to 11): Gaussian blur kernel of the DARK refinement.
+            threshold (`float`, *optional*): drop keypoints whose score is not above it.
+            source_sizes (`list[tuple[int, int]]`, *optional*): `(height, width)` of each image; needed only for
+                images with an empty box list (the whole image is then the box).
+
+        Returns:
+            Per image a list with one dict per box: `keypoints` `(K, 2)` (x, y in image pixels), `scores` `(K,)`,
+            `labels` `(K,)` (keypoint indices) and `bbox` `(4,)` (x1, y1, x2, y2).
+        """
+        heatmaps = outputs.heatmaps.detach().float()
+        if outputs_flipped is not None:
+            heatmaps = 0.5 * (heatmaps + outputs_flipped.heatmaps.detach().float())
+        if source_sizes is not None and len(source_sizes) != len(boxes):
+            raise ValueError(f"Got {len(source_sizes)} source sizes for {len(boxes)} images")
+
+        per_image = []
+        for index, image_boxes in enumerate(boxes):
+            if image_boxes is None or len(image_boxes) == 0:
+                if source_sizes is None:
+                    raise ValueError(
+                        f"Image {index} has no boxes: pass `source_sizes` to use the whole image as its box"
+                    )
+                height, width = source_sizes[index]
+                image_boxes = [[0.0, 0.0, width, height]]
+            per_image.append(np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4))
+        all_boxes = np.concatenate(per_image) if per_image else np.zeros((0, 4))
+        if len(all_boxes) != len(heatmaps):
+            raise ValueError(f"{len(heatmaps)} heatmaps for {len(all_boxes)} boxes: pass the boxes given to preprocess")
+
+        input_size = (self.size["width"], self.size["height"])
+        center, scale = get_box_center_scale(all_boxes, input_size, self.box_padding)
+        keypoints, scores = decode_udp_heatmaps(heatmaps.cpu().numpy(), input_size, kernel_size)
+        keypoints = keypoints / np.asarray(input_size) * scale[:, None] + center[:, None] - 0.5 * scale[:, None]
+        bboxes = np.concatenate([all_boxes[:, :2], all_boxes[:, :2] + all_boxes[:, 2:]], axis=1)
+
+        results, start = [], 0
+        for image_boxes in per_image:
+            people = []
+            for person in range(start, start + len(image_boxes)):
+                result = {
+                    "keypoints": torch.from_numpy(keypoints[person]).float(),
+                    "scores": torch.from_numpy(scores[person]),
+                    "labels": torch.arange(keypoints.shape[1]),
+                    "bbox": torch.from_numpy(bboxes[person]).float(),
+                }
+                if threshold is not None:
+                    keep = result["scores"] > threshold
+                    result.update({key: result[key][keep] for key in ("keypoints", "scores", "labels")})
+                people.append(result)
+            results.append(people)
+            start += len(image_boxes)
+        return results
+
+    def _resize_twice(self, maps: torch.Tensor, target_size) -> torch.Tensor:
+        """Bilinear (align_corners=False) resize to the model input size, then to `target_size` (when given): the
+        two resizes of mmseg's `predict_by_feat` and `postprocess_result`."""
+        maps = F.interpolate(maps, size=(self.size["height"], self.size["width"]), mode="bilinear", align_corners=False)
+        if target_size is not None:
+            maps = F.interpolate(maps, size=tuple(int(s) for s in target_size), mode="bilinear", align_corners=False)
+        return maps
+
+    @staticmethod
+    def _check_target_sizes(target_sizes, batch_size: int) -> list:
+        if target_sizes is None:
+            return [None] * batch_size
+        if isinstance(target_sizes, torch.Tensor):
+            target_sizes = target_sizes.tolist()
+        if len(target_sizes) != batch_size:
+            raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {batch_size}")
+        return list(target_sizes)
+
+    def post_process_semantic_segmentation(
+        self, outputs, target_sizes: list[tuple[int, int]] | None = None, return_segmentation_scores: bool = False
+    ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
+        """
+        Class-index maps from the segmentation logits: bilinear resize to the model input, then to `target_sizes`
+        `(height, width)` (the original image sizes; the input size when `None`), then argmax over classes.
+        With `return_segmentation_scores`, each item also carries the resized logits `(num_classes, height, width)`.
+        """
+        logits = outputs.logits.detach().float()
+        results = []
+        for item, target_size in zip(logits, self._check_target_sizes(target_sizes, len(logits))):
+            scores = self._resize_twice(item[None], target_size)[0]
+            segmentation = scores.argmax(dim=0)
+            if return_segmentation_scores:
+                results.append(
+                    SemanticSegmentationPostProcessorOutput(
+                        data={"segmentation": segmentation, "segmentation_scores": scores}
+                    )
+                )
+            else:
+                results.append(segmentation)
+        return results
+
+    def post_process_depth_estimation(
+        self, outputs, target_sizes: list[tuple[int, int]] | None = None, outputs_flipped=None
+    ) -> list[dict[str, torch.Tensor]]:
+        """
+        Relative depth `(height, width)` per image: the model's map resized to the model input, then to
+        `target_sizes` (the input size when `None`). With `outputs_flipped` (the model output on
+        `pixel_values_flipped`, as returned) that prediction is mirrored back and averaged in, as the original depth
+        demo's `--flip`.
+        """
+        depth = outputs.predicted_depth.detach().float()
+        if outputs_flipped is not None:
+            depth = 0.5 * (depth + outputs_flipped.predicted_depth.detach().float().flip(-1))
+        return [
+            {"predicted_depth": self._resize_twice(item[None, None], target_size)[0, 0]}
+            for item, target_size in zip(depth, self._check_target_sizes(target_sizes, len(depth)))
+        ]
+
+    def post_process_normal_estimation(
+        self, outputs, target_sizes: list[tuple[int, int]] | None = None
+    ) -> list[dict[str, torch.Tensor]]:
+        """
+        Unit surface normals `(3, height, width)` per image: the raw normals resized to the model input, then to
+        `target_sizes` (the input size when `None`), then divided by their length + 1e-5, as the original demo.
+        """
+        normals = outputs.normals.detach().float()
+        results = []
+        for item, target_size in zip(normals, self._check_target_sizes(target_sizes, len(normals))):
+            item = self._resize_twice(item[None], target_size)[0]
+            results.append({"normals": item / (torch.linalg.vector_norm(item, dim=0, keepdim=True) + 1e-5)})
+        return results
+
+
+__all__ = [
+    "SAPIENS_MEAN",
+    "SAPIENS_STD",
+    "SapiensImageProcessorPil",
+    "decode_udp_heatmaps",
+    "generate_udp_heatmaps",
+    "get_box_center_scale",
+    "get_udp_warp_matrix",
+    "load_image",
+    "to_rgb_uint8",
+    "warp_affine_bilinear",
+]

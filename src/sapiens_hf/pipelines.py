@@ -1,0 +1,330 @@
+"""Pipelines for the four Sapiens tasks, registered with transformers on `import sapiens_hf`:
+
+    pipeline("sapiens-pose")          top-down keypoints (boxes given, found by a person detector, or the whole image)
+    pipeline("sapiens-segmentation")  28-class body-part segmentation
+    pipeline("sapiens-depth")         relative depth
+    pipeline("sapiens-normal")        surface normals
+
+Each takes single images or lists (PIL images, arrays, tensors, file paths or URLs) and the usual `batch_size`,
+`device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
+`image-segmentation` pipelines work with the Sapiens models as well.
+"""
+
+import os
+
+import numpy as np
+import PIL.Image
+import torch
+from transformers import (
+    AutoModelForDepthEstimation,
+    AutoModelForNormalEstimation,
+    AutoModelForPoseEstimation,
+    AutoModelForSemanticSegmentation,
+    Pipeline,
+    pipeline,
+)
+from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
+from transformers.pipelines import PIPELINE_REGISTRY
+from transformers.pipelines.base import ChunkPipeline
+
+from . import metadata
+from .image_processing_sapiens import SapiensImageProcessorPil, check_boxes, load_image, to_rgb_uint8
+from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
+from .visualization import segmentation_to_image, visualize_depth, visualize_normals
+
+# Meta's original releases (converted on load by `sapiens_hf`); the 0.3B models are the smallest of each task.
+DEFAULT_MODELS = {
+    "sapiens-pose": "facebook/sapiens-pose-0.3b",
+    "sapiens-segmentation": "facebook/sapiens-seg-0.3b",
+    "sapiens-depth": "facebook/sapiens-depth-0.3b",
+    "sapiens-normal": "facebook/sapiens-normal-0.3b",
+}
+
+
+def _rgb_image(image, timeout: float | None = None) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image, timeout=timeout)
+    return to_rgb_uint8(image)
+
+
+class _SapiensPipelineMixin:
+    """Loading flags, the model check and the default image processor shared by the Sapiens pipelines."""
+
+    _load_processor = False
+    _load_image_processor = True
+    _load_feature_extractor = False
+    _load_tokenizer = False
+    model_class_name: str
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(self.model).__name__ != self.model_class_name:
+            raise TypeError(
+                f"The {self.task} pipeline needs a {self.model_class_name}, got {type(self.model).__name__}"
+            )
+        if self.image_processor is None:  # a pipeline class built directly: the released checkpoints use the defaults
+            self.image_processor = SapiensImageProcessorPil()
+
+
+class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
+    """Whole-image tasks: one resized image per forward pass, maps resized back to the image."""
+
+    output_key: str
+    output_class: type
+    has_flip_test = False
+
+    def _sanitize_parameters(self, timeout=None, flip_test=None):
+        if flip_test and not self.has_flip_test:
+            raise ValueError(f"The {self.task or type(self).__name__} pipeline has no flip test")
+        preprocess_params = {} if timeout is None else {"timeout": timeout}
+        forward_params = {} if flip_test is None else {"flip_test": flip_test}
+        return preprocess_params, forward_params, {}
+
+    def preprocess(self, image, timeout=None):
+        image = _rgb_image(image, timeout)
+        model_inputs = self.image_processor(image, return_tensors="pt").to(self.dtype)
+        model_inputs["target_size"] = image.shape[:2]
+        return model_inputs
+
+    def _forward(self, model_inputs, flip_test=False):
+        pixel_values = model_inputs["pixel_values"]
+        model_outputs = {
+            "target_size": model_inputs["target_size"],
+            self.output_key: getattr(self.model(pixel_values=pixel_values), self.output_key),
+        }
+        if flip_test:
+            model_outputs[f"{self.output_key}_flipped"] = getattr(
+                self.model(pixel_values=pixel_values.flip(-1)), self.output_key
+            )
+        return model_outputs
+
+    def _outputs(self, model_outputs, suffix=""):
+        return self.output_class(**{self.output_key: model_outputs[self.output_key + suffix]})
+
+
+class SapiensSegmentationPipeline(_SapiensDensePipeline):
+    """Body-part segmentation. Returns `{"segmentation": (H, W) class indices, "label_map": palettised PIL image}`
+    (the class names are `model.config.id2label`)."""
+
+    model_class_name = "SapiensForSemanticSegmentation"
+    output_key, output_class = "logits", SemanticSegmenterOutput
+
+    def postprocess(self, model_outputs):
+        segmentation = self.image_processor.post_process_semantic_segmentation(
+            self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
+        )[0]
+        return {"segmentation": segmentation, "label_map": segmentation_to_image(segmentation)}
+
+
+class SapiensDepthPipeline(_SapiensDensePipeline):
+    """Relative depth (larger = farther). Returns `{"predicted_depth": (H, W) tensor, "depth": colour-mapped PIL
+    image}`. `flip_test=True` averages with the prediction on the mirrored image, as the original demo's `--flip`."""
+
+    model_class_name = "SapiensForDepthEstimation"
+    output_key, output_class = "predicted_depth", DepthEstimatorOutput
+    has_flip_test = True
+
+    def postprocess(self, model_outputs):
+        flipped = self._outputs(model_outputs, "_flipped") if "predicted_depth_flipped" in model_outputs else None
+        depth = self.image_processor.post_process_depth_estimation(
+            self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]], outputs_flipped=flipped
+        )[0]["predicted_depth"]
+        return {"predicted_depth": depth, "depth": visualize_depth(depth)}
+
+
+class SapiensNormalPipeline(_SapiensDensePipeline):
+    """Surface normals. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image}`."""
+
+    model_class_name = "SapiensForNormalEstimation"
+    output_key, output_class = "normals", SapiensNormalEstimatorOutput
+
+    def postprocess(self, model_outputs):
+        normals = self.image_processor.post_process_normal_estimation(
+            self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
+        )[0]["normals"]
+        return {"normals": normals, "normal_map": visualize_normals(normals)}
+
+
+def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the xyxy boxes kept by greedy NMS, best score first."""
+    order, keep = np.argsort(-scores, kind="stable"), []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while len(order):
+        best, order = order[0], order[1:]
+        keep.append(best)
+        top_left = np.maximum(boxes[best, :2], boxes[order, :2])
+        bottom_right = np.minimum(boxes[best, 2:], boxes[order, 2:])
+        intersection = np.prod(np.clip(bottom_right - top_left, 0, None), axis=1)
+        order = order[intersection / (areas[best] + areas[order] - intersection) <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
+    """Top-down pose estimation: one crop per person box, decoded into keypoints in image coordinates.
+
+    Boxes (COCO `[x, y, width, height]`) come from `boxes=` (per image for a list of images), from `{"image": ...,
+    "boxes": [...]}` inputs, or from a person `detector` (a transformers object-detection pipeline, a model id for
+    one, or any callable returning that pipeline's output); without them, or when nobody is detected, the whole image
+    is the box, as in the original demo. Detections labelled `person_label` scoring above `detector_threshold` are
+    kept after NMS (IoU 0.3, as the original demo). `flip_test=True` averages with the heatmaps of the mirrored crops
+    (the released configs' test setting).
+
+    Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices), `bbox`
+    `(x1, y1, x2, y2)` and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
+    `model.config.id2label`.
+    """
+
+    model_class_name = "SapiensForPoseEstimation"
+
+    def __init__(self, *args, **kwargs):
+        self._detectors = {}
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, inputs, boxes=None, **kwargs):
+        if boxes is not None:
+            if isinstance(inputs, (list, tuple)):
+                if len(boxes) != len(inputs):
+                    raise ValueError(f"Got boxes for {len(boxes)} images but {len(inputs)} images")
+                inputs = [{"image": image, "boxes": image_boxes} for image, image_boxes in zip(inputs, boxes)]
+            else:
+                inputs = {"image": inputs, "boxes": boxes}
+        return super().__call__(inputs, **kwargs)
+
+    def _sanitize_parameters(
+        self,
+        timeout=None,
+        detector=None,
+        detector_threshold=None,
+        person_label=None,
+        flip_test=None,
+        kernel_size=None,
+        threshold=None,
+    ):
+        preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if timeout is not None:
+            preprocess_params["timeout"] = timeout
+        if detector is not None:
+            preprocess_params["detector"] = self._resolve_detector(detector)
+        if detector_threshold is not None:
+            preprocess_params["detector_threshold"] = detector_threshold
+        if person_label is not None:
+            preprocess_params["person_label"] = person_label
+        if flip_test is not None:
+            forward_params["flip_pairs"] = self.flip_pairs if flip_test else None
+        if kernel_size is not None:
+            postprocess_params["kernel_size"] = kernel_size
+        if threshold is not None:
+            postprocess_params["threshold"] = threshold
+        return preprocess_params, forward_params, postprocess_params
+
+    def _resolve_detector(self, detector):
+        if not isinstance(detector, str):
+            if not callable(detector):
+                raise TypeError("detector must be an object-detection pipeline, a model id or a callable")
+            return detector
+        if detector not in self._detectors:
+            self._detectors[detector] = pipeline("object-detection", model=detector, device=self.device)
+        return self._detectors[detector]
+
+    def detect_people(self, image: np.ndarray, detector, threshold: float = 0.3, person_label: str = "person"):
+        """Person boxes `(n, 4)` (x, y, width, height) and their scores, best first."""
+        image = PIL.Image.fromarray(image)
+        detections = detector(image, threshold=threshold) if isinstance(detector, Pipeline) else detector(image)
+        people = [
+            d
+            for d in detections
+            if d["label"].lower() == person_label.lower()
+            and d["score"] > threshold
+            and d["box"]["xmax"] > d["box"]["xmin"]
+            and d["box"]["ymax"] > d["box"]["ymin"]
+        ]
+        xyxy = np.array([[d["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for d in people], np.float64)
+        xyxy = xyxy.reshape(-1, 4)
+        scores = np.array([d["score"] for d in people], dtype=np.float64)
+        keep = non_max_suppression(xyxy, scores, iou_threshold=0.3)
+        return np.concatenate([xyxy[keep, :2], xyxy[keep, 2:] - xyxy[keep, :2]], axis=1), scores[keep]
+
+    def preprocess(self, inputs, timeout=None, detector=None, detector_threshold=0.3, person_label="person"):
+        image, boxes = (inputs["image"], inputs.get("boxes")) if isinstance(inputs, dict) else (inputs, None)
+        image = _rgb_image(image, timeout)
+        height, width = image.shape[:2]
+        box_scores = None
+        if boxes is None and detector is not None:
+            boxes, box_scores = self.detect_people(image, detector, detector_threshold, person_label)
+        boxes = check_boxes(boxes, height, width)
+        if box_scores is None or len(box_scores) == 0:
+            box_scores = [None] * len(boxes)
+        model_inputs = self.image_processor(image, boxes=[boxes], return_tensors="pt").to(self.dtype)
+        for index, (box, box_score) in enumerate(zip(boxes, box_scores)):
+            yield {
+                "pixel_values": model_inputs["pixel_values"][index : index + 1],
+                "box": torch.from_numpy(box)[None],
+                "box_score": None if box_score is None else float(box_score),
+                "is_last": index == len(boxes) - 1,
+            }
+
+    @property
+    def flip_pairs(self) -> list[list[int]]:
+        """Left/right keypoint pairs of the flip test: the model's, else those of the released set with as many
+        keypoints (COCO 17, COCO-WholeBody 133, Goliath 308)."""
+        config = self.model.config
+        if config.flip_pairs is not None:
+            return config.flip_pairs
+        if config.num_labels not in metadata.KEYPOINT_SET_BY_COUNT:
+            raise ValueError(
+                f"flip_test needs the left/right keypoint pairs of this {config.num_labels}-keypoint model: "
+                "set model.config.flip_pairs"
+            )
+        return metadata.flip_pairs(config.num_labels)
+
+    def _forward(self, model_inputs, flip_pairs=None):
+        pixel_values = model_inputs.pop("pixel_values")
+        model_outputs = {"heatmaps": self.model(pixel_values=pixel_values).heatmaps, **model_inputs}
+        if flip_pairs is not None:  # flip test: the model mirrors the flipped crops' heatmaps back, swaps left/right
+            model_outputs["heatmaps_flipped"] = self.model(
+                pixel_values=pixel_values.flip(-1), flip_pairs=flip_pairs
+            ).heatmaps
+        return model_outputs
+
+    def postprocess(self, all_outputs, kernel_size=11, threshold=None):
+        heatmaps = torch.cat([output["heatmaps"] for output in all_outputs])
+        flipped = None
+        if "heatmaps_flipped" in all_outputs[0]:
+            flipped = SapiensPoseEstimatorOutput(
+                heatmaps=torch.cat([output["heatmaps_flipped"] for output in all_outputs])
+            )
+        people = self.image_processor.post_process_pose_estimation(
+            SapiensPoseEstimatorOutput(heatmaps=heatmaps),
+            boxes=[torch.cat([output["box"] for output in all_outputs]).tolist()],
+            outputs_flipped=flipped,
+            kernel_size=kernel_size,
+            threshold=threshold,
+        )[0]
+        for person, output in zip(people, all_outputs):
+            person["bbox_score"] = output["box_score"]
+        return people
+
+
+def register_pipelines() -> None:
+    for task, pipeline_class, auto_class in (
+        ("sapiens-pose", SapiensPosePipeline, AutoModelForPoseEstimation),
+        ("sapiens-segmentation", SapiensSegmentationPipeline, AutoModelForSemanticSegmentation),
+        ("sapiens-depth", SapiensDepthPipeline, AutoModelForDepthEstimation),
+        ("sapiens-normal", SapiensNormalPipeline, AutoModelForNormalEstimation),
+    ):
+        PIPELINE_REGISTRY.register_pipeline(
+            task,
+            pipeline_class=pipeline_class,
+            pt_model=auto_class,
+            default={"model": (DEFAULT_MODELS[task], "main")},
+            type="image",
+        )
+
+
+__all__ = [
+    "SapiensDepthPipeline",
+    "SapiensNormalPipeline",
+    "SapiensPosePipeline",
+    "SapiensSegmentationPipeline",
+    "register_pipelines",
+]

@@ -1,0 +1,334 @@
+"""The `sapiens-*` pipelines and the built-in `depth-estimation` / `image-segmentation` pipelines, end to end on real
+photos (scikit-image's astronaut and camera) with tiny random models at a 256×192 input size; the visualisation
+helpers and keypoint metadata they use."""
+
+import copy
+import functools
+import http.server
+import threading
+
+import numpy as np
+import PIL.Image
+import pytest
+import skimage.data
+import torch
+from conftest import GOLDEN_DIR, load_golden
+from transformers import YolosConfig, YolosForObjectDetection, pipeline
+from transformers.pipelines import PIPELINE_REGISTRY
+
+import sapiens_hf  # noqa: F401  (registers the pipelines)
+from sapiens_hf import (
+    SapiensConfig,
+    SapiensForDepthEstimation,
+    SapiensForNormalEstimation,
+    SapiensForPoseEstimation,
+    SapiensForSemanticSegmentation,
+    SapiensImageProcessorPil,
+    SapiensNormalPipeline,
+)
+from sapiens_hf.convert import convert_original_checkpoint
+from sapiens_hf.metadata import SEGMENTATION_CLASSES, SEGMENTATION_PALETTE, flip_pairs, keypoint_set
+from sapiens_hf.visualization import (
+    draw_keypoints,
+    overlay_segmentation,
+    segmentation_palette,
+    segmentation_to_image,
+    visualize_depth,
+    visualize_normals,
+)
+
+TINY = {
+    "hidden_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "intermediate_size": 128,
+    "decoder_deconv_channels": [16, 16],
+    "decoder_conv_channels": [16],
+    "image_size": [256, 192],
+}
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return SapiensImageProcessorPil(size={"height": 256, "width": 192})
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    pose_config = SapiensConfig(
+        num_labels=17, id2label=dict(enumerate(keypoint_set(17)["keypoint_names"])), flip_pairs=flip_pairs(17), **TINY
+    )
+    return {
+        "pose": SapiensForPoseEstimation(pose_config).eval(),
+        "seg": SapiensForSemanticSegmentation(
+            SapiensConfig(num_labels=28, id2label=dict(enumerate(SEGMENTATION_CLASSES)), **TINY)
+        ).eval(),
+        "depth": SapiensForDepthEstimation(SapiensConfig(**TINY)).eval(),
+        "normal": SapiensForNormalEstimation(SapiensConfig(**TINY)).eval(),
+    }
+
+
+@pytest.fixture(scope="module")
+def astronaut():
+    return skimage.data.astronaut()
+
+
+@pytest.fixture(scope="module")
+def camera():
+    return skimage.data.camera()  # grayscale
+
+
+def manual_pose(model, processor, image, boxes, flip_test=False):
+    inputs = processor(image, boxes=[boxes], return_flipped_pixel_values=flip_test, return_tensors="pt").to(model.dtype)
+    with torch.no_grad():
+        outputs = model(pixel_values=inputs["pixel_values"])
+        flipped = model(pixel_values=inputs["pixel_values_flipped"], flip_pairs=flip_pairs(17)) if flip_test else None
+    return processor.post_process_pose_estimation(
+        outputs, [boxes], outputs_flipped=flipped, source_sizes=[image.shape[:2]]
+    )[0]
+
+
+def assert_people_equal(actual, expected, batched=False):
+    """Exact for the same computation; a batched forward may differ in the last bits."""
+    assert len(actual) == len(expected)
+    tolerances = {"keypoints": 1e-4, "scores": 1e-6} if batched else {}
+    for person, reference in zip(actual, expected):
+        for key in ("keypoints", "scores", "labels", "bbox"):
+            torch.testing.assert_close(person[key], reference[key], rtol=0, atol=tolerances.get(key, 0))
+
+
+def test_pipelines_are_registered():
+    for task in ("sapiens-pose", "sapiens-segmentation", "sapiens-depth", "sapiens-normal"):
+        _, task_defaults, _ = PIPELINE_REGISTRY.check_task(task)
+        model_id, revision = task_defaults["default"]["model"]
+        assert model_id.startswith("facebook/sapiens-") and revision
+        assert task_defaults["type"] == "image"
+
+
+def test_pose_pipeline_equals_the_processor_api(models, processor, astronaut):
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    boxes = [[150.0, 20.0, 240.0, 480.0], [10.5, 200.25, 120.0, 300.0]]
+    people = estimator(astronaut, boxes=boxes)
+    assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, boxes))
+    assert people[0]["keypoints"].shape == (17, 2) and people[0]["bbox_score"] is None
+    flipped = estimator(PIL.Image.fromarray(astronaut), boxes=boxes, flip_test=True)
+    assert_people_equal(flipped, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
+    whole = estimator(astronaut)  # no boxes: the whole image
+    assert len(whole) == 1 and whole[0]["bbox"].tolist() == [0, 0, 512, 512]
+
+
+def test_pose_pipeline_batches_lists_paths_and_dicts(models, processor, astronaut, camera, tmp_path):
+    # float64, so that batching changes no bit that matters: random heatmaps have near-ties that DARK amplifies
+    model = copy.deepcopy(models["pose"]).double()
+    estimator = pipeline("sapiens-pose", model=model, image_processor=processor)
+    PIL.Image.fromarray(camera).save(tmp_path / "camera.png")
+    images = [astronaut, str(tmp_path / "camera.png"), astronaut]
+    boxes = [[[150, 20, 240, 480], [0, 0, 100, 100]], [], [[300, 100, 100, 300]]]
+    batched = estimator(images, boxes=boxes, batch_size=2)
+    assert [len(people) for people in batched] == [2, 1, 1]
+    for image, image_boxes, people in zip([astronaut, np.dstack([camera] * 3), astronaut], boxes, batched):
+        assert_people_equal(people, manual_pose(model, processor, image, image_boxes), batched=True)
+    as_dicts = estimator([{"image": image, "boxes": b} for image, b in zip(images, boxes)], batch_size=3)
+    for people, reference in zip(as_dicts, batched):
+        assert_people_equal(people, reference, batched=True)
+    with pytest.raises(ValueError, match="boxes for 1 images but 3 images"):
+        estimator(images, boxes=[[]])
+    with pytest.raises(ValueError, match="Degenerate box"):
+        estimator(astronaut, boxes=[[10, 10, 0, 0]])
+
+
+def test_pose_pipeline_with_a_person_detector(models, processor, astronaut):
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+
+    def detector(image):
+        assert isinstance(image, PIL.Image.Image) and image.size == (512, 512)
+        return [
+            {"label": "person", "score": 0.9, "box": {"xmin": 140, "ymin": 20, "xmax": 390, "ymax": 505}},
+            {"label": "person", "score": 0.8, "box": {"xmin": 145, "ymin": 25, "xmax": 390, "ymax": 500}},  # dup
+            {"label": "person", "score": 0.2, "box": {"xmin": 0, "ymin": 0, "xmax": 50, "ymax": 50}},  # weak
+            {"label": "person", "score": 0.7, "box": {"xmin": 10, "ymin": 300, "xmax": 10, "ymax": 400}},  # empty
+            {"label": "rocket", "score": 0.95, "box": {"xmin": 380, "ymin": 0, "xmax": 460, "ymax": 300}},
+        ]
+
+    people = estimator(astronaut, detector=detector)
+    assert len(people) == 1 and people[0]["bbox_score"] == 0.9
+    assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, [[140, 20, 250, 485]]))
+    nobody = estimator(astronaut, detector=lambda image: [])
+    assert nobody[0]["bbox"].tolist() == [0, 0, 512, 512] and nobody[0]["bbox_score"] is None
+
+    # a transformers object-detection pipeline (tiny random YOLOS whose only class is "person")
+    yolos = YolosForObjectDetection(
+        YolosConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            image_size=[64, 64],
+            num_detection_tokens=3,
+            id2label={0: "person"},
+        )
+    ).eval()
+    from transformers.models.yolos.image_processing_pil_yolos import YolosImageProcessorPil
+
+    detection = pipeline(
+        "object-detection",
+        model=yolos,
+        image_processor=YolosImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 64}),
+    )
+    people = estimator(astronaut, detector=detection, detector_threshold=0.0)
+    assert 1 <= len(people) <= 3 and all(person["bbox_score"] is not None for person in people)
+
+
+def test_pose_pipeline_end_to_end_matches_golden(processor):
+    """The converted golden pose-17 model through the pipeline with the original's flip test (golden case 4)."""
+    model = convert_original_checkpoint(GOLDEN_DIR / "weights_pose17.safetensors", task="pose", num_attention_heads=2)
+    xyxy = load_golden("case3_pose_preprocess.safetensors")["boxes_xyxy"].double().numpy()[:1]
+    boxes = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).tolist()
+    estimator = pipeline("sapiens-pose", model=model, image_processor=SapiensImageProcessorPil())
+    people = estimator(load_golden("images.npz")["astronaut_rgb"], boxes=boxes, flip_test=True)
+    golden = load_golden("case4_inference_topdown.npz")
+    np.testing.assert_allclose(people[0]["keypoints"].numpy(), golden["pose17.keypoints_image"][0], rtol=0, atol=1e-3)
+    np.testing.assert_allclose(people[0]["scores"].numpy(), golden["pose17.scores"][0], rtol=0, atol=1e-5)
+
+
+def test_segmentation_pipeline(models, processor, astronaut, camera):
+    segmenter = pipeline("sapiens-segmentation", model=models["seg"], image_processor=processor)
+    result = segmenter(astronaut)
+    inputs = processor(astronaut, return_tensors="pt")
+    with torch.no_grad():
+        expected = processor.post_process_semantic_segmentation(models["seg"](**inputs), [(512, 512)])[0]
+    assert torch.equal(result["segmentation"], expected)
+    label_map = result["label_map"]
+    assert label_map.mode == "P" and np.array_equal(np.asarray(label_map), expected.numpy())
+    results = segmenter([astronaut, camera], batch_size=2)
+    assert torch.equal(results[0]["segmentation"], expected) and results[1]["segmentation"].shape == camera.shape
+    with pytest.raises(ValueError, match="has no flip test"):
+        segmenter(astronaut, flip_test=True)
+
+
+def test_depth_and_normal_pipelines(models, processor, astronaut, camera):
+    estimator = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
+    result = estimator(camera)
+    assert result["predicted_depth"].shape == camera.shape and result["depth"].size == camera.shape[::-1]
+    averaged = estimator(camera, flip_test=True)["predicted_depth"]
+    inputs = processor(camera, return_tensors="pt")
+    with torch.no_grad():
+        mirrored = models["depth"](pixel_values=inputs["pixel_values"].flip(-1))
+    expected = processor.post_process_depth_estimation(
+        models["depth"](**inputs), [camera.shape], outputs_flipped=mirrored
+    )[0]["predicted_depth"]
+    torch.testing.assert_close(averaged, expected, rtol=0, atol=0)
+
+    normals = pipeline("sapiens-normal", model=models["normal"], image_processor=processor)([astronaut, camera])
+    assert normals[1]["normals"].shape == (3, *camera.shape) and normals[0]["normal_map"].size == (512, 512)
+    lengths = normals[0]["normals"].norm(dim=0)
+    assert (lengths <= 1).all() and (lengths > 0.99).float().mean() > 0.99
+
+
+def test_builtin_pipelines_work_with_sapiens_models(models, processor, astronaut):
+    image = PIL.Image.fromarray(astronaut)
+    depth = pipeline("depth-estimation", model=models["depth"], image_processor=processor)(image)
+    ours = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)(image)
+    assert torch.equal(depth["predicted_depth"], ours["predicted_depth"]) and depth["depth"].size == (512, 512)
+    segments = pipeline("image-segmentation", model=models["seg"], image_processor=processor)(image)
+    ours = pipeline("sapiens-segmentation", model=models["seg"], image_processor=processor)(image)
+    present = ours["segmentation"].unique().tolist()
+    assert sorted(segment["label"] for segment in segments) == sorted(SEGMENTATION_CLASSES[i] for i in present)
+
+
+def test_saved_models_load_by_path_with_dtype(models, processor, astronaut, tmp_path):
+    models["depth"].save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    estimator = pipeline("sapiens-depth", model=str(tmp_path), dtype=torch.bfloat16, device="cpu")
+    assert estimator.model.dtype == torch.bfloat16
+    depth = estimator(astronaut)["predicted_depth"]
+    assert depth.dtype == torch.float32 and depth.shape == (512, 512) and torch.isfinite(depth).all()
+
+
+def test_wrong_model_for_the_task_is_rejected(models, processor):
+    with pytest.raises(TypeError, match="needs a SapiensForPoseEstimation"):
+        pipeline("sapiens-pose", model=models["depth"], image_processor=processor)
+
+
+def test_pipeline_class_built_directly_gets_the_default_processor(models):
+    estimator = SapiensNormalPipeline(model=models["normal"])
+    assert (
+        isinstance(estimator.image_processor, SapiensImageProcessorPil)
+        and estimator.image_processor.size["height"] == 1024
+    )
+
+
+def test_pose_flip_test_keypoint_pairs(models, processor, astronaut):
+    """Without `config.flip_pairs` the released set's pairs are used; an unknown keypoint set must name them."""
+    without_pairs = copy.deepcopy(models["pose"])
+    without_pairs.config.flip_pairs = None
+    boxes = [[150, 20, 240, 480]]
+    people = pipeline("sapiens-pose", model=without_pairs, image_processor=processor)(
+        astronaut, boxes=boxes, flip_test=True
+    )
+    assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
+    five = SapiensForPoseEstimation(SapiensConfig(num_labels=5, **TINY)).eval()
+    estimator = pipeline("sapiens-pose", model=five, image_processor=processor)
+    assert estimator(astronaut)[0]["keypoints"].shape == (5, 2)
+    with pytest.raises(ValueError, match="set model.config.flip_pairs"):
+        estimator(astronaut, flip_test=True)
+
+
+@pytest.fixture
+def image_url(tmp_path, astronaut):
+    """An http:// URL of the astronaut photo, served from a local thread."""
+
+    class QuietHandler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    PIL.Image.fromarray(astronaut).save(tmp_path / "astronaut.png")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=tmp_path))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/astronaut.png"
+    server.shutdown()
+
+
+def test_images_from_urls(models, processor, astronaut, image_url):
+    segmenter = pipeline("sapiens-segmentation", model=models["seg"], image_processor=processor)
+    assert torch.equal(segmenter(image_url)["segmentation"], segmenter(astronaut)["segmentation"])
+    with pytest.raises(Exception, match="404"):
+        segmenter(image_url.replace("astronaut", "missing"))
+
+
+def test_metadata_and_visualisation_helpers(astronaut):
+    for count in (17, 133, 308):
+        keypoints = keypoint_set(count)
+        assert len(keypoints["keypoint_colors"]) == count == len(keypoints["keypoint_names"])
+        assert len(keypoints["link_colors"]) == len(keypoints["skeleton_links"])
+        flip = keypoints["flip_indices"]
+        assert [flip[i] for i in flip] == list(range(count))  # an involution
+    assert len(SEGMENTATION_CLASSES) == len(segmentation_palette(28)) == 28
+
+    canvas = np.zeros((100, 80, 3), np.uint8)
+    points = torch.tensor([[10.0, 10.0]] * 17)
+    points[5], points[6] = torch.tensor([20.0, 50.0]), torch.tensor([60.0, 50.0])  # left / right shoulder
+    scores = torch.zeros(17)
+    scores[[5, 6]] = 1.0
+    drawn = np.asarray(draw_keypoints(canvas, [{"keypoints": points, "scores": scores}], radius=3, thickness=3))
+    colors = keypoint_set(17)["keypoint_colors"]
+    assert drawn[50, 20].tolist() == colors[5] and drawn[50, 60].tolist() == colors[6]
+    assert drawn[50, 40].tolist() == keypoint_set(17)["link_colors"][7]  # the shoulder link
+    assert drawn[10, 10].tolist() == [0, 0, 0]  # below the score threshold: not drawn
+
+    segmentation = np.zeros((4, 4), np.int64)
+    segmentation[1:3, 1:3] = 14
+    label_map = segmentation_to_image(segmentation)
+    assert np.array_equal(np.asarray(label_map), segmentation)
+    assert np.asarray(label_map.convert("RGB"))[1, 1].tolist() == list(SEGMENTATION_PALETTE[14])
+    overlay = np.asarray(overlay_segmentation(np.full((4, 4, 3), 100, np.uint8), segmentation, alpha=0.5))
+    assert overlay[1, 1].tolist() == [round(50 + c / 2) for c in SEGMENTATION_PALETTE[14]]
+
+    depth = np.array([[1.0, 2.0], [3.0, 100.0]], np.float32)
+    image = np.asarray(visualize_depth(depth, mask=np.array([[1, 1], [1, 0]], bool)))
+    assert image[1, 1].tolist() == [100, 100, 100]  # background
+    assert image[0, 0].sum() > image[0, 1].sum() > image[1, 0].sum()  # near is bright, normalised on the foreground
+    normals = np.asarray(visualize_normals(torch.tensor([[[1.0]], [[0.0]], [[-1.0]]])))
+    assert normals[0, 0].tolist() == [255, 127, 0]
