@@ -6,6 +6,7 @@
 from transformers import (
     AutoBackbone,
     AutoConfig,
+    AutoImageProcessor,
     AutoModel,
     AutoModelForDepthEstimation,
     AutoModelForMaskedImageModeling,
@@ -17,6 +18,7 @@ from transformers import (
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from .configuration_sapiens import SAPIENS_PRESETS, SapiensConfig
+from .image_processing_sapiens import SapiensImageProcessorPil
 from .modeling_sapiens import (
     SapiensBackbone,
     SapiensForDepthEstimation,
@@ -26,6 +28,13 @@ from .modeling_sapiens import (
     SapiensForSemanticSegmentation,
     SapiensModel,
     SapiensPreTrainedModel,
+)
+from .pipelines import (
+    SapiensDepthPipeline,
+    SapiensNormalPipeline,
+    SapiensPosePipeline,
+    SapiensSegmentationPipeline,
+    register_pipelines,
 )
 
 __version__ = "0.1.0"
@@ -54,6 +63,8 @@ def _register() -> None:
 
 
 _register()
+AutoImageProcessor.register(SapiensConfig, image_processor_classes={"pil": SapiensImageProcessorPil}, exist_ok=True)
+register_pipelines()
 
 from .convert import convert_original_checkpoint  # noqa: E402  (needs the registered classes)
 
@@ -69,4 +80,10 @@ __all__ = [
     "SapiensForDepthEstimation",
     "SapiensForNormalEstimation",
     "SapiensForMaskedImageModeling",
+    "SapiensImageProcessorPil",
+    "SapiensPosePipeline",
+    "SapiensSegmentationPipeline",
+    "SapiensDepthPipeline",
+    "SapiensNormalPipeline",
 ]
+from . import hub  # noqa: E402,F401  (registers the loader of original Hub repos with from_pretrained)
