@@ -10,7 +10,7 @@ setup(
     license="Apache-2.0 (code); model weights CC-BY-NC-4.0",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"sapiens_hf": ["data/*.json", "data/*.jpg", "data/*.md", "metrics/*/*.py"]},
+    package_data={"sapiens_hf": ["data/*.jpg", "data/*.md", "metrics/*/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         # Any torch the CPU build 2.13.0 satisfies; no upper pin so GPU users keep their own CUDA build.
@@ -28,9 +28,9 @@ setup(
         "tqdm",
     ],
     extras_require={
-        "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=1.4"],
-        "test": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=1.4"],
-        "dev": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=1.4", "ruff"],
+        "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=2.0"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0"],
+        "dev": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0", "ruff"],
     },
     entry_points={"console_scripts": ["sapiens-hf=sapiens_hf.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "Topic :: Scientific/Engineering :: Image Recognition"],
