@@ -18,6 +18,8 @@ from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.backbone_utils import BackboneMixin, filter_output_hidden_states
+from transformers.conversion_mapping import register_checkpoint_conversion_mapping
+from transformers.core_model_loading import ConversionOps, WeightConverter
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import (
     BackboneOutput,
@@ -27,7 +29,7 @@ from transformers.modeling_outputs import (
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
-from transformers.utils.output_capturing import capture_outputs
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sapiens import TASK_DEFAULTS, SapiensConfig
 
@@ -151,6 +153,49 @@ def sincos_position_embeddings(grid: Sequence[int], dim: int, with_cls: bool) ->
     out_c = cols.flatten()[:, None] * omega[None]
     table = torch.cat([out_r.sin(), out_r.cos(), out_c.sin(), out_c.cos()], dim=1)[None]
     return torch.cat([torch.zeros(1, 1, dim), table], dim=1) if with_cls else table
+
+
+class SapiensPositionEmbeddingsConversion(ConversionOps):
+    """`from_pretrained` step for every `*position_embeddings` tensor. A table saved by another Sapiens model is
+    converted to the layout of the model being loaded as the original load hook does (an MAE checkpoint's
+    CLS + 64×64 table → the 64×48 table of a 1024×768 task model, see `convert_position_embeddings`), and the
+    target parameter's `requires_grad` is kept: the loader would otherwise make the MAE's fixed sin-cos tables
+    trainable."""
+
+    def convert(
+        self, input_dict, source_patterns, target_patterns, model=None, config=None, full_layer_name=None, **kwargs
+    ):
+        table = next(iter(input_dict.values()))
+        table = table[0] if isinstance(table, list) else table
+        target = model.get_parameter(full_layer_name)
+        num_rows = getattr(target, "ds_shape", target.shape)[1]  # ZeRO-3 partitions parameters down to shape (0,)
+        if table.shape[1] != num_rows:
+            grid = config.grid_size
+            table = convert_position_embeddings(table, grid, target_has_cls=num_rows == grid[0] * grid[1] + 1)
+        return {target_patterns[0]: nn.Parameter(table, requires_grad=target.requires_grad)}
+
+    @property
+    def reverse_op(self) -> ConversionOps:
+        return _SaveUnchanged()
+
+
+class _SaveUnchanged(ConversionOps):
+    """Saving counterpart of `SapiensPositionEmbeddingsConversion`: a model always saves its own table as it is."""
+
+    def convert(self, input_dict, source_patterns, target_patterns, **kwargs):
+        return {target_patterns[0]: next(iter(input_dict.values()))}
+
+    @property
+    def reverse_op(self) -> ConversionOps:
+        return SapiensPositionEmbeddingsConversion()
+
+
+# Registered by model type, so it applies to every Sapiens class, also when this file runs as remote code.
+register_checkpoint_conversion_mapping(
+    "sapiens",
+    [WeightConverter("position_embeddings", "position_embeddings", [SapiensPositionEmbeddingsConversion()])],
+    overwrite=True,
+)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -422,6 +467,8 @@ class SapiensPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _can_compile_fullgraph = True
     _can_record_outputs = {"hidden_states": SapiensLayer, "attentions": SapiensAttention}
+    # The losses are plain means (as the original), so the Trainer must scale them for gradient accumulation itself.
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -443,6 +490,8 @@ class SapiensPreTrainedModel(PreTrainedModel):
             init.normal_(module.mask_token, std=std)
             table = sincos_position_embeddings(module.grid_size, module.position_embeddings.shape[-1], with_cls=True)
             init.copy_(module.position_embeddings, table)
+            # `from_pretrained` re-creates a table missing from the checkpoint as a trainable parameter.
+            module.position_embeddings.requires_grad_(False)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
@@ -453,6 +502,16 @@ class SapiensPreTrainedModel(PreTrainedModel):
             if model is not None:
                 return model
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """transformers' `push_to_hub` through `sapiens_hf.hub` when the package is installed: a generated model card,
+        stale weight files of an earlier push deleted in the same commit, a plain checkpoint unless
+        `remote_code=True`."""
+        try:
+            from sapiens_hf.hub import push_to_hub
+        except ImportError:  # a remote-code copy without the package keeps transformers' upload
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_to_hub(self, repo_id, **kwargs)
 
     def _feature_map(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         patches = tokens[:, int(self.config.use_cls_token) :]
@@ -528,6 +587,12 @@ class SapiensTaskModel(SapiensPreTrainedModel):
     def __init__(self, config: SapiensConfig):
         super().__init__(config)
         defaults = TASK_DEFAULTS[self.task]
+        if config.use_cls_token:
+            # A pretraining (MAE) config: fine-tune in the original layout — no CLS token, a 1024×768 table and the
+            # task's patch padding; `from_pretrained` converts the pretrained table (SapiensPositionEmbeddingsConversion).
+            config.use_cls_token = False
+            config.image_size = [1024, 768]
+            config.patch_embed_padding = defaults["patch_embed_padding"]
         if config.decoder_deconv_channels is None:
             config.decoder_deconv_channels = list(defaults["decoder_deconv_channels"])
         if config.decoder_conv_channels is None:
@@ -700,7 +765,14 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
     Masking is per-sample random (ratio `config.mask_ratio`); pass `noise` `(batch, num_patches)` to make it
     deterministic (the patches with the smallest noise are kept) or `bool_masked_pos` (True = masked; the same
     number of masked patches in every sample) as `AutoModelForMaskedImageModeling` models take it.
+    `hidden_states` / `attentions` are the encoder's, as in ViTMAE.
     """
+
+    # The encoder (a `SapiensModel`) records its own layers; these recorders only have to match none of the decoder's.
+    _can_record_outputs = {
+        "hidden_states": OutputRecorder(SapiensLayer, layer_name="model.layers"),
+        "attentions": OutputRecorder(SapiensAttention, index=1, layer_name="model.layers"),
+    }
 
     def __init__(self, config: SapiensConfig):
         if not config.use_cls_token:
@@ -733,6 +805,8 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
     def _shuffle(self, batch: int, num_patches: int, noise, bool_masked_pos, device) -> torch.Tensor:
         """Patch order with the kept patches first (ascending noise, as the original `random_masking`)."""
         if bool_masked_pos is not None:
+            if noise is not None:
+                raise ValueError("Pass either noise or bool_masked_pos, not both")
             counts = bool_masked_pos.sum(dim=1)
             if bool(counts.min() != counts.max()):
                 raise ValueError("bool_masked_pos must mask the same number of patches in every sample")
@@ -752,6 +826,8 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
         bool_masked_pos: torch.Tensor | None = None,
         **kwargs,
     ) -> SapiensMaskedImageModelingOutput:
+        # Targets and loss in float32 also for a bf16 model (ZeRO-3 training): the per-patch variance needs it.
+        target = self.patchify(pixel_values.float())
         pixel_values = pixel_values.to(self.model.embeddings.patch_embeddings.projection.weight.dtype)
         tokens, grid = self.model.embeddings(pixel_values)
         batch, num_patches = tokens.shape[0], tokens.shape[1] - 1
@@ -770,13 +846,12 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
         mask[:, :num_keep] = 0
         mask = torch.gather(mask, 1, ids_restore)
 
-        target = self.patchify(pixel_values)
-        reconstruction = logits
+        reconstruction = logits.float()
         if self.config.norm_pix_loss:
             mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + 1.0e-6) ** 0.5
-            reconstruction = logits * (var + 1.0e-6) ** 0.5 + mean
-        per_patch = ((logits - target) ** 2).mean(dim=-1)
+            reconstruction = reconstruction * (var + 1.0e-6) ** 0.5 + mean
+        per_patch = ((logits.float() - target) ** 2).mean(dim=-1)
         loss = (per_patch * mask).sum() / mask.sum()
         return SapiensMaskedImageModelingOutput(
             loss=loss,

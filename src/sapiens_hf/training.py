@@ -871,7 +871,7 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     backbone, gets a new one) or, with `config_name`, freshly initialised; `config_kwargs` set config fields. The
     concrete class, not an Auto class: its `from_pretrained` also converts Meta's original repos, which have no
     config.json. Build it after `TrainingArguments`, so that DeepSpeed ZeRO-3 partitions it while loading."""
-    overrides = _parse_overrides(model_args.config_overrides)
+    overrides = parse_config_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
         return model_class.from_pretrained(
             model_args.model_name_or_path,
@@ -885,17 +885,17 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
         )
     if not model_args.config_name:
         raise ValueError("Pass --model_name_or_path (fine-tune a checkpoint) or --config_name (train from scratch)")
-    name = model_args.config_name
+    name, fields = model_args.config_name, {**overrides, **config_kwargs}
+    # Fields go through the constructor (not setattr afterwards) so derived ones, e.g. stage names, follow them.
     if name.lower().removeprefix("sapiens-") in ("0.3b", "0.6b", "1b", "2b"):
-        config = SapiensConfig.from_preset(name, task=model_class.task)
+        config = SapiensConfig.from_preset(name, task=model_class.task, **fields)
     else:
-        config = SapiensConfig.from_pretrained(name)
-    for key, value in {**overrides, **config_kwargs}.items():
-        setattr(config, key, value)
+        values = {k: v for k, v in SapiensConfig.get_config_dict(name)[0].items() if k not in ("out_features", "out_indices")}
+        config = SapiensConfig.from_dict({**values, **fields})
     return model_class._from_config(config)  # as Auto*.from_config: under ZeRO-3 built inside zero.Init
 
 
-def _parse_overrides(text: str | None) -> dict:
+def parse_config_overrides(text: str | None) -> dict:
     """'a=1,b=[16,16],c=x' → {'a': 1, 'b': [16, 16], 'c': 'x'} (values parsed as JSON when possible)."""
     overrides = {}
     for item in filter(None, re.split(r",(?=\w+=)", (text or "").replace(" ", ""))):
