@@ -2,6 +2,9 @@
 the `convert` subcommand's wiring; the message when a model cannot be loaded."""
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -138,3 +141,40 @@ def test_convert_subcommand_calls_the_converter(monkeypatch, tmp_path):
     monkeypatch.setattr("sapiens_hf.convert.convert_to_folder", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert main(["convert", "model.pth", str(tmp_path), "--task", "depth", "--push-to", "me/sapiens-depth"]) == 0
     assert calls == [(("model.pth", str(tmp_path)), {"task": "depth", "push_to": "me/sapiens-depth"})]
+
+
+def test_predict_offline_with_an_original_hub_id_says_how_to_use_a_local_checkpoint(tmp_path):
+    """`sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b …` with `HF_HUB_OFFLINE=1`, empty cache."""
+    image = tmp_path / "photo.png"
+    PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "home"))
+    result = subprocess.run(
+        [sys.executable, "-m", "sapiens_hf.cli", "predict", "--task", "pose", "--model", "facebook/sapiens-pose-0.3b",
+         str(image), "--output", str(tmp_path / "out")],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "could not load facebook/sapiens-pose-0.3b" in result.stderr
+    assert "Hub cannot be reached (HF_HUB_OFFLINE is set)" in result.stderr
+    assert "use a local or converted checkpoint as --model" in result.stderr
+    assert "hf download facebook/sapiens-pose-0.3b --local-dir DIR" in result.stderr
+    assert "sapiens-hf convert CHECKPOINT.pth OUT_DIR --task pose" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_predict_with_a_local_original_folder(tmp_path, monkeypatch, capsys):
+    """A folder laid out like Meta's repo (a released `.pth`, no config.json) converts on load."""
+    from test_original_repos import POSE_FILE, save_original
+
+    from sapiens_hf import convert
+
+    monkeypatch.setitem(convert.HEADS_BY_WIDTH, 32, 2)  # the tiny checkpoint's width counts as a released size
+    save_original(tmp_path / "sapiens-pose-0.3b" / POSE_FILE)
+    image = tmp_path / "photo.png"
+    PIL.Image.fromarray(skimage.data.astronaut()).resize((64, 80)).save(image)
+    arguments = ["predict", "--task", "pose", "--model", str(tmp_path / "sapiens-pose-0.3b"), str(image)]
+    assert main(arguments + ["--output", str(tmp_path / "out"), "--quiet"]) == 0
+    coco = json.loads((tmp_path / "out" / "keypoints.json").read_text())
+    assert len(coco["annotations"][0]["keypoints"]) == 17 * 3 and coco["categories"][0]["keypoints"][0] == "nose"
+    assert (tmp_path / "out" / "photo_pose_vis.jpg").is_file()

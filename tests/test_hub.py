@@ -13,7 +13,7 @@ import pytest
 from fake_hub import FakeHub, client_env, run_client
 from huggingface_hub import ModelCard
 
-from sapiens_hf import SapiensPreTrainedModel, hub
+from sapiens_hf import hub
 
 CLIENT = """
 import json, sys
@@ -119,7 +119,7 @@ def test_the_four_pipelines_round_trip(client, fake_hub):
 results = {}
 for task, name in PIPELINES.items():
     pipe = pipeline(task, model=tiny(name), image_processor=processor())
-    hub.push_to_hub(pipe, f"tester/{task}")
+    pipe.push_to_hub(f"tester/{task}")  # delegates to hub.push_to_hub
     reloaded = pipeline(task, model=f"tester/{task}")
     results[task] = [type(reloaded).__name__, same_weights(pipe.model, reloaded.model),
                      same_output(run_pipeline(pipe), run_pipeline(reloaded))]
@@ -163,8 +163,6 @@ print(json.dumps(dict(sharded=sharded, single=single, same=[same_sharded, same_s
     assert len(fake_hub.history("tester/sharded")) == 4  # creation + one commit per push (deletions included)
 
 
-@pytest.mark.skipif("push_to_hub" not in SapiensPreTrainedModel.__dict__,
-                    reason="SapiensPreTrainedModel.push_to_hub does not delegate to sapiens_hf.hub yet (docs/hub.md)")
 def test_native_push_to_hub_cleans_stale_shards_and_writes_the_card(client, fake_hub):
     client("""
 model = tiny("SapiensForNormalEstimation")
@@ -275,8 +273,6 @@ print(json.dumps([type(config).__module__, type(model).__module__, type(processo
     assert same and same_pixels
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines.py and visualization.py use `from . import metadata`, which reads "
-                   "package data files that remote code cannot ship (see docs/hub.md, Remote code)")
 def test_remote_code_pipeline_loads_without_sapiens_hf(client, fake_hub, tmp_path):
     client("""
 pipe = pipeline("sapiens-depth", model=tiny("SapiensForDepthEstimation"), image_processor=processor())
@@ -291,6 +287,12 @@ print(json.dumps([type(pipe).__module__, torch.equal(pipe(image)["predicted_dept
 """, client_env(fake_hub, tmp_path / "home"), cwd=tmp_path)
     pipeline_module, same = json.loads(out.strip().splitlines()[-1])
     assert pipeline_module.startswith("transformers_modules.") and same
+    files = fake_hub.files("tester/remote-depth")
+    assert {"pipelines.py", "metadata.py", "visualization.py", "modeling_sapiens.py"} <= set(files)
+    assert json.loads(files["config.json"])["custom_pipelines"]["sapiens-depth"] == {
+        "impl": "pipelines.SapiensDepthPipeline", "pt": ["AutoModelForDepthEstimation"], "type": "image",
+        "default": {"model": ["facebook/sapiens-depth-0.3b", "main"]},
+    }
 
 
 def test_remote_code_check_rejects_modules_that_need_the_package(tmp_path):

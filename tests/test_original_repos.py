@@ -4,22 +4,37 @@ verified downloads (truncated or corrupted files give a clear error and are drop
 
 import dataclasses
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fake_hub import FakeHub, client_env, run_client
 from huggingface_hub import ModelCard
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForDepthEstimation,
+    AutoModelForPoseEstimation,
+    pipeline,
+)
 
 from sapiens_hf import (
+    SAPIENS_PRESETS,
+    SapiensConfig,
     SapiensForDepthEstimation,
     SapiensForPoseEstimation,
+    SapiensImageProcessorPil,
     SapiensModel,
     SapiensPreTrainedModel,
     convert_original_checkpoint,
     hub,
+    metadata,
 )
+from sapiens_hf.convert import TASK_TO_CLASS
 
 POSE_FILE = "sapiens_0.3b_goliath_best_goliath_AP_573.pth"  # a released name, tiny weights
 
@@ -58,10 +73,22 @@ def original_pose_state_dict(seed: int = 0, hidden: int = 32, layers: int = 2, k
     return weights
 
 
-def save_original(path, seed: int = 0) -> bytes:
+def original_depth_state_dict(seed: int = 0) -> dict:
+    """A tiny depth checkpoint: the pose checkpoint's backbone with a `decode_head.` depth head (one output)."""
+    generator = torch.Generator().manual_seed(seed + 1000)
+    weights = {key: value for key, value in original_pose_state_dict(seed).items() if key.startswith("backbone.")}
+    for key, shape in [("deconv_layers.0.weight", (32, 8, 4, 4)), ("deconv_layers.3.weight", (8, 8, 4, 4)),
+                       ("conv_layers.0.weight", (8, 8, 1, 1)), ("conv_layers.0.bias", (8,)),
+                       ("conv_seg.weight", (1, 8, 1, 1)), ("conv_seg.bias", (1,))]:
+        weights["decode_head." + key] = torch.randn(*shape, generator=generator)
+    return weights
+
+
+def save_original(path, seed: int = 0, task: str = "pose") -> bytes:
     """Writes a `.pth` like the released task files (`state_dict` + `meta`) and returns its bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": original_pose_state_dict(seed), "meta": {"epoch": 210}}, path)
+    weights = original_pose_state_dict(seed) if task == "pose" else original_depth_state_dict(seed)
+    torch.save({"state_dict": weights, "meta": {"epoch": 210}}, path)
     return path.read_bytes()
 
 
@@ -168,6 +195,148 @@ def test_bfloat16_export_repos_are_refused_with_a_pointer_to_the_original():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Plain transformers calls: AutoConfig, AutoImageProcessor, Auto model classes, pipeline() (offline)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def released_layout(checkpoint: hub.OriginalCheckpoint) -> dict:
+    """Meta tensors with the key names and shapes of a released file (sapiens-original.md §2.2): nothing allocated."""
+
+    def empty(*shape):
+        return torch.empty(shape, device="meta")
+
+    preset = SAPIENS_PRESETS[f"sapiens-{checkpoint.model_size}"]
+    width, depth = preset["hidden_size"], preset["num_hidden_layers"]
+    pretrain = checkpoint.task == "pretraining"
+    prefix = "" if pretrain else "backbone."
+    weights = {"patch_embed.projection.weight": empty(width, 3, 16, 16), "patch_embed.projection.bias": empty(width),
+               "pos_embed": empty(1, 64 * 64 + 1 if pretrain else 64 * 48, width),
+               "ln1.weight": empty(width), "ln1.bias": empty(width)}
+    if pretrain:
+        weights["cls_token"] = empty(1, 1, width)
+    for i in range(depth):
+        weights.update({f"layers.{i}.{name}": empty(*shape) for name, shape in [
+            ("ln1.weight", (width,)), ("ln1.bias", (width,)), ("ln2.weight", (width,)), ("ln2.bias", (width,)),
+            ("attn.qkv.weight", (3 * width, width)), ("attn.qkv.bias", (3 * width,)),
+            ("attn.proj.weight", (width, width)), ("attn.proj.bias", (width,)),
+            ("ffn.layers.0.0.weight", (4 * width, width)), ("ffn.layers.0.0.bias", (4 * width,)),
+            ("ffn.layers.1.weight", (width, 4 * width)), ("ffn.layers.1.bias", (width,))]})
+    weights = {prefix + key: value for key, value in weights.items()}
+    if pretrain:
+        return weights
+    # (head prefix, deconv stages, conv stages, channels, outputs)
+    head_prefix, deconvs, convs, channels, outputs = {
+        "pose": ("head", 2, 2, 768, int((checkpoint.label_set or "-0").rsplit("-", 1)[1])),
+        "segmentation": ("decode_head", 3, 3, 768, 28),
+        "depth": ("decode_head", 4, 2, 384, 1),
+        "normal": ("decode_head", 3, 3, 768, 3),
+    }[checkpoint.task]
+    for stage in range(deconvs):
+        weights[f"{head_prefix}.deconv_layers.{3 * stage}.weight"] = empty(width if stage == 0 else channels,
+                                                                             channels, 4, 4)
+    for stage in range(convs):
+        weights[f"{head_prefix}.conv_layers.{3 * stage}.weight"] = empty(channels, channels, 1, 1)
+        weights[f"{head_prefix}.conv_layers.{3 * stage}.bias"] = empty(channels)
+    final = "final_layer" if checkpoint.task == "pose" else "conv_seg"
+    weights[f"{head_prefix}.{final}.weight"] = empty(outputs, channels, 1, 1)
+    weights[f"{head_prefix}.{final}.bias"] = empty(outputs)
+    return weights
+
+
+def test_table_configs_equal_the_configs_of_the_released_weights():
+    """`AutoConfig.from_pretrained(<original repo>)` downloads nothing: its config comes from the table entry. It
+    must be the config the conversion builds from the released file's weights (same layout, shapes only)."""
+    from sapiens_hf.convert import _config_from_weights, _detect_task, _split_original
+
+    for checkpoint in hub.ORIGINAL_CHECKPOINTS:
+        encoder, head, decoder, _ = _split_original(released_layout(checkpoint))
+        task = _detect_task(head, decoder)
+        from_weights = _config_from_weights(encoder, head, decoder, task, task, {})
+        from_table = hub.original_config(checkpoint)
+        assert from_table.architectures == [TASK_TO_CLASS[task].__name__], checkpoint
+        from_table.architectures = None
+        assert from_table.to_dict() == {**from_weights.to_dict(), "_name_or_path": checkpoint.repo_id}, checkpoint
+    pose = AutoConfig.from_pretrained("facebook/sapiens-pose-1b")
+    assert (type(pose), pose.hidden_size, pose.num_labels, pose.id2label[0]) == (SapiensConfig, 1536, 308, "nose")
+    assert pose.flip_pairs == metadata.flip_pairs(308) and pose.name_or_path == "facebook/sapiens-pose-1b"
+    seg = AutoConfig.from_pretrained("facebook/sapiens-seg-0.3b", num_attention_heads=8)
+    assert seg.num_attention_heads == 8 and seg.id2label[1] == "Apparel" and seg.class_weights[0] == 0.1
+    coco = AutoConfig.from_pretrained("noahcao/sapiens-pose-coco", filename="sapiens_2b_coco_best_coco_AP_822.pth")
+    assert (coco.hidden_size, coco.num_labels) == (1920, 17)
+    with pytest.raises(ValueError, match="filename="):
+        AutoConfig.from_pretrained("noahcao/sapiens-pose-coco")
+    processor = AutoImageProcessor.from_pretrained("facebook/sapiens-depth-2b")
+    assert processor.to_dict() == SapiensImageProcessorPil().to_dict()
+    coco = AutoImageProcessor.from_pretrained("noahcao/sapiens-pose-coco", size={"height": 256, "width": 192})
+    assert type(coco) is SapiensImageProcessorPil and coco.size == {"height": 256, "width": 192}
+    with pytest.raises(ValueError, match="load facebook/sapiens-depth-1b "):
+        AutoConfig.from_pretrained("facebook/sapiens-depth-1b-bfloat16")
+
+
+def test_auto_classes_and_pipelines_load_a_local_original_folder(tmp_path):
+    folder = tmp_path / "sapiens-pose-0.3b"
+    save_original(folder / POSE_FILE)
+    expected = convert_original_checkpoint(folder / POSE_FILE, num_attention_heads=2)
+
+    config = AutoConfig.from_pretrained(folder)  # a released file name: the table's config
+    assert (config.hidden_size, config.num_labels, config.name_or_path) == (1024, 308, str(folder))
+    assert type(AutoImageProcessor.from_pretrained(folder)) is SapiensImageProcessorPil
+    assert_same_weights(AutoModelForPoseEstimation.from_pretrained(folder, num_attention_heads=2), expected)
+    assert_same_weights(AutoModel.from_pretrained(folder, num_attention_heads=2), expected.model)
+    with pytest.raises(ValueError, match="pose checkpoint"):
+        AutoModelForDepthEstimation.from_pretrained(folder, num_attention_heads=2)
+
+    image = np.random.RandomState(0).randint(0, 256, (80, 60, 3), dtype=np.uint8)
+    reference = pipeline("sapiens-pose", model=expected, image_processor=SapiensImageProcessorPil())(image)
+    for model in (folder, str(folder / POSE_FILE)):
+        pose = pipeline("sapiens-pose", model=model, model_kwargs={"num_attention_heads": 2}, dtype=torch.float32)
+        assert type(pose.image_processor) is SapiensImageProcessorPil
+        assert_same_weights(pose.model, expected)
+        torch.testing.assert_close(pose(image)[0]["keypoints"], reference[0]["keypoints"], rtol=0, atol=0)
+
+    # A file that is not a released one: its config comes from its weights.
+    save_original(tmp_path / "finetuned" / "mine.pth", seed=3, task="depth")
+    config = AutoConfig.from_pretrained(tmp_path / "finetuned", num_attention_heads=2)
+    assert (config.hidden_size, config.architectures) == (32, ["SapiensForDepthEstimation"])
+    depth = pipeline("sapiens-depth", model=str(tmp_path / "finetuned"), model_kwargs={"num_attention_heads": 2})
+    assert_same_weights(AutoModelForDepthEstimation.from_pretrained(tmp_path / "finetuned", num_attention_heads=2),
+                        depth.model)  # the heads, consumed by AutoConfig, reach the conversion through the config
+    assert_same_weights(depth.model, convert_original_checkpoint(tmp_path / "finetuned" / "mine.pth",
+                                                                 num_attention_heads=2))
+    assert depth(image)["predicted_depth"].shape == (80, 60)
+
+
+def test_a_config_passed_for_an_original_overrides_what_it_changes(tmp_path):
+    save_original(tmp_path / POSE_FILE)
+    config = AutoConfig.from_pretrained(tmp_path, num_attention_heads=2)
+    unchanged = SapiensForPoseEstimation.from_pretrained(tmp_path, config=config)
+    assert_same_weights(unchanged, convert_original_checkpoint(tmp_path / POSE_FILE, num_attention_heads=2))
+    config.image_size, config.decoder_dropout = [512, 384], 0.0
+    changed = SapiensForPoseEstimation.from_pretrained(tmp_path, config=config)
+    assert changed.config.image_size == [512, 384] and changed.config.decoder_dropout == 0.0
+    assert changed.config.hidden_size == 32  # the weights' own dimensions are kept
+    with pytest.raises(TypeError, match="positional"):
+        SapiensForPoseEstimation.from_pretrained(tmp_path, config, num_attention_heads=2)
+
+
+def test_other_names_reach_transformers_unchanged(tmp_path):
+    converted = tmp_path / "converted"
+    SapiensForDepthEstimation(SapiensConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                            intermediate_size=64)).save_pretrained(converted)
+    SapiensImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(converted)
+    save_original(converted / "stray" / POSE_FILE)  # ignored: config.json / preprocessor_config.json win
+    assert AutoConfig.from_pretrained(converted).hidden_size == 32
+    assert AutoImageProcessor.from_pretrained(converted).size == {"height": 64, "width": 48}
+    with pytest.raises(OSError):
+        AutoConfig.from_pretrained(tmp_path / "missing")
+    methods = {auto: inspect.getattr_static(auto, "from_pretrained").__func__
+               for auto in (AutoConfig, AutoImageProcessor)}
+    assert all(method.__sapiens_hf_hook__ and "sapiens_hf" in method.__doc__ for method in methods.values())
+    hub.register_original_repos_with_auto_classes()  # idempotent: no second wrapper
+    assert all(inspect.getattr_static(auto, "from_pretrained").__func__ is method for auto, method in methods.items())
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Through the loopback Hub
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -265,3 +434,56 @@ print(json.dumps(results))
     assert "the file on the Hub changed" in results["pinned mismatch"][0]
     assert results["pinned mismatch"][1] == [sha]  # refused before downloading: the cached good file is untouched
     assert results["pinned match"] == ["loaded", [sha]]
+
+
+def test_plain_transformers_calls_and_default_pipelines_on_original_repos(fake_hub, tmp_path):
+    """The headline usage against the loopback Hub: `pipeline("sapiens-depth", model="facebook/sapiens-depth-1b")`,
+    the Auto classes, the built-in depth pipeline, the default model of `pipeline("sapiens-pose")` and of
+    `sapiens-hf predict`, and a revision pin, all on repos that hold only an original `.pth`."""
+    depth_file = hub.find_original("facebook/sapiens-depth-1b").filename
+    old = fake_hub.commit("facebook/sapiens-depth-1b", {depth_file: save_original(tmp_path / "d0" / depth_file, 0,
+                                                                                   task="depth")})
+    fake_hub.commit("facebook/sapiens-depth-1b", {depth_file: save_original(tmp_path / "d1" / depth_file, 1,
+                                                                             task="depth")})
+    fake_hub.commit("facebook/sapiens-pose-0.3b", {POSE_FILE: save_original(tmp_path / "p" / POSE_FILE)})
+    photo = tmp_path / "photo.png"
+    torch.manual_seed(0)
+    import PIL.Image
+
+    PIL.Image.fromarray(np.random.RandomState(0).randint(0, 256, (80, 60, 3), dtype=np.uint8)).save(photo)
+    out = run_client(CLIENT + f"""
+import numpy as np, PIL.Image
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForDepthEstimation, pipeline
+from sapiens_hf import convert
+from sapiens_hf.cli import main
+convert.HEADS_BY_WIDTH[32] = 2  # the tiny checkpoints' width counts as a released size
+
+image = PIL.Image.open("{photo}")
+depth = pipeline("sapiens-depth", model="facebook/sapiens-depth-1b")
+result = depth(image)
+builtin = pipeline("depth-estimation", model="facebook/sapiens-depth-1b")(image)
+pinned = pipeline("sapiens-depth", model="facebook/sapiens-depth-1b", revision="{old}")
+auto = AutoModelForDepthEstimation.from_pretrained("facebook/sapiens-depth-1b")
+config = AutoConfig.from_pretrained("facebook/sapiens-depth-1b")
+processor = AutoImageProcessor.from_pretrained("facebook/sapiens-depth-1b")
+pose = pipeline("sapiens-pose")  # no model: DEFAULT_MODELS, Meta's 0.3B release
+code = main(["predict", "--task", "pose", "{photo}", "--output", "out", "--quiet"])
+print(json.dumps(dict(
+    depth=weights(depth.model), pinned=weights(pinned.model), auto=weights(auto), pose=weights(pose.model),
+    classes=[type(depth).__name__, type(depth.image_processor).__name__, type(config).__name__,
+             type(processor).__name__, type(pose).__name__],
+    config=[config.hidden_size, config.num_hidden_layers], shape=list(result["predicted_depth"].shape),
+    same_builtin=bool((builtin["predicted_depth"] == result["predicted_depth"]).all()),
+    keypoints=len(pose(image)[0]["keypoints"]), cli=code,
+    coco=len(json.loads(Path("out/keypoints.json").read_text())["annotations"]),
+)))
+""", client_env(fake_hub, tmp_path / "home"), cwd=tmp_path)
+    result = json.loads(out.splitlines()[-1])
+    assert result["classes"] == ["SapiensDepthPipeline", "SapiensImageProcessorPil", "SapiensConfig",
+                                 "SapiensImageProcessorPil", "SapiensPosePipeline"]
+    assert result["config"] == [1536, 40]  # the table's 1B config; the model itself is built from the weights
+    assert result["depth"] == result["auto"] == weight_sums(tmp_path / "d1" / depth_file)
+    assert result["pinned"] == weight_sums(tmp_path / "d0" / depth_file)
+    assert result["pose"] == weight_sums(tmp_path / "p" / POSE_FILE)
+    assert result["shape"] == [80, 60] and result["same_builtin"] and result["keypoints"] == 17
+    assert result["cli"] == 0 and result["coco"] == 1

@@ -5,7 +5,10 @@ helpers and keypoint metadata they use."""
 import copy
 import functools
 import http.server
+import json
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -14,9 +17,10 @@ import skimage.data
 import torch
 from conftest import GOLDEN_DIR, load_golden
 from transformers import YolosConfig, YolosForObjectDetection, pipeline
+from transformers.dynamic_module_utils import get_imports
 from transformers.pipelines import PIPELINE_REGISTRY
 
-import sapiens_hf  # noqa: F401  (registers the pipelines)
+import sapiens_hf  # registers the pipelines
 from sapiens_hf import (
     SapiensConfig,
     SapiensForDepthEstimation,
@@ -25,6 +29,7 @@ from sapiens_hf import (
     SapiensForSemanticSegmentation,
     SapiensImageProcessorPil,
     SapiensNormalPipeline,
+    hub,
 )
 from sapiens_hf.convert import convert_original_checkpoint
 from sapiens_hf.metadata import SEGMENTATION_CLASSES, SEGMENTATION_PALETTE, flip_pairs, keypoint_set
@@ -306,6 +311,11 @@ def test_metadata_and_visualisation_helpers(astronaut):
         flip = keypoints["flip_indices"]
         assert [flip[i] for i in flip] == list(range(count))  # an involution
     assert len(SEGMENTATION_CLASSES) == len(segmentation_palette(28)) == 28
+    assert keypoint_set(17)["sigmas"][0] == float(np.float32(0.026))  # the original's float32 values
+    # Plain Python, no data files: the module works as remote code (only .py files reach a Hub repo).
+    module = Path(sapiens_hf.metadata.__file__)
+    assert not list((module.parent / "data").glob("*.json"))
+    assert set(get_imports(module)) <= set(sys.stdlib_module_names)
 
     canvas = np.zeros((100, 80, 3), np.uint8)
     points = torch.tensor([[10.0, 10.0]] * 17)
@@ -332,3 +342,30 @@ def test_metadata_and_visualisation_helpers(astronaut):
     assert image[0, 0].sum() > image[0, 1].sum() > image[1, 0].sum()  # near is bright, normalised on the foreground
     normals = np.asarray(visualize_normals(torch.tensor([[[1.0]], [[0.0]], [[-1.0]]])))
     assert normals[0, 0].tolist() == [255, 127, 0]
+
+
+def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(models, processor, astronaut, tmp_path):
+    """`pipe.save_pretrained(dir)` writes the model and processor only, so `pipeline(task, model=dir)` loads it with
+    `sapiens_hf` installed and no `trust_remote_code`; the remote-code export adds `custom_pipelines` and the code."""
+    for task, key in (("sapiens-depth", "depth"), ("sapiens-pose", "pose")):
+        folder = tmp_path / task
+        estimator = pipeline(task, model=models[key], image_processor=processor)
+        estimator.save_pretrained(folder)
+        files = sorted(path.name for path in folder.iterdir())
+        assert files == ["config.json", "model.safetensors", "preprocessor_config.json"]
+        saved = json.loads((folder / "config.json").read_text())
+        assert "custom_pipelines" not in saved and "auto_map" not in saved
+        assert getattr(models[key].config, "custom_pipelines", None) is None  # nothing written into the live config
+        reloaded = pipeline(task, model=str(folder))
+        assert type(reloaded) is type(estimator) and reloaded.image_processor.size == processor.size
+        if task == "sapiens-depth":
+            assert torch.equal(reloaded(astronaut)["predicted_depth"], estimator(astronaut)["predicted_depth"])
+        else:
+            assert_people_equal(reloaded(astronaut), estimator(astronaut))
+
+    depth = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
+    copied = hub.export_remote_code(tmp_path / "sapiens-depth", pipeline=depth)
+    assert {"pipelines.py", "metadata.py", "visualization.py"} <= {Path(path).name for path in copied}
+    saved = json.loads((tmp_path / "sapiens-depth" / "config.json").read_text())
+    assert saved["custom_pipelines"]["sapiens-depth"]["impl"] == "pipelines.SapiensDepthPipeline"
+    assert saved["auto_map"]["AutoModelForDepthEstimation"] == "modeling_sapiens.SapiensForDepthEstimation"

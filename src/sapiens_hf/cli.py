@@ -6,6 +6,7 @@
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -183,7 +184,8 @@ class ResultWriter:
 
 def load_pipeline(args):
     """The task's pipeline. The model is loaded through its Sapiens class, so that besides transformers checkpoints
-    (Hub ids, local folders) Meta's original releases load too (converted on load, see sapiens_hf.hub)."""
+    (Hub ids, local folders) Meta's original releases load too: their Hub repos, local folders laid out like them and
+    `.pth`/`.pt2` files, converted on load (see sapiens_hf.hub)."""
     from transformers import AutoImageProcessor, pipeline
 
     from . import modeling_sapiens
@@ -196,20 +198,37 @@ def load_pipeline(args):
         model_class = getattr(modeling_sapiens, MODEL_CLASSES[args.task])
         model = model_class.from_pretrained(model_id, dtype=DTYPES[args.dtype])
     except (OSError, ValueError) as error:
-        convert_task = "segmentation" if args.task == "seg" else args.task
-        raise SystemExit(
-            f"error: could not load {model_id} for --task {args.task}: {error}\n"
-            "If the Hugging Face Hub cannot be reached (offline, proxy, rate limit), point --model at a local folder "
-            "with a converted checkpoint (config.json, model.safetensors, preprocessor_config.json), e.g. made from "
-            "an original Sapiens .pth with\n"
-            f"    sapiens-hf convert CHECKPOINT.pth OUT_DIR --task {convert_task}\n"
-            "or set HF_HUB_OFFLINE=1 to use models already in the local cache."
-        ) from None
-    try:
+        raise SystemExit(_load_error(model_id, args.task, error)) from None
+    try:  # Meta's original releases ship no processor file: AutoImageProcessor gives the default one for them
         processor = AutoImageProcessor.from_pretrained(model_id)
-    except (OSError, ValueError):  # Meta's original releases ship no processor file: theirs is the default one
+    except (OSError, ValueError):  # a converted folder saved without its processor: the released settings
         processor = SapiensImageProcessorPil()
     return pipeline(task, model=model, image_processor=processor, device=args.device)
+
+
+def _load_error(model_id: str, task: str, error: Exception) -> str:
+    """The message of a model that cannot be loaded: why, and how to use a local or converted checkpoint."""
+    from huggingface_hub import constants
+
+    from .pipelines import DEFAULT_MODELS
+
+    convert_task = "segmentation" if task == "seg" else task
+    hub_id = model_id if re.fullmatch(r"[\w.-]+/[\w.-]+", model_id) and not Path(model_id).exists() else None
+    if constants.is_offline_mode():
+        reason = (f"The Hugging Face Hub cannot be reached (HF_HUB_OFFLINE is set) and {model_id} is not in the local "
+                  "cache: use a local or converted checkpoint as --model:")
+    else:
+        reason = ("If the Hugging Face Hub cannot be reached (offline, proxy, rate limit) or the repo is gated (the "
+                  "facebook/sapiens-* repos need their licence accepted and `hf auth login`), use a local or converted "
+                  "checkpoint as --model:")
+    return (
+        f"error: could not load {model_id} for --task {task}: {error}\n{reason}\n"
+        f"  - a folder laid out like the original repo (`hf download {hub_id or DEFAULT_MODELS[TASKS[task]]} "
+        "--local-dir DIR` on a machine with access) or the original .pth / _torchscript.pt2 file: converted on load;\n"
+        "  - a converted folder (config.json, model.safetensors, preprocessor_config.json), made from an original "
+        f"checkpoint with\n    sapiens-hf convert CHECKPOINT.pth OUT_DIR --task {convert_task}\n"
+        "With HF_HUB_OFFLINE=1, checkpoints already in the local Hugging Face cache are used."
+    )
 
 
 def predict(args) -> int:
@@ -291,7 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("predict", help="predict on images, folders and videos")
     run.add_argument("--task", required=True, choices=sorted(TASKS))
-    run.add_argument("--model", help="Hub id or local folder (default: the task's 0.3B model)")
+    run.add_argument(
+        "--model",
+        help="Hub id (converted, or Meta's original release), local folder (converted, or laid out like an original "
+        "repo) or original .pth/.pt2 file (default: the task's original 0.3B release, facebook/sapiens-<task>-0.3b)",
+    )
     run.add_argument("inputs", nargs="+", help=f"images, folders or videos (e.g. {SAMPLE_IMAGE})")
     run.add_argument("--output", required=True, help="output folder")
     run.add_argument("--batch-size", type=int, default=1)

@@ -5,12 +5,19 @@ the original repos, generated model cards, publishing with stale-weight clean-up
   conversion would be published, and the pinned revision/sha256/size where we know them).
 * `SapiensFor*.from_pretrained("facebook/sapiens-pose-1b")` (or a local folder laid out like an original repo, or
   a `.pth`/`.pt2` path) downloads the checkpoint with huggingface_hub, verifies it and converts it on load.
+* The same names work with plain transformers calls: on import this module wraps `AutoConfig.from_pretrained` and
+  `AutoImageProcessor.from_pretrained` so that, for original releases only, they return the release's config (from
+  the table, nothing downloaded) and the default Sapiens processor; Auto model classes and `pipeline(task,
+  model="facebook/sapiens-depth-1b")` then load through the hook above. Other names reach transformers unchanged.
 * `push_to_hub(obj, repo_id)`: a model, pipeline, config or image processor, with a generated model card and
   stale weight files (other sharding) removed in the same commit; `remote_code=True` also exports the modules.
 * `publish_converted(folder, repo_id, source)`: publishes a `convert_to_folder` result with its provenance.
 """
 
 import ast
+import copy
+import functools
+import inspect
 import json
 import os
 import re
@@ -33,13 +40,22 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import EntryNotFoundError
 from huggingface_hub.utils.sha import sha_fileobj
-from transformers import AutoImageProcessor, Pipeline
+from transformers import AutoConfig, AutoImageProcessor, Pipeline
 from transformers.dynamic_module_utils import custom_object_save, get_imports
 from transformers.utils import logging
 
 from . import modeling_sapiens
 from .configuration_sapiens import SapiensConfig
-from .convert import TASK_TO_CLASS, convert_original_checkpoint
+from .convert import (
+    HEADS_BY_WIDTH,
+    TASK_TO_CLASS,
+    _config_from_weights,
+    _detect_task,
+    _label_metadata,
+    _split_original,
+    convert_original_checkpoint,
+    load_original_state_dict,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -276,6 +292,9 @@ _DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "force_download", "local_f
 # is a loading option this resolver does not implement.
 _CONFIG_KWARGS = {f.name for f in fields(SapiensConfig)} | {"attn_implementation", "num_labels", "out_features",
                                                             "out_indices"}
+# Passed along by the Auto classes and pipelines; nothing remote is executed and no adapter is loaded here.
+_IGNORED_KWARGS = ("trust_remote_code", "code_revision", "adapter_kwargs", "_from_auto", "_from_pipeline",
+                   "_commit_hash")
 
 
 def _local_checkpoint(path: Path) -> tuple[Path, OriginalCheckpoint | None] | None:
@@ -296,40 +315,120 @@ def _local_checkpoint(path: Path) -> tuple[Path, OriginalCheckpoint | None] | No
     return (candidates[0], _original_by_name(candidates[0])) if candidates else None
 
 
+def _original_source(name_or_path, filename: str | None = None) -> tuple[Path | None, OriginalCheckpoint | None] | None:
+    """`(local file or None, table entry or None)` when `name_or_path` is an original release — a repo id of the
+    table, a local folder laid out like an original repo or a `.pth`/`.pt2` path — else None. Refuses the bf16
+    export repos with a pointer to the fp32 one."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return None
+    local = _local_checkpoint(Path(name_or_path))
+    if local is not None:
+        return local
+    if re.fullmatch(r"facebook/sapiens-\w+-[\d.]+b-bfloat16", str(name_or_path)):
+        raise ValueError(
+            f"{name_or_path} holds bfloat16 torch.export programs, which cannot be converted exactly; load "
+            f"{str(name_or_path).removesuffix('-bfloat16')} (or its -torchscript copy) instead."
+        )
+    checkpoint = find_original(str(name_or_path), filename)
+    return None if checkpoint is None else (None, checkpoint)
+
+
+def original_config(checkpoint: OriginalCheckpoint) -> SapiensConfig:
+    """The config of a released checkpoint from its table entry alone (size, task, label set; nothing is
+    downloaded): the released size's dimensions, the task's head, the label names (and flip pairs / class weights)
+    of its label set, and the class its weights convert into by default as `architectures`."""
+    num_labels = int(checkpoint.label_set.rsplit("-", 1)[1]) if checkpoint.label_set else None
+    labels = {} if num_labels is None else {"num_labels": num_labels, **_label_metadata(checkpoint.task, num_labels)}
+    config = SapiensConfig.from_preset(checkpoint.model_size, checkpoint.task, **labels)
+    # A pretrain `_clean` file holds the encoder only (the MAE decoder was dropped).
+    model_class = modeling_sapiens.SapiensModel if checkpoint.task == "pretraining" else TASK_TO_CLASS[checkpoint.task]
+    config.architectures = [model_class.__name__]
+    config.name_or_path = checkpoint.repo_id
+    return config
+
+
+@functools.lru_cache(maxsize=4)
+def _weights_config_cached(path: str, mtime_ns: int, size: int, num_attention_heads: int | None) -> SapiensConfig:
+    encoder, head, decoder, _ = _split_original(load_original_state_dict(path))
+    task = _detect_task(head, decoder)
+    width = encoder["patch_embed.projection.weight"].shape[0]
+    unknown_width = num_attention_heads is not None and width not in HEADS_BY_WIDTH
+    heads = {"num_attention_heads": num_attention_heads} if unknown_width else {}
+    config = _config_from_weights(encoder, head, decoder, task, task, heads)
+    config.architectures = [TASK_TO_CLASS[task].__name__]
+    return config
+
+
+def _weights_config(path: Path, num_attention_heads: int | None = None) -> SapiensConfig:
+    """The config of an original file that is not in the table, read from its weights (as the conversion builds
+    it); `num_attention_heads` is used only for a width that is not a released size."""
+    stat = path.stat()
+    config = _weights_config_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, num_attention_heads)
+    return copy.deepcopy(config)
+
+
+def _source_config(local: Path | None, checkpoint: OriginalCheckpoint | None, num_attention_heads=None):
+    """What `AutoConfig.from_pretrained` returns for an original release before keyword overrides: the table's
+    config for a released file (by repo id, or by file name for a local file), else the config of the weights."""
+    if checkpoint is not None:
+        return original_config(checkpoint)
+    return _weights_config(local, num_attention_heads)
+
+
+# Config fields that say nothing about the weights to convert; every other field that differs from the source's own
+# config is passed to the conversion as an override.
+_NOT_OVERRIDES = {"transformers_version", "architectures", "dtype", "label2id", "_out_features", "_out_indices"}
+
+
+def _config_overrides(config, local: Path | None, checkpoint: OriginalCheckpoint | None) -> dict:
+    """The overrides a `config=` passed for an original release stands for: its fields that differ from the config
+    `AutoConfig.from_pretrained` gives for that release, so that the unchanged config (as pipelines and Auto classes
+    pass it) converts exactly as the class would, from the weights. For a file that is not in the table, whose
+    config came from its weights, the number of attention heads (not visible in weights) is passed too."""
+    if not isinstance(config, SapiensConfig):
+        raise TypeError(f"An original Sapiens checkpoint needs a SapiensConfig, got {type(config).__name__}")
+    given = config.to_dict()
+    source = _source_config(local, checkpoint, config.num_attention_heads).to_dict()
+    overrides = {key: value for key, value in given.items()
+                 if key in _CONFIG_KWARGS and key not in _NOT_OVERRIDES and source.get(key) != value}
+    if checkpoint is None:
+        overrides["num_attention_heads"] = config.num_attention_heads
+    if config._attn_implementation_internal is not None:
+        overrides["attn_implementation"] = config._attn_implementation_internal
+    return overrides
+
+
 def load_original(model_class, name_or_path, *model_args, **kwargs):
     """`SapiensPreTrainedModel.from_pretrained` hook: converts Meta's original checkpoints on load.
 
     Handles a repo id from `ORIGINAL_CHECKPOINTS` (downloaded and verified, `filename=` picks a file in a multi-file
     repo), a local folder laid out like an original repo, or a `.pth`/`.pt2` file; returns None for anything else
     so transformers loads it as usual. The task comes from `model_class` (a `SapiensPreTrainedModel` detects it),
-    `dtype` casts the model, and the remaining keyword arguments override config fields as in `from_pretrained`.
+    `dtype` casts the model, and the remaining keyword arguments override config fields as in `from_pretrained`. A
+    `config=` (as the Auto classes and `pipeline()` pass the one `AutoConfig.from_pretrained` derived for the
+    release) contributes the fields in which it differs from that derived config.
     """
-    if not isinstance(name_or_path, (str, os.PathLike)):
+    source = _original_source(name_or_path, kwargs.pop("filename", None))
+    if source is None:
         return None
-    local = _local_checkpoint(Path(name_or_path))
-    checkpoint = None
-    if local is None:
-        if re.fullmatch(r"facebook/sapiens-\w+-[\d.]+b-bfloat16", str(name_or_path)):
-            raise ValueError(
-                f"{name_or_path} holds bfloat16 torch.export programs, which cannot be converted exactly; load "
-                f"{str(name_or_path).removesuffix('-bfloat16')} (or its -torchscript copy) instead."
-            )
-        checkpoint = find_original(str(name_or_path), kwargs.pop("filename", None))
-        if checkpoint is None:
-            return None
-    if model_args or "config" in kwargs:
-        raise TypeError("An original Sapiens checkpoint builds its config from its weights: pass config overrides "
-                        "as keyword arguments, not a config or positional arguments.")
+    local, checkpoint = source
+    if model_args:
+        raise TypeError("An original Sapiens checkpoint builds its model from its weights: pass config overrides as "
+                        "keyword arguments, not positional arguments.")
+    config = kwargs.pop("config", None)
     download = {key: kwargs.pop(key) for key in _DOWNLOAD_KWARGS if key in kwargs}
     dtype = kwargs.pop("dtype", None)
-    kwargs.pop("trust_remote_code", None)  # nothing remote is executed here
+    for key in _IGNORED_KWARGS:  # nothing remote is executed here; no adapters; loading-origin bookkeeping
+        kwargs.pop(key, None)
     unsupported = sorted(set(kwargs) - _CONFIG_KWARGS)
     if unsupported:
         raise TypeError(f"Not supported when loading an original Sapiens checkpoint: {unsupported}")
+    if config is not None:
+        kwargs = {**_config_overrides(config, local, checkpoint), **kwargs}
     if local is not None:
-        path, known = local
-        if known is not None:
-            verify_file(path, known.sha256, known.file_size)
+        path = local
+        if checkpoint is not None:
+            verify_file(path, checkpoint.sha256, checkpoint.file_size)
     else:
         path = download_original(checkpoint, **download)
     model = convert_original_checkpoint(path, task=_TASK_OF_CLASS.get(model_class), **kwargs)
@@ -341,6 +440,104 @@ def load_original(model_class, name_or_path, *model_args, **kwargs):
 
 
 modeling_sapiens.ORIGINAL_CHECKPOINT_RESOLVERS.append(load_original)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Original repos through transformers' AutoConfig / AutoImageProcessor (and so Auto models and pipeline())
+# ---------------------------------------------------------------------------------------------------------------
+
+# Arguments of AutoConfig/AutoImageProcessor.from_pretrained that only say where or how to download files: an
+# original release's config and processor need no file.
+_LOCATION_KWARGS = ("revision", "token", "cache_dir", "force_download", "local_files_only", "proxies", "subfolder",
+                    "code_revision", "trust_remote_code", "_commit_hash", "use_fast", "backend", "config",
+                    "name_or_path")
+
+
+def _auto_config_for_original(name_or_path, kwargs: dict):
+    """`AutoConfig.from_pretrained` for an original release: the table's config (nothing downloaded; a local file
+    that is not a released one is read for its config), with keyword overrides applied as transformers applies them
+    (`SapiensConfig.from_dict`). `filename=` stays among the unused keyword arguments so that an Auto model class
+    passes it on to the model's `from_pretrained`. Returns `NotImplemented` for anything else."""
+    source = _original_source(name_or_path, kwargs.get("filename"))
+    if source is None:
+        return NotImplemented
+    kwargs = {key: value for key, value in kwargs.items() if key not in _LOCATION_KWARGS}
+    config = _source_config(*source, num_attention_heads=kwargs.get("num_attention_heads"))
+    return SapiensConfig.from_dict(config.to_dict(), name_or_path=str(name_or_path), **kwargs)
+
+
+def _holds_originals(name_or_path) -> bool:
+    """Whether `name_or_path` is a repo id of the table, or a local folder (without config.json and
+    preprocessor_config.json) or file holding original checkpoints; which of several files does not matter."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return False
+    path = Path(name_or_path)
+    if path.exists():
+        if (path / "preprocessor_config.json").is_file():
+            return False
+        try:
+            return _local_checkpoint(path) is not None
+        except ValueError:  # several checkpoints, e.g. a copy of noahcao/sapiens-pose-coco
+            return True
+    return any(checkpoint.repo_id == str(name_or_path) for checkpoint in ORIGINAL_CHECKPOINTS)
+
+
+def _auto_image_processor_for_original(name_or_path, kwargs: dict):
+    """`AutoImageProcessor.from_pretrained` for an original release: the default `SapiensImageProcessorPil` (the
+    original pre-processing of every released model), with keyword overrides of its settings. A local folder with
+    a `preprocessor_config.json` is left to transformers. Returns `NotImplemented` for anything else."""
+    if not _holds_originals(name_or_path):
+        return NotImplemented
+    from .image_processing_sapiens import SapiensImageProcessorPil
+
+    kwargs = {key: value for key, value in kwargs.items() if key not in _LOCATION_KWARGS}
+    return_unused_kwargs = kwargs.pop("return_unused_kwargs", False)
+    valid = SapiensImageProcessorPil.valid_kwargs.__annotations__
+    processor = SapiensImageProcessorPil(**{key: kwargs.pop(key) for key in list(kwargs) if key in valid})
+    unused = {key: value for key, value in kwargs.items() if not key.startswith("_from_")}
+    return (processor, unused) if return_unused_kwargs else processor
+
+
+_HOOK_NOTE = """
+    sapiens_hf: after `import sapiens_hf`, Meta's original Sapiens releases (the repo ids of
+    `sapiens_hf.hub.ORIGINAL_CHECKPOINTS`, local folders laid out like such a repo, `.pth`/`.pt2` paths) resolve
+    without a downloaded file: {what}. Every other name goes to transformers unchanged. See docs/hub.md.
+"""
+
+
+def _hook_from_pretrained(auto_class: type, resolve, what: str) -> None:
+    """Wraps `auto_class.from_pretrained` so that `resolve(name, kwargs)` answers first; its `NotImplemented` hands
+    the call to transformers' own method unchanged. Idempotent."""
+    function = inspect.getattr_static(auto_class, "from_pretrained").__func__
+    if getattr(function, "__sapiens_hf_hook__", False):
+        return
+
+    @functools.wraps(function)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        if not args:
+            result = resolve(pretrained_model_name_or_path, kwargs)
+            if result is not NotImplemented:
+                return result
+        return function(cls, pretrained_model_name_or_path, *args, **kwargs)
+
+    from_pretrained.__sapiens_hf_hook__ = True
+    from_pretrained.__doc__ = (function.__doc__ or "") + _HOOK_NOTE.format(what=what)
+    auto_class.from_pretrained = classmethod(from_pretrained)
+
+
+def register_original_repos_with_auto_classes() -> None:
+    """Lets the plain transformers calls resolve Meta's original releases, which hold a `.pth`/`.pt2` and no
+    config.json: `AutoConfig.from_pretrained` returns the release's config from the table (no download) and
+    `AutoImageProcessor.from_pretrained` the default Sapiens processor; Auto model classes then load the model
+    through `SapiensFor*.from_pretrained`, which converts the checkpoint on load, and so does `pipeline(task,
+    model=...)`. Called on `import sapiens_hf`; names that are not original releases are not touched."""
+    _hook_from_pretrained(AutoConfig, _auto_config_for_original,
+                          "the config of the release, from the table (nothing is downloaded)")
+    _hook_from_pretrained(AutoImageProcessor, _auto_image_processor_for_original,
+                          "the default `SapiensImageProcessorPil` (Meta's original pre-processing)")
+
+
+register_original_repos_with_auto_classes()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -483,13 +680,35 @@ def build_model_card(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def export_remote_code(folder: str | os.PathLike) -> list[Path]:
+def _custom_pipelines(pipeline_class: type) -> dict:
+    """The `custom_pipelines` entry of config.json for a registered pipeline class, as transformers'
+    `Pipeline.save_pretrained` writes it (`{task: {"impl": "module.Class", "pt": [Auto class names], ...}}`)."""
+    registered = getattr(pipeline_class, "_registered_impl", {})
+    entries = {}
+    for task, info in registered.items():
+        if info["impl"] is not pipeline_class:
+            continue
+        entries[task] = {
+            **info,
+            "impl": f"{pipeline_class.__module__.split('.')[-1]}.{pipeline_class.__name__}",
+            "pt": [auto_class.__name__ for auto_class in info["pt"]],
+        }
+    if not entries:
+        raise ValueError(f"{pipeline_class.__name__} is not registered as a pipeline task (see register_pipelines)")
+    return json.loads(json.dumps(entries))  # tuples → lists, as they read back from config.json
+
+
+def export_remote_code(folder: str | os.PathLike, pipeline: Pipeline | type | None = None) -> list[Path]:
     """Makes a saved Sapiens folder loadable with `trust_remote_code=True` by users without `sapiens_hf`: writes
     `auto_map` into config.json / preprocessor_config.json and copies the defining modules (flattened, as
-    transformers expects), then checks that the copied modules import nothing they cannot find. Returns the files."""
+    transformers expects), then checks that the copied modules import nothing they cannot find. With `pipeline` (a
+    Sapiens pipeline or its class), also writes its `custom_pipelines` entry and copies the pipeline module, so that
+    `pipeline(model=repo, trust_remote_code=True)` finds the task. Returns the files."""
     folder = Path(folder)
     copied = []
     config_file = folder / "config.json"
+    if pipeline is not None and not config_file.exists():
+        raise ValueError(f"A pipeline export needs the model's config.json in {folder}")
     if config_file.exists():
         config = json.loads(config_file.read_text())
         architecture = (config.get("architectures") or [None])[0]
@@ -501,8 +720,13 @@ def export_remote_code(folder: str | os.PathLike) -> list[Path]:
             "AutoConfig": f"{SapiensConfig.__module__.split('.')[-1]}.SapiensConfig",
             TASKS[architecture].auto_class: f"{model_class.__module__.split('.')[-1]}.{architecture}",
         }
+        if pipeline is not None:
+            pipeline_class = pipeline if isinstance(pipeline, type) else type(pipeline)
+            config["custom_pipelines"] = {**config.get("custom_pipelines", {}), **_custom_pipelines(pipeline_class)}
         config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         copied += custom_object_save(model_class, folder)
+        if pipeline is not None:
+            copied += custom_object_save(pipeline_class, folder)
     processor_file = folder / "preprocessor_config.json"
     if processor_file.exists():
         # The saved type names no backend ("SapiensImageProcessor"): the class AutoImageProcessor picks is the one.
@@ -519,8 +743,8 @@ def export_remote_code(folder: str | os.PathLike) -> list[Path]:
 
 def strip_remote_code(folder: str | os.PathLike) -> None:
     """Makes a saved folder a plain checkpoint for `import sapiens_hf` users: removes module files, `auto_map` and
-    `custom_pipelines` (which a saved pipeline always writes, and which would demand `trust_remote_code=True` even
-    with the package installed)."""
+    `custom_pipelines` (which transformers' `Pipeline.save_pretrained` writes, and which would demand
+    `trust_remote_code=True` even with the package installed)."""
     folder = Path(folder)
     for module in folder.glob("*.py"):
         module.unlink()
@@ -618,7 +842,7 @@ def push_to_hub(
         else:
             obj.save_pretrained(folder)
         if remote_code:
-            export_remote_code(folder)
+            export_remote_code(folder, pipeline=obj if isinstance(obj, Pipeline) else None)
         else:
             strip_remote_code(folder)
         # The repo the model was loaded from is its base model (a local path is not a Hub reference).
@@ -670,9 +894,11 @@ __all__ = [
     "export_remote_code",
     "find_original",
     "load_original",
+    "original_config",
     "publish_converted",
     "push_to_hub",
     "register_original_checkpoint",
+    "register_original_repos_with_auto_classes",
     "strip_remote_code",
     "verify_file",
 ]

@@ -7,7 +7,9 @@
 
 Each takes single images or lists (PIL images, arrays, tensors, file paths or URLs) and the usual `batch_size`,
 `device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
-`image-segmentation` pipelines work with the Sapiens models as well.
+`image-segmentation` pipelines work with the Sapiens models as well. `model=` may also name one of Meta's original
+releases (e.g. "facebook/sapiens-depth-1b"), converted on load (see `sapiens_hf.hub`). `save_pretrained` writes a
+plain checkpoint (model + processor), `push_to_hub` goes through `sapiens_hf.hub.push_to_hub`.
 """
 
 import os
@@ -27,10 +29,14 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-from . import metadata
 from .image_processing_sapiens import SapiensImageProcessorPil, check_boxes, load_image, to_rgb_uint8
+from .metadata import KEYPOINT_SET_BY_COUNT
+from .metadata import flip_pairs as released_flip_pairs
 from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
+
+# False in a remote-code copy of this module (imported as `transformers_modules.<repo>.pipelines`).
+_IN_PACKAGE = __name__.split(".")[0] == "sapiens_hf"
 
 # Meta's original releases (converted on load by `sapiens_hf`); the 0.3B models are the smallest of each task.
 DEFAULT_MODELS = {
@@ -64,6 +70,35 @@ class _SapiensPipelineMixin:
             )
         if self.image_processor is None:  # a pipeline class built directly: the released checkpoints use the defaults
             self.image_processor = SapiensImageProcessorPil()
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
+        """Saves the model and the image processor only: a plain checkpoint that `pipeline(task, model=directory)`
+        loads after `import sapiens_hf`.
+
+        transformers' `Pipeline.save_pretrained` would also write `custom_pipelines` into config.json and copy this
+        module, after which `pipeline()` demands `trust_remote_code=True` even with `sapiens_hf` installed. For a folder
+        or repo that users *without* the package can load, use `sapiens_hf.hub.export_remote_code(directory,
+        pipeline=pipe)` or `sapiens_hf.hub.push_to_hub(pipe, repo_id, remote_code=True)`. (A remote-code copy of this
+        module, which runs without the package, keeps transformers' behaviour so that its saves stay loadable.)
+        """
+        if not _IN_PACKAGE:
+            return super().save_pretrained(save_directory, **kwargs)
+        if os.path.isfile(save_directory):
+            raise ValueError(f"Provided path ({save_directory}) should be a directory, not a file")
+        os.makedirs(save_directory, exist_ok=True)
+        self.model.save_pretrained(save_directory, **kwargs)
+        if self.image_processor is not None:
+            self.image_processor.save_pretrained(save_directory, **kwargs)
+
+    def push_to_hub(self, repo_id: str, **kwargs):
+        """transformers' `push_to_hub` through `sapiens_hf.hub.push_to_hub` when the package is installed: the model and
+        the processor with a generated model card, stale weight files of an earlier push deleted in the same commit,
+        a plain checkpoint unless `remote_code=True`."""
+        try:
+            from sapiens_hf.hub import push_to_hub
+        except ImportError:  # a remote-code copy without the package keeps transformers' upload
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_to_hub(self, repo_id, **kwargs)
 
 
 class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
@@ -270,12 +305,12 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         config = self.model.config
         if config.flip_pairs is not None:
             return config.flip_pairs
-        if config.num_labels not in metadata.KEYPOINT_SET_BY_COUNT:
+        if config.num_labels not in KEYPOINT_SET_BY_COUNT:
             raise ValueError(
                 f"flip_test needs the left/right keypoint pairs of this {config.num_labels}-keypoint model: "
                 "set model.config.flip_pairs"
             )
-        return metadata.flip_pairs(config.num_labels)
+        return released_flip_pairs(config.num_labels)
 
     def _forward(self, model_inputs, flip_pairs=None):
         pixel_values = model_inputs.pop("pixel_values")

@@ -6,7 +6,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from . import metadata
+from .metadata import KEYPOINT_SET_BY_COUNT, SEGMENTATION_PALETTE, keypoint_set
 
 # Colour of keypoints and links of keypoint sets without a released colour table, and of person boxes.
 _DEFAULT_COLOR = (51, 153, 255)
@@ -57,10 +57,10 @@ def draw_keypoints(
         full[labels] = keypoints
         visible = np.zeros(count, dtype=bool)
         visible[labels] = (scores > keypoint_threshold) & np.isfinite(keypoints).all(axis=1)
-        if count in metadata.KEYPOINT_SET_BY_COUNT:
-            keypoint_set = metadata.keypoint_set(count)
-            links, link_colors = keypoint_set["skeleton_links"], keypoint_set["link_colors"]
-            keypoint_colors = keypoint_set["keypoint_colors"]
+        if count in KEYPOINT_SET_BY_COUNT:
+            released = keypoint_set(count)
+            links, link_colors = released["skeleton_links"], released["link_colors"]
+            keypoint_colors = released["keypoint_colors"]
         else:
             links, link_colors, keypoint_colors = [], [], [_DEFAULT_COLOR] * count
         if draw_boxes and person.get("bbox") is not None:
@@ -78,7 +78,7 @@ def draw_keypoints(
 
 def segmentation_palette(num_classes: int) -> np.ndarray:
     """`(num_classes, 3)` uint8 colours: the Goliath palette, extended with fixed random colours for more classes."""
-    palette = np.array(metadata.SEGMENTATION_PALETTE, dtype=np.uint8)
+    palette = np.array(SEGMENTATION_PALETTE, dtype=np.uint8)
     if num_classes > len(palette):
         extra = np.random.default_rng(0).integers(0, 256, size=(num_classes - len(palette), 3), dtype=np.uint8)
         palette = np.concatenate([palette, extra])
