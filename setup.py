@@ -30,6 +30,8 @@ setup(
     extras_require={
         "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=2.0"],
         "test": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0"],
+        # timm is the peer in benchmarks/; on a CPU-only torch install it with `pip install --no-deps timm`.
+        "bench": ["timm>=1.0"],
         "dev": ["pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0", "ruff"],
     },
     entry_points={"console_scripts": ["sapiens-hf=sapiens_hf.cli:main"]},
