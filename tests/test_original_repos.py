@@ -487,3 +487,19 @@ print(json.dumps(dict(
     assert result["pose"] == weight_sums(tmp_path / "p" / POSE_FILE)
     assert result["shape"] == [80, 60] and result["same_builtin"] and result["keypoints"] == 17
     assert result["cli"] == 0 and result["coco"] == 1
+
+
+def test_an_unreachable_hub_is_reported_as_an_oserror(monkeypatch):
+    """No network (DNS failure) raises httpx's ConnectError, which is no OSError: the CLI and callers catching
+    OSError must still get a clear message instead of a traceback."""
+    from huggingface_hub.utils import httpx
+
+    from sapiens_hf import hub
+
+    def unreachable(*args, **kwargs):
+        raise httpx.ConnectError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(hub, "get_hf_file_metadata", unreachable)
+    monkeypatch.setattr(hub.constants, "is_offline_mode", lambda: False)
+    with pytest.raises(OSError, match="Could not reach the Hugging Face Hub for facebook/sapiens-pose-0.3b"):
+        hub.download_original(hub.find_original("facebook/sapiens-pose-0.3b"))

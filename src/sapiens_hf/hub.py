@@ -250,7 +250,10 @@ def download_original(
     offline = local_files_only or constants.is_offline_mode()
     if not offline:
         url = hf_hub_url(checkpoint.repo_id, checkpoint.filename, revision=revision)
-        metadata = get_hf_file_metadata(url, token=token)
+        try:
+            metadata = get_hf_file_metadata(url, token=token)
+        except Exception as error:  # httpx transport errors (no network, DNS) are not OSErrors: report them as one
+            raise OSError(f"Could not reach the Hugging Face Hub for {checkpoint.repo_id}: {error}") from error
         revision = metadata.commit_hash
         # The Hub's ETag of an LFS file is its sha256; a 40-hex git blob id (non-LFS file) says nothing about it.
         hub_sha256 = metadata.etag if re.fullmatch(r"[0-9a-f]{64}", metadata.etag or "") else None
