@@ -249,7 +249,7 @@ def test_table_configs_equal_the_configs_of_the_released_weights():
     from sapiens_hf.convert import _config_from_weights, _detect_task, _split_original
 
     for checkpoint in hub.ORIGINAL_CHECKPOINTS:
-        encoder, head, decoder, _ = _split_original(released_layout(checkpoint))
+        encoder, head, decoder = _split_original(released_layout(checkpoint))
         task = _detect_task(head, decoder)
         from_weights = _config_from_weights(encoder, head, decoder, task, task, {})
         from_table = hub.original_config(checkpoint)

@@ -140,12 +140,9 @@ class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        """Patch grid of the position-embedding table, e.g. (64, 48) at 1024×768."""
-        return tuple(self._grid(self.image_size[0], self.image_size[1]))
-
-    def _grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid of the position-embedding table, e.g. (64, 48) at 1024×768 (also with the 2-px padding)."""
         pad, patch = self.patch_embed_padding, self.patch_size
-        return ((height + 2 * pad - patch) // patch + 1, (width + 2 * pad - patch) // patch + 1)
+        return tuple((size + 2 * pad - patch) // patch + 1 for size in self.image_size)
 
     @classmethod
     def from_preset(cls, name: str, task: str | None = None, **kwargs) -> "SapiensConfig":

@@ -4,7 +4,6 @@ safetensors or in-memory state dicts) into `sapiens_hf` models, with safe unpick
 Key names, shapes and conventions: ../shared/research/sapiens-original.md §1–§2.
 """
 
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
@@ -142,15 +141,14 @@ def _is_torchscript(path: Path) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _split_original(state_dict: dict) -> tuple[dict, dict, dict, str | None]:
-    """Splits original keys into encoder, head and MAE-decoder parts (prefixes removed); returns the head prefix."""
-    encoder, head, decoder, head_prefix = {}, {}, {}, None
+def _split_original(state_dict: dict) -> tuple[dict, dict, dict]:
+    """Splits original keys into encoder, head and MAE-decoder parts (prefixes removed)."""
+    encoder, head, decoder = {}, {}, {}
     for key, value in state_dict.items():
         if key.startswith("backbone."):
             encoder[key[len("backbone.") :]] = value
         elif key.startswith(("head.", "decode_head.")):
-            head_prefix, rest = key.split(".", 1)
-            head[rest] = value
+            head[key.split(".", 1)[1]] = value
         elif key.startswith("neck."):
             decoder[key[len("neck.") :]] = value
         elif key.startswith(("data_preprocessor.", "auxiliary_head.")):
@@ -164,7 +162,7 @@ def _split_original(state_dict: dict) -> tuple[dict, dict, dict, str | None]:
             "Not an original Sapiens checkpoint: `patch_embed.projection.weight` is missing "
             f"(first keys: {sorted(state_dict)[:5]})"
         )
-    return encoder, head, decoder, head_prefix
+    return encoder, head, decoder
 
 
 def _rename_block(key: str) -> str:
@@ -309,7 +307,7 @@ def convert_original_checkpoint(checkpoint, task: str | None = None, **config_ov
             task model with a freshly initialised head; a task checkpoint only into its own task or an encoder.
         **config_overrides: any `SapiensConfig` field (`num_attention_heads`, `patch_embed_padding`, `image_size`, …).
     """
-    encoder, head, decoder, _ = _split_original(load_original_state_dict(checkpoint))
+    encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
     task = TASK_ALIASES.get(task, task) if task is not None else found
     if task not in TASK_TO_CLASS:

@@ -352,7 +352,7 @@ def original_config(checkpoint: OriginalCheckpoint) -> SapiensConfig:
 
 @functools.lru_cache(maxsize=4)
 def _weights_config_cached(path: str, mtime_ns: int, size: int, num_attention_heads: int | None) -> SapiensConfig:
-    encoder, head, decoder, _ = _split_original(load_original_state_dict(path))
+    encoder, head, decoder = _split_original(load_original_state_dict(path))
     task = _detect_task(head, decoder)
     width = encoder["patch_embed.projection.weight"].shape[0]
     unknown_width = num_attention_heads is not None and width not in HEADS_BY_WIDTH
