@@ -2,6 +2,7 @@
 double-resized segmentation / depth / normal maps; end to end with the tiny golden models converted by
 `convert_original_checkpoint`."""
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,12 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 
 from sapiens_hf import metadata
 from sapiens_hf.convert import convert_original_checkpoint
-from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil, decode_udp_heatmaps
+from sapiens_hf.image_processing_sapiens import (
+    SapiensImageProcessorPil,
+    decode_udp_heatmaps,
+    get_heatmap_maximum,
+    refine_keypoints_dark_udp,
+)
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
 
 KEYPOINT_ATOL = 1e-3  # pixels (golden README §4)
@@ -118,6 +124,67 @@ def test_thresholds_and_empty_boxes(decode, boxes, processor):
     assert torch.equal(whole["keypoints"], explicit["keypoints"])
     with pytest.raises(ValueError, match="1 heatmaps for 2 boxes"):
         processor.post_process_pose_estimation(outputs, [[boxes[0].tolist(), boxes[1].tolist()]])
+
+
+def whole_map_dark_udp(keypoints, heatmaps, kernel_size=11):
+    """mmpose's `gaussian_blur` + `refine_keypoints_dark_udp` as written there: every map blurred, rescaled, clipped,
+    logged and edge-padded whole, one map and one instance at a time; the reference for the decode's shortcuts."""
+    num_instances, num_keypoints, height, width = heatmaps.shape
+    border = (kernel_size - 1) // 2
+    maps = heatmaps.copy().reshape(-1, height, width)
+    for index, heatmap in enumerate(maps):
+        origin_max = heatmap.max()
+        padded = np.zeros((height + 2 * border, width + 2 * border), dtype=np.float32)
+        padded[border:-border, border:-border] = heatmap
+        maps[index] = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[border:-border, border:-border]
+        if maps[index].max() != 0:  # the original divides by 0 here (NaN), which this package deliberately avoids
+            maps[index] *= origin_max / maps[index].max()
+    np.clip(maps, 1e-3, 50.0, maps)
+    np.log(maps, maps)
+    refined = keypoints.copy()
+    for n, instance_maps in enumerate(maps.reshape(num_instances, num_keypoints, height, width)):
+        padded = np.pad(instance_maps, ((0, 0), (1, 1), (1, 1)), mode="edge").flatten()
+        index = keypoints[n, :, 0] + 1 + (keypoints[n, :, 1] + 1) * (width + 2)
+        index = (index + (width + 2) * (height + 2) * np.arange(num_keypoints)).astype(int)
+        i_, ix1, iy1, ix1y1, ix1_y1_, ix1_, iy1_ = (
+            padded[(index + offset) % padded.size] for offset in (0, 1, width + 2, width + 3, -width - 3, -1, -width - 2)
+        )
+        derivative = np.stack([0.5 * (ix1 - ix1_), 0.5 * (iy1 - iy1_)], 1).reshape(num_keypoints, 2, 1)
+        dxx, dyy = ix1 - 2 * i_ + ix1_, iy1 - 2 * i_ + iy1_
+        dxy = 0.5 * (ix1y1 - ix1 - iy1 + i_ + i_ - ix1_ - iy1_ + ix1_y1_)
+        hessian = np.stack([dxx, dxy, dxy, dyy], 1).reshape(num_keypoints, 2, 2)
+        hessian = np.linalg.inv(hessian + np.finfo(np.float32).eps * np.eye(2))
+        refined[n] -= np.einsum("imn,ink->imk", hessian, derivative).squeeze(-1)
+    return refined
+
+
+def test_decode_equals_the_whole_map_original_bit_for_bit():
+    """The decode blurs maps on several threads and rescales / clips / logs only the values it reads; on peaked,
+    flat, faint, saturated, negative, all-zero and corner-peaked maps its keypoints must equal the whole-map
+    original's bit for bit (with near-singular Hessians any rounding difference would show, golden README §4)."""
+    rng = np.random.default_rng(0)
+    num_instances, num_keypoints, height, width = 3, 40, 64, 48
+    maps = rng.normal(0, 0.05, (num_instances * num_keypoints, height, width)).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width]
+    for index in range(0, len(maps), 2):
+        x, y, sigma = rng.uniform(-2, width + 2), rng.uniform(-2, height + 2), rng.uniform(1, 4)
+        maps[index] += rng.uniform(0.1, 3) * np.exp(-((xs - x) ** 2 + (ys - y) ** 2) / (2 * sigma**2))
+    maps[1::7] *= 1e-4
+    maps[3::11] = np.abs(maps[3::11]) * 40
+    maps[5::13] = -np.abs(maps[5::13])
+    maps[6::17] = 0
+    maps[9::19, 0, 0] = 5
+    maps[10::19, -1, -1] = 5
+    heatmaps = maps.reshape(num_instances, num_keypoints, height, width)
+    locations, _ = get_heatmap_maximum(heatmaps)
+    expected = whole_map_dark_udp(locations, heatmaps)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(max(2, threads))  # the threaded blur, even on one core
+    try:
+        actual = refine_keypoints_dark_udp(locations, heatmaps)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(actual, expected) and actual.dtype == expected.dtype
 
 
 @pytest.fixture(scope="module")

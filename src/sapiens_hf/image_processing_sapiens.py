@@ -8,7 +8,10 @@ maps back to the image twice, as mmseg does. Facts: ../shared/research/sapiens-o
 """
 
 import os
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from io import BytesIO
+from itertools import pairwise
 
 import cv2
 import numpy as np
@@ -145,6 +148,16 @@ def to_rgb_uint8(image: ImageInput, input_data_format: str | ChannelDimension | 
     return np.ascontiguousarray(array)
 
 
+def _parallel_map(function, items: list) -> list:
+    """`[function(item) for item in items]` on `cv2.getNumThreads()` threads (OpenCV's count, which follows
+    `cv2.setNumThreads` and the CPU quota): the OpenCV and NumPy calls inside release the GIL."""
+    workers = max(1, min(cv2.getNumThreads(), len(items)))
+    if workers == 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(function, items))
+
+
 def _as_list(inputs, single_ndims: tuple[int, ...]) -> list:
     """A single item or a (possibly batched / nested) collection of items as a flat list."""
     if isinstance(inputs, (list, tuple)):
@@ -230,13 +243,18 @@ def warp_affine_bilinear(image: np.ndarray, matrix: np.ndarray, output_size: tup
     ab_scale, tab_size = 1 << ab_bits, 1 << inter_bits
     round_delta = ab_scale // tab_size // 2
     xs, ys = np.arange(output_size[0], dtype=np.float64), np.arange(output_size[1], dtype=np.float64)
-    x_delta = np.rint(a11 * xs * ab_scale).astype(np.int64)  # saturate_cast<int> rounds half to even
-    y_delta = np.rint(a21 * xs * ab_scale).astype(np.int64)
-    x_row = np.rint((a12 * ys + b1) * ab_scale).astype(np.int64) + round_delta
-    y_row = np.rint((a22 * ys + b2) * ab_scale).astype(np.int64) + round_delta
+
+    def fixed_point(values):  # saturate_cast<int>: rounds half to even, clamps to the int range
+        return np.rint(values * ab_scale).clip(-(2**31), 2**31 - 1).astype(np.int32)
+
+    x_delta, y_delta = fixed_point(a11 * xs), fixed_point(a21 * xs)
+    x_row, y_row = fixed_point(a12 * ys + b1) + round_delta, fixed_point(a22 * ys + b2) + round_delta
+    # Per pixel in int32, as OpenCV: whole source pixels (saturated to int16) and the 1/32-pixel table index.
     x = (x_row[:, None] + x_delta[None]) >> (ab_bits - inter_bits)
     y = (y_row[:, None] + y_delta[None]) >> (ab_bits - inter_bits)
-    coords = np.stack([x >> inter_bits, y >> inter_bits], axis=-1).clip(-32768, 32767).astype(np.int16)
+    coords = np.empty((*x.shape, 2), dtype=np.int16)
+    coords[..., 0] = np.clip(x >> inter_bits, -32768, 32767)
+    coords[..., 1] = np.clip(y >> inter_bits, -32768, 32767)
     fractions = ((y & (tab_size - 1)) * tab_size + (x & (tab_size - 1))).astype(np.uint16)
     return cv2.remap(image, coords, fractions, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
@@ -298,19 +316,27 @@ def get_heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return locations, scores
 
 
-def _blur_keep_max(heatmaps: np.ndarray, kernel_size: int) -> np.ndarray:
-    """Zero-padded 11×11 `cv2.GaussianBlur` of each `(H, W)` map, rescaled to the map's original maximum. A map whose
-    blur has maximum 0 (all zeros) is left unscaled: the original divides 0 by 0 there and returns NaN keypoints."""
+def _blur_and_rescale_factors(maps: np.ndarray, kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-padded `cv2.GaussianBlur` of each `(H, W)` map of `(M, H, W)`, and the float32 factors `(M,)` that mmpose's
+    `gaussian_blur` multiplies each blurred map by: its original maximum over its blurred maximum (1 for a map whose
+    blur has maximum 0: the original divides 0 by 0 there and returns NaN keypoints). The maps are shared out over
+    threads; each map is still blurred alone, so the bits do not change."""
     border = (kernel_size - 1) // 2
-    blurred = np.empty_like(heatmaps)
-    padded = np.zeros((heatmaps.shape[-2] + 2 * border, heatmaps.shape[-1] + 2 * border), dtype=np.float32)
-    for index, heatmap in enumerate(heatmaps):
-        padded[border:-border, border:-border] = heatmap
-        blurred[index] = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[border:-border, border:-border]
-        blurred_max = blurred[index].max()
-        if blurred_max != 0:
-            blurred[index] *= heatmap.max() / blurred_max
-    return blurred
+    blurred = np.empty_like(maps)
+    factors = np.ones(len(maps), dtype=np.float32)
+
+    def blur(span: tuple[int, int]) -> None:
+        padded = np.zeros((maps.shape[-2] + 2 * border, maps.shape[-1] + 2 * border), dtype=np.float32)
+        for index in range(*span):
+            padded[border:-border, border:-border] = maps[index]
+            blurred[index] = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[border:-border, border:-border]
+            blurred_max = blurred[index].max()
+            if blurred_max != 0:
+                factors[index] = maps[index].max() / blurred_max
+
+    bounds = np.linspace(0, len(maps), min(len(maps), 4 * cv2.getNumThreads()) + 1).astype(int)
+    _parallel_map(blur, list(pairwise(bounds)))
+    return blurred, factors
 
 
 def refine_keypoints_dark_udp(keypoints: np.ndarray, heatmaps: np.ndarray, kernel_size: int = 11) -> np.ndarray:
@@ -319,15 +345,20 @@ def refine_keypoints_dark_udp(keypoints: np.ndarray, heatmaps: np.ndarray, kerne
     flattened, edge-padded maps as the original does, so a keypoint at (−1, −1) reads the previous map's last row
     (the last map's end for the first keypoint)."""
     num_instances, num_keypoints, height, width = heatmaps.shape
-    blurred = _blur_keep_max(heatmaps.reshape(-1, height, width), kernel_size)
-    log_maps = np.log(np.clip(blurred, 1e-3, 50.0)).reshape(num_instances, num_keypoints, height, width)
-    padded = np.pad(log_maps, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge").reshape(num_instances, -1)
-    row = width + 2
+    blurred, factors = _blur_and_rescale_factors(heatmaps.reshape(-1, height, width), kernel_size)
+    # The original rescales, clips and takes the log of every blurred map, then edge-pads them; it reads only seven
+    # values around each peak, so those element-wise steps run here on the values read, with the same float32 bits.
+    row, plane = width + 2, (width + 2) * (height + 2)
     index = keypoints[..., 0].astype(np.int64) + 1 + (keypoints[..., 1].astype(np.int64) + 1) * row
-    index = index + row * (height + 2) * np.arange(num_keypoints)
+    index = index + plane * np.arange(num_keypoints)
+    first_map = num_keypoints * np.arange(num_instances)[:, None]
 
     def at(offset):
-        return np.take_along_axis(padded, (index + offset) % padded.shape[1], axis=1)
+        map_index, pixel = np.divmod((index + offset) % (num_keypoints * plane), plane)
+        map_index += first_map
+        y = np.clip(pixel // row - 1, 0, height - 1)  # edge padding: a padded pixel reads its nearest map pixel
+        x = np.clip(pixel % row - 1, 0, width - 1)
+        return np.log(np.clip(blurred[map_index, y, x] * factors[map_index], 1e-3, 50.0))
 
     i_, ix1, iy1, ix1y1, ix1_y1_, ix1_, iy1_ = (at(o) for o in (0, 1, row, row + 1, -row - 1, -1, -row))
     dx = 0.5 * (ix1 - ix1_)
@@ -475,23 +506,33 @@ class SapiensImageProcessorPil(PilBackend):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
     def _normalize(self, images: list[np.ndarray], do_rescale, rescale_factor, do_normalize, image_mean, image_std):
-        """uint8 HWC → float32 CHW, `(x − mean) / std` in float32 (subtraction, then division), as the original."""
-        mean, std = np.asarray(image_mean, dtype=np.float32), np.asarray(image_std, dtype=np.float32)
-        processed = []
-        for image in images:
-            image = image.astype(np.float32)
-            if do_rescale:
-                image = image * np.float32(rescale_factor)
-            if do_normalize:
-                image = (image - mean) / std
-            processed.append(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        """uint8 HWC → float32 CHW, `(x − mean) / std` in float32 (subtraction, then division), as the original. One
+        stacked `(N, 3, H, W)` array when the images share a size (always, unless `do_resize=False`), filled channel by
+        channel in place: the same float32 operations, without the temporaries or a stacking copy afterwards."""
+        if len({image.shape for image in images}) == 1:
+            processed = np.empty((len(images), 3, *images[0].shape[:2]), dtype=np.float32)
+        else:
+            processed = [np.empty((3, *image.shape[:2]), dtype=np.float32) for image in images]
+
+        def normalize(pair: tuple[np.ndarray, np.ndarray]) -> None:
+            image, target = pair
+            for channel, plane in enumerate(target):
+                plane[...] = image[..., channel]
+                if do_rescale:
+                    plane *= np.float32(rescale_factor)
+                if do_normalize:
+                    plane -= np.float32(image_mean[channel])
+                    plane /= np.float32(image_std[channel])
+
+        _parallel_map(normalize, list(zip(images, processed)))
         return processed
 
     def _output(self, images: list[np.ndarray], return_flipped_pixel_values: bool, **normalize_kwargs) -> dict:
         pixel_values = self._normalize(images, **normalize_kwargs)
         data = {"pixel_values": pixel_values}
         if return_flipped_pixel_values:
-            data["pixel_values_flipped"] = [np.ascontiguousarray(image[..., ::-1]) for image in pixel_values]
+            flipped = [np.ascontiguousarray(image[..., ::-1]) for image in pixel_values]
+            data["pixel_values_flipped"] = np.stack(flipped) if isinstance(pixel_values, np.ndarray) else flipped
         return data
 
     def _preprocess(
@@ -552,7 +593,7 @@ class SapiensImageProcessorPil(PilBackend):
             image_boxes = check_boxes(boxes[index], *image.shape[:2])
             center, scale = get_box_center_scale(image_boxes, output_size, box_padding)
             matrices = [get_udp_warp_matrix(c, s, output_size) for c, s in zip(center, scale)]
-            crops += [warp_affine_bilinear(image, matrix, output_size) for matrix in matrices]
+            crops += _parallel_map(partial(warp_affine_bilinear, image, output_size=output_size), matrices)
             centers.append(center)
             scales.append(scale)
             if keypoints is not None:
