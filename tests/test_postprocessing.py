@@ -147,7 +147,8 @@ def whole_map_dark_udp(keypoints, heatmaps, kernel_size=11):
         index = keypoints[n, :, 0] + 1 + (keypoints[n, :, 1] + 1) * (width + 2)
         index = (index + (width + 2) * (height + 2) * np.arange(num_keypoints)).astype(int)
         i_, ix1, iy1, ix1y1, ix1_y1_, ix1_, iy1_ = (
-            padded[(index + offset) % padded.size] for offset in (0, 1, width + 2, width + 3, -width - 3, -1, -width - 2)
+            padded[(index + offset) % padded.size]
+            for offset in (0, 1, width + 2, width + 3, -width - 3, -1, -width - 2)
         )
         derivative = np.stack([0.5 * (ix1 - ix1_), 0.5 * (iy1 - iy1_)], 1).reshape(num_keypoints, 2, 1)
         dxx, dyy = ix1 - 2 * i_ + ix1_, iy1 - 2 * i_ + iy1_
@@ -303,3 +304,22 @@ def test_dense_post_processing_of_stored_outputs(processor):
     np.testing.assert_allclose(normals["normals"].permute(1, 2, 0).numpy(), expected, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="3 target sizes for a batch of 2"):
         processor.post_process_semantic_segmentation(SemanticSegmenterOutput(logits=logits), [(1, 1)] * 3)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_outputs_raise_instead_of_decoding(processor, decode, boxes, bad):
+    """A NaN or infinite prediction (NaN inputs, fp16 overflow) must not come back as a plausible answer."""
+    heatmaps = torch.from_numpy(decode["k17.heatmaps"][:1].copy())
+    heatmaps[0, 4, 7, 9] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        processor.post_process_pose_estimation(SapiensPoseEstimatorOutput(heatmaps=heatmaps), [[boxes[0].tolist()]])
+    dense = torch.zeros(1, 3, 8, 6)
+    dense[0, 1, 2, 3] = bad
+    calls = [
+        (processor.post_process_semantic_segmentation, SemanticSegmenterOutput(logits=dense)),
+        (processor.post_process_depth_estimation, DepthEstimatorOutput(predicted_depth=dense[:, 1])),
+        (processor.post_process_normal_estimation, SapiensNormalEstimatorOutput(normals=dense)),
+    ]
+    for post_process, outputs in calls:
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            post_process(outputs)

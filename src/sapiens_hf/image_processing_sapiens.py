@@ -158,6 +158,16 @@ def _parallel_map(function, items: list) -> list:
         return list(pool.map(function, items))
 
 
+def _check_finite(values: torch.Tensor, name: str) -> None:
+    """Raise on NaN / infinite model outputs, which would otherwise decode to an arbitrary but plausible answer. The
+    minimum and maximum are NaN or infinite exactly when a value is (on the CPU, 20× faster than `isfinite().all()`)."""
+    if not torch.isfinite(torch.stack(torch.aminmax(values))).all():
+        raise ValueError(
+            f"The model's {name} hold NaN or infinite values (NaN inputs or weights, or an fp16 overflow: run the "
+            "model in float32 or bfloat16); there is no prediction to post-process"
+        )
+
+
 def _as_list(inputs, single_ndims: tuple[int, ...]) -> list:
     """A single item or a (possibly batched / nested) collection of items as a flat list."""
     if isinstance(inputs, (list, tuple)):
@@ -306,14 +316,16 @@ def generate_udp_heatmaps(
 
 def get_heatmap_maximum(heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer argmax locations (x, y) as float32 `(..., K, 2)` and max values `(..., K)`; the first maximum wins ties,
-    and keypoints whose maximum is ≤ 0 are located at (−1, −1)."""
+    and keypoints whose maximum is ≤ 0 are located at (−1, −1). The argmax runs on OpenCV's threads (NumPy releases
+    the GIL); the maximum is read where it was found."""
     *batch, height, width = heatmaps.shape
-    flat = heatmaps.reshape(*batch, height * width)
-    index = flat.argmax(axis=-1)
+    flat = heatmaps.reshape(-1, height * width)
+    chunks = np.array_split(flat, max(1, min(len(flat), 4 * cv2.getNumThreads())))
+    index = np.concatenate(_parallel_map(partial(np.argmax, axis=-1), chunks))
+    scores = np.take_along_axis(flat, index[:, None], axis=-1)[:, 0]
     locations = np.stack([index % width, index // width], axis=-1).astype(np.float32)
-    scores = flat.max(axis=-1)
     locations[scores <= 0] = -1
-    return locations, scores
+    return locations.reshape(*batch, 2), scores.reshape(batch)
 
 
 def _blur_and_rescale_factors(maps: np.ndarray, kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -711,6 +723,7 @@ class SapiensImageProcessorPil(PilBackend):
 
         input_size = (self.size["width"], self.size["height"])
         center, scale = get_box_center_scale(all_boxes, input_size, self.box_padding)
+        _check_finite(heatmaps, "heatmaps")
         keypoints, scores = decode_udp_heatmaps(heatmaps.cpu().numpy(), input_size, kernel_size)
         keypoints = keypoints / np.asarray(input_size) * scale[:, None] + center[:, None] - 0.5 * scale[:, None]
         bboxes = np.concatenate([all_boxes[:, :2], all_boxes[:, :2] + all_boxes[:, 2:]], axis=1)
@@ -760,6 +773,7 @@ class SapiensImageProcessorPil(PilBackend):
         With `return_segmentation_scores`, each item also carries the resized logits `(num_classes, height, width)`.
         """
         logits = outputs.logits.detach().float()
+        _check_finite(logits, "logits")
         results = []
         for item, target_size in zip(logits, self._check_target_sizes(target_sizes, len(logits))):
             scores = self._resize_twice(item[None], target_size)[0]
@@ -786,6 +800,7 @@ class SapiensImageProcessorPil(PilBackend):
         depth = outputs.predicted_depth.detach().float()
         if outputs_flipped is not None:
             depth = 0.5 * (depth + outputs_flipped.predicted_depth.detach().float().flip(-1))
+        _check_finite(depth, "depth maps")
         return [
             {"predicted_depth": self._resize_twice(item[None, None], target_size)[0, 0]}
             for item, target_size in zip(depth, self._check_target_sizes(target_sizes, len(depth)))
@@ -799,6 +814,7 @@ class SapiensImageProcessorPil(PilBackend):
         `target_sizes` (the input size when `None`), then divided by their length + 1e-5, as the original demo.
         """
         normals = outputs.normals.detach().float()
+        _check_finite(normals, "normals")
         results = []
         for item, target_size in zip(normals, self._check_target_sizes(target_sizes, len(normals))):
             item = self._resize_twice(item[None], target_size)[0]
