@@ -11,7 +11,7 @@ import torch
 from conftest import REPO_ROOT, golden_path
 from PIL import Image
 from skimage import data
-from transformers import TrainingArguments
+from transformers import TrainerCallback, TrainingArguments
 
 from sapiens_hf import (
     SapiensConfig,
@@ -444,6 +444,8 @@ def test_2b_presets_parse_with_their_scripts(task, tmp_path):
     assert training_args.activation_checkpointing_kwargs == {"use_reentrant": False}
     assert training_args.per_device_train_batch_size == 2 and training_args.output_dir == str(tmp_path)
     assert parsed[0].model_name_or_path == "facebook/sapiens-pretrain-2b"
+    if task == "pose":  # the original's MultiStepLR
+        assert training_args.lr_scheduler_type == "constant_with_warmup" and training_args.lr_milestones == [170, 200]
 
 
 def test_gpu_check_flop_count_matches_torch_flop_counter():
@@ -491,3 +493,44 @@ def test_load_model_from_an_original_pretrain_checkpoint(tmp_path):
     assert type(model).__name__ == "SapiensForPoseEstimation" and model.config.num_labels == 17
     assert model.model.embeddings.position_embeddings.shape == (1, 64 * 48, 64)  # 4097 rows → 64×48 grid
     assert model.decode_head.final_layer.out_channels == 17 and model.config.flip_pairs == flip_pairs(17)
+
+
+def test_lr_milestones_reproduce_the_original_multistep_schedule(tmp_path):
+    """mmengine's MultiStepLR (pose recipe: ×0.1 at epochs 170 and 200) after transformers' constant warm-up, through a
+    real Trainer run: 3 epochs of 2 steps, milestones at epochs 1 and 2, 1 warm-up step."""
+    model = SapiensForPoseEstimation(
+        SapiensConfig(**TINY, num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
+    )
+    generator = torch.Generator().manual_seed(0)
+    samples = [
+        {
+            "pixel_values": torch.randn(3, 128, 96, generator=generator),
+            "labels": torch.rand(17, 16, 12, generator=generator),  # one 2× deconv: 1/8 of the input
+            "label_weights": torch.ones(17),
+        }
+        for _ in range(4)
+    ]
+    args = SapiensTrainingArguments(
+        output_dir=str(tmp_path),
+        learning_rate=1e-3,
+        num_train_epochs=3,
+        per_device_train_batch_size=2,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=1,
+        lr_milestones=[1, 2],
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+    )
+    learning_rates = []  # the head's (full) rate at each optimizer step
+
+    class RecordLearningRate(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            learning_rates.append(optimizer.param_groups[-1]["lr"])
+
+    SapiensTrainer(model=model, args=args, train_dataset=samples, callbacks=[RecordLearningRate()]).train()
+    top = 1e-3
+    assert learning_rates == pytest.approx([0, top, 0.1 * top, 0.1 * top, 0.01 * top, 0.01 * top])
+    with pytest.raises(ValueError, match="constant_with_warmup"):
+        SapiensTrainingArguments(output_dir=str(tmp_path), lr_milestones=[170, 200], report_to=[])

@@ -15,6 +15,7 @@ import os
 import random
 import re
 import sys
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import transformers
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import SchedulerType, get_last_checkpoint
 
 from . import metadata
 from .configuration_sapiens import SapiensConfig
@@ -119,6 +120,23 @@ class SapiensTrainingArguments(TrainingArguments):
         default=True,
         metadata={"help": "Update the metrics batch by batch instead of keeping every full-resolution output."},
     )
+    lr_milestones: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "The original pose schedule (mmengine MultiStepLR): epochs after which the LR is multiplied by "
+            "`lr_milestone_gamma`, e.g. 170 200 of 210 epochs. Goes with --lr_scheduler_type constant_with_warmup, "
+            "whose warm-up comes first."
+        },
+    )
+    lr_milestone_gamma: float = field(default=0.1, metadata={"help": "LR factor applied at each of `lr_milestones`."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lr_milestones and SchedulerType(self.lr_scheduler_type) != SchedulerType.CONSTANT_WITH_WARMUP:
+            raise ValueError(
+                f"lr_milestones step the LR down after a constant warm-up: use --lr_scheduler_type "
+                f"constant_with_warmup, not {SchedulerType(self.lr_scheduler_type).value}"
+            )
 
 
 class SapiensTrainer(Trainer):
@@ -160,6 +178,23 @@ class SapiensTrainer(Trainer):
             )
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """transformers' schedules, plus `lr_milestones`: the warm-up of `constant_with_warmup`, then ×gamma from the
+        first optimizer step of each milestone epoch on (transformers has no multi-step schedule)."""
+        milestones = getattr(self.args, "lr_milestones", None)
+        if self.lr_scheduler is None and milestones:
+            steps_per_epoch = num_training_steps / (self.state.num_train_epochs or self.args.num_train_epochs)
+            milestone_steps = sorted(round(epoch * steps_per_epoch) for epoch in milestones)
+            warmup_steps = self.args.get_warmup_steps(num_training_steps)
+            gamma = self.args.lr_milestone_gamma
+
+            def factor(step: int) -> float:
+                return min(1.0, step / max(1, warmup_steps)) * gamma ** bisect_right(milestone_steps, step)
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, factor)
+            self._created_lr_scheduler = True
+        return super().create_scheduler(num_training_steps, optimizer)
 
 
 class _EpochCallback(TrainerCallback):
@@ -890,7 +925,9 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     if name.lower().removeprefix("sapiens-") in ("0.3b", "0.6b", "1b", "2b"):
         config = SapiensConfig.from_preset(name, task=model_class.task, **fields)
     else:
-        values = {k: v for k, v in SapiensConfig.get_config_dict(name)[0].items() if k not in ("out_features", "out_indices")}
+        values = {
+            k: v for k, v in SapiensConfig.get_config_dict(name)[0].items() if k not in ("out_features", "out_indices")
+        }
         config = SapiensConfig.from_dict({**values, **fields})
     return model_class._from_config(config)  # as Auto*.from_config: under ZeRO-3 built inside zero.Init
 
