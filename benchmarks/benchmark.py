@@ -20,7 +20,8 @@ smoke runs and for the pipeline's host-side stages.
   python benchmarks/benchmark.py --device cuda --mode check,inference --sizes 0.3b,2b --compile 0.3b --out gpu.json
   python benchmarks/benchmark.py --report gpu.json cpu.json     # markdown tables of saved runs
 
-`benchmarks/run_gpu.sh` is the prepared ≤ 8-minute GPU run; results and the card are in docs/performance.md.
+`benchmarks/run_gpu.sh` is the prepared GPU run (one 480 s deadline, with issue 6's ZeRO-3 check); results and the card
+are in docs/performance.md.
 """
 
 import argparse

@@ -1,56 +1,165 @@
 #!/usr/bin/env bash
-# The prepared GPU run of issue 8: everything docs/performance.md reports, in one command of at most 8 minutes on one
-# H100 or H200. Steps run in order of priority; one that would start after the deadline is skipped, and so is any
-# row of a step that runs out of it (the row says so). Each JSON is rewritten after every row, so a run cut short
-# keeps what it measured.
+# The prepared GPU run of issues 8 (benchmarks) and 6 (Sapiens-2B fine-tuning under DeepSpeed ZeRO-3), in one command
+# on one H100 or H200 that ends within ~8.5 minutes (default budget 480 s from its start, install included; hard
+# guards stop any step at most 15 s past it; then the report).
 #
-# Here, first:          bash benchmarks/fetch_gpu_wheels.sh      (the wheels the GPU machine lacks, into .whl/)
+# Here, first:          bash benchmarks/fetch_gpu_wheels.sh      (the wheels the GPU machine lacks, ~24 MiB, into .whl/)
 # With the device tool: run(command="bash benchmarks/run_gpu.sh", carry=[".whl"], timeout_s=540)
-# Back under $OUT: gpu-*.json (the rows), report.md (the tables), log.txt.
+# Back under $OUT (8 files at most, which the device tool returns): gpu-1-targets.json, gpu_check.json,
+# gpu-2-pipeline.json, gpu-3-train.json, gpu-4-sizes.json, gpu-5-tasks.json (rows), report.md (tables), log.txt.
+#
+# Steps, in this order, under one shared deadline. Each step is given what is left minus a reserve for the priority
+# steps after it; one that would not fit is skipped and says so. Every JSON is rewritten after each row (run), so a
+# step cut short keeps what it measured. Expected times (estimates from the peers' H200 speeds, model sizes and the
+# scripts; compile and DeepSpeed set-up times are the unknowns):
+#   setup: install .whl/ into /tmp/site, versions, nvidia-smi                                     ~15–25 s
+#   1. issue 8 targets (gpu-1-targets.json): check + inference at 0.3B bs16 and 2B bs4 (SDPA's
+#      choice, flash, cuDNN; ViTModel; timm; pose head NCHW/NHWC), torch.compile at 0.3B last.
+#      Starts no row after STEP1_S (150 s); a row in flight may finish, up to what is left after
+#      the reserves of the next two steps (about 200 s from its start)                           ~150–200 s
+#   issue 6 (gpu_check.json): examples/gpu_check_2b_zero3.py, Sapiens-2B pose, bf16, activation
+#      checkpointing, batch 2, 12 steps per run, each run its own process: plain Trainer (~45 s),
+#      zero3_persistent_params (~75 s), then plain zero3 (~90 s) only if >= 80 s are left beside
+#      the pipeline's reserve; each run at most min(150, budget - 100) s (>= 90). Reserved: 200 s ~120–210 s
+#   2. issue 8 pose pipeline (gpu-2-pipeline.json): 0.3B, 16 people, 308 keypoints. Reserved: 70 s ~30–40 s
+#   3.–5. with what remains: training steps at 0.3B and 2B (gpu-3-train.json), 0.6B/1B inference
+#      (gpu-4-sizes.json), seg/depth/normal heads (gpu-5-tasks.json)                             ~0–150 s
+#   report.md from the JSONs                                                                      ~3 s
+# Expected total ~430–480 s; worst case ~500 s (the deadline plus a hard guard of 15 s plus the report).
+#
+# Environment: OUT (default /tmp/sapiens-bench); BUDGET_S (default 480), STEP1_S (default 150).
+# GPU_DRY_RUN=cpu: the CPU dry run of this script (no GPU): every benchmark step runs with --device cpu and size tiny,
+# the ZeRO-3 check with --tiny; the same steps, budgets and files. Only for checking the script itself. .whl/ is
+# installed only under Python 3.12 (e.g. a venv made like the image); under another Python the environment's own
+# packages are used (e.g. `source .venv/bin/activate` first).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/sapiens-bench}
 mkdir -p "$OUT"
+DRY=${GPU_DRY_RUN:-}
+RESERVE_CHECK=200 # the plain Trainer run (~45 s) and zero3_persistent_params (~75 s), with room for slower ones
+RESERVE_PIPELINE=70 # a step needs >= 65 s to start (20 s to start rows + 45 s for the last one)
 
-bench() {  # one step with what is left of the budget; the timeout only guards against a hung step
-    local left=$((deadline - SECONDS))
-    if ((left < 20)); then
-        echo "skipped (budget spent): $*"
+left() { echo $((deadline - SECONDS - ${1:-0})); }
+
+bench() { # bench NAME SOFT_CAP RESERVE ARGS...: one benchmark.py step; starts no row after SOFT_CAP s or what is left
+    local name=$1 cap=$2 reserve=$3
+    shift 3
+    local hard soft
+    hard=$(left "$reserve")
+    soft=$((hard - 45 < cap ? hard - 45 : cap)) # a row started at the soft limit gets ≥ 45 s before the hard one
+    if ((soft < 20)); then
+        echo "== $name: skipped, budget spent ($((deadline - SECONDS)) s left, $reserve s reserved for later steps)"
         return
     fi
-    timeout $((left + 30)) python3 benchmarks/benchmark.py --device cuda --budget-s "$left" "$@"
+    local args=("$@")
+    if [[ $DRY == cpu ]]; then # the same step at size tiny on the CPU
+        local i
+        for ((i = 0; i < ${#args[@]}; i++)); do
+            [[ ${args[i]} == --sizes || ${args[i]} == --compile ]] && args[i + 1]=tiny
+        done
+        args+=(--device cpu)
+    else
+        args+=(--device cuda)
+    fi
+    echo "== $name: starts no row after $soft s, stopped after $((hard + 15)) s (t=${SECONDS}s)"
+    timeout -k 5 $((hard + 15)) python3 benchmarks/benchmark.py --budget-s "$soft" "${args[@]}"
+    echo "== $name: exit $?, t=${SECONDS}s"
+}
+
+zero3_check() { # issue 6, with what is left minus the pipeline's reserve
+    local budget
+    budget=$(left $RESERVE_PIPELINE)
+    if ((budget < 100)); then
+        echo "== 2b-zero3 check: skipped, budget spent ($((deadline - SECONDS)) s left)"
+        return
+    fi
+    # plain zero3 runs last, and only if >= 80 s of the budget are left after the two others (--min_run_s);
+    # a run gets at most 150 s, and the first at most budget - 100 s so that the second still has 100 s
+    local modes=plain,zero3_persistent_params,zero3 per_run=$((budget - 100))
+    ((per_run > 150)) && per_run=150
+    ((per_run < 90)) && per_run=90
+    local tiny=()
+    [[ $DRY == cpu ]] && tiny=(--tiny)
+    echo "== 2b-zero3 check: modes $modes, budget $budget s, each run at most $per_run s (t=${SECONDS}s)"
+    timeout -k 5 $((budget + 15)) python3 examples/gpu_check_2b_zero3.py "${tiny[@]}" --modes "$modes" \
+        --budget_s "$budget" --timeout $per_run --min_run_s 80 --output_dir "$OUT"
+    echo "== 2b-zero3 check: exit $?, t=${SECONDS}s"
+    # DeepSpeed should have compiled nothing (torch AdamW, no offload): any JIT-built op shows here
+    find "$TORCH_EXTENSIONS_DIR" -name "*.so" 2>/dev/null | sed 's/^/JIT-built op: /'
 }
 
 main() {
-    if compgen -G ".whl/*.whl" > /dev/null; then
+    if [[ $DRY == cpu ]] && ! python3 -c "import sys; sys.exit(sys.version_info[:2] != (3, 12))"; then
+        echo "dry run: .whl/ left out (its wheels are for the image's Python 3.12); this environment's packages"
+    elif compgen -G ".whl/*.whl" > /dev/null; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
             .whl/*.whl || return 1
         export PYTHONPATH=/tmp/site
     fi
     export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-    nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
-    python3 -c "import torch, transformers, timm, sapiens_hf
-print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__,
-      'cuDNN', torch.backends.cudnn.version())" || return 1
-    deadline=$((SECONDS + ${BUDGET_S:-450}))
+    # a fresh folder: a build killed by a timeout leaves a lock that makes the next one wait for ever
+    TORCH_EXTENSIONS_DIR=$(mktemp -d /tmp/torch_extensions.XXXXXX)
+    export TORCH_EXTENSIONS_DIR TOKENIZERS_PARALLELISM=false
+    [[ $DRY == cpu ]] || nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
+    python3 -c "import torch, transformers, deepspeed, sapiens_hf, sapiens_hf.training
+try:
+    import timm; timm = timm.__version__  # the benchmark's peer (needs torchvision); its rows say so when missing
+except Exception as error:
+    timm = f'missing ({error})'
+print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm,
+      'deepspeed', deepspeed.__version__, 'cuDNN', torch.backends.cudnn.version(), 'cuda', torch.cuda.is_available())
+" 2>&1 | grep -v "^\[.*real_accelerator" || return 1
+    deadline=${BUDGET_S:-480}
+    echo "== budget: measurements end by t=${deadline}s (t=${SECONDS}s now)"
 
     # 1. The targets: backbone against ViTModel and timm at 0.3B bs16 and 2B bs4 (SDPA's own choice, flash, cuDNN),
     #    the pose model (head NCHW and NHWC), torch.compile at 0.3B; the fast-path checks (head dim 60 padded to 64,
     #    bf16 against fp32).
-    bench --mode check,inference --sizes 0.3b,2b --tasks pose --head-formats contiguous,channels_last --compile 0.3b \
+    bench "1 targets" "${STEP1_S:-150}" $((RESERVE_CHECK + RESERVE_PIPELINE)) \
+        --mode check,inference --sizes 0.3b,2b --tasks pose --head-formats contiguous,channels_last --compile 0.3b \
         --iters 8 --warmup 2 --out "$OUT/gpu-1-targets.json"
+    # Issue 6: Sapiens-2B pose fine-tuning, plain Trainer against DeepSpeed ZeRO-3 → $OUT/gpu_check.json
+    zero3_check
     # 2. The pose pipeline: crop + model + decode of 16 people in a 1920×1080 photo, 308 keypoints.
-    bench --mode pipeline --sizes 0.3b --attention none --peers none --iters 5 --warmup 1 \
+    bench "2 pipeline" 60 0 --mode pipeline --sizes 0.3b --attention none --peers none --iters 5 --warmup 1 \
         --out "$OUT/gpu-2-pipeline.json"
     # 3. Training steps (bf16 autocast, fused AdamW; activation checkpointing for the 2B) against ViTModel.
-    bench --mode train --sizes 0.3b,2b --tasks pose --peers hf-vit --iters 5 --warmup 2 --out "$OUT/gpu-3-train.json"
+    bench "3 train" 1000 0 --mode train --sizes 0.3b,2b --tasks pose --peers hf-vit --iters 5 --warmup 2 \
+        --out "$OUT/gpu-3-train.json"
     # 4. The other sizes, and the other task models (head NCHW and NHWC).
-    bench --mode inference --sizes 0.6b,1b --attention sdpa --peers hf-vit --iters 5 --warmup 2 \
+    bench "4 sizes" 1000 0 --mode inference --sizes 0.6b,1b --attention sdpa --peers hf-vit --iters 5 --warmup 2 \
         --out "$OUT/gpu-4-sizes.json"
-    bench --mode inference --sizes 0.3b,2b --attention none --peers none --tasks seg,depth,normal \
+    bench "5 tasks" 1000 0 --mode inference --sizes 0.3b,2b --attention none --peers none --tasks seg,depth,normal \
         --head-formats contiguous,channels_last --iters 5 --warmup 2 --out "$OUT/gpu-5-tasks.json"
 
-    python3 benchmarks/benchmark.py --report "$OUT"/gpu-*.json > "$OUT/report.md"
+    if compgen -G "$OUT/gpu-*.json" > /dev/null; then
+        python3 benchmarks/benchmark.py --report "$OUT"/gpu-*.json > "$OUT/report.md"
+    fi
+    if [[ -f $OUT/gpu_check.json ]]; then
+        python3 - "$OUT/gpu_check.json" >> "$OUT/report.md" << 'EOF'
+import json, sys
+report = json.load(open(sys.argv[1]))
+num = lambda value, digits=2: "–" if value is None else f"{value:.{digits}f}"  # noqa: E731
+print("\n## Sapiens-2B pose fine-tuning, one GPU: plain Trainer vs DeepSpeed ZeRO-3 (gpu_check.json)\n")
+print("| mode | img/s | TFLOP/s | step s | peak alloc GiB | peak reserved GiB | × plain | goal met | process s |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in report["results"]:
+    s = report["summary"]["runs"].get(r["mode"], {})
+    if "img_s" not in r:  # the last line of the error (the whole of it is in gpu_check.json), or why it was skipped
+        why = (r.get("error") or r.get("skipped") or "").replace("|", "/").strip().splitlines() or [""]
+        why = why[0][:80] + (" … " + why[-1][-200:] if len(why) > 1 else "")
+        print(f"| {r['mode']} | {why} | | | | | | | {num(r.get('wall_s'), 0)} |")
+        continue
+    cells = [num(r["img_s"]), num(r["tflops"], 1), num(r["step_s"], 3), num(r["peak_allocated_gib"], 1),
+             num(r["peak_reserved_gib"], 1), num(s.get("throughput_vs_plain")), s.get("goal_met", "–"),
+             num(r.get("wall_s"), 0)]
+    print(f"| {r['mode']} | " + " | ".join(str(c) for c in cells) + " |")
+done = [r for r in report["results"] if "device" in r]
+device = f"{done[0]['device']}, batch {done[0]['batch_size']}; " if done else ""
+print(f"\n{device}goal: {report['summary']['goal']}")
+EOF
+    fi
     cat "$OUT/report.md"
     echo "total ${SECONDS}s"
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""One-GPU check of Sapiens-2B pose fine-tuning with the `Trainer`: DeepSpeed ZeRO-3 (the usual configuration and the
-persistent-parameter one tuned for a single GPU) against the same Trainer run without DeepSpeed, all with bf16 and
-activation checkpointing. Reports images/s, model TFLOP/s (3 × forward FLOPs per image), peak GPU memory and each
+"""One-GPU check of Sapiens-2B pose fine-tuning with the `Trainer`: DeepSpeed ZeRO-3 (the persistent-parameter
+configuration tuned for a single GPU, and the usual one) against the same Trainer run without DeepSpeed, all with bf16
+and activation checkpointing. Reports images/s, model TFLOP/s (3 × forward FLOPs per image), peak GPU memory and each
 run's throughput relative to the run without DeepSpeed; the goal is batch ≥ 2 per GPU within 60 GiB at ≥ 90% of it.
 
-    bash examples/gpu_check_2b_zero3.sh                 # one H100/H200, about 4–6 minutes
+    bash examples/gpu_check_2b_zero3.sh                 # one H100/H200, about 3–4 minutes
+    bash benchmarks/run_gpu.sh                          # the same, with issue 8's benchmarks, ≤ 8.5 minutes
     python examples/gpu_check_2b_zero3.py --tiny        # CPU dry run of the same code path with a tiny model
 
 Every run is a separate process (fresh DeepSpeed state and memory statistics) training `SapiensForPoseEstimation` at
@@ -26,9 +27,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 DEEPSPEED_CONFIGS = {
-    "plain": None,
-    "zero3": REPO / "examples/deepspeed/zero3.json",
+    "plain": None,  # in order of priority: the default --modes runs them in this order
     "zero3_persistent_params": REPO / "examples/deepspeed/zero3_persistent_params.json",
+    "zero3": REPO / "examples/deepspeed/zero3.json",
 }
 GOAL = {"min_batch_size": 2, "max_peak_gib": 60.0, "min_throughput_ratio": 0.9}
 TINY = {
@@ -162,7 +163,7 @@ def summarize(results: list[dict]) -> dict:
     summary = {"goal": GOAL, "runs": {}}
     for result in results:
         if "img_s" not in result:
-            summary["runs"][result["mode"]] = {"error": result.get("error")}
+            summary["runs"][result["mode"]] = {key: result[key] for key in ("error", "skipped") if key in result}
             continue
         entry = {"img_s": result["img_s"], "peak_allocated_gib": result["peak_allocated_gib"]}
         if plain is not None and result is not plain:
@@ -191,6 +192,13 @@ def main():
     parser.add_argument("--steps", type=int, default=12, help="training steps per run")
     parser.add_argument("--warmup_steps", type=int, default=4, help="first steps left out of the timing")
     parser.add_argument("--timeout", type=int, default=240, help="seconds per run before it is abandoned")
+    parser.add_argument(
+        "--budget_s",
+        type=float,
+        help="seconds for all runs together: each run's timeout is cut to what is left, and a run is skipped (and "
+        "says so) when less than --min_run_s is left",
+    )
+    parser.add_argument("--min_run_s", type=float, default=60, help="with --budget_s: least time worth a run")
     parser.add_argument("--output_dir", default=os.environ.get("OUT", "outputs/gpu_check"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -211,20 +219,35 @@ def main():
     env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
     env.setdefault("MASTER_PORT", "29533")
     env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO / ".cache" / "torch_extensions"))
+    deadline = time.monotonic() + args.budget_s if args.budget_s else None
     results = []
     for mode in modes:
+        timeout = args.timeout
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left < args.min_run_s:
+                result = {"mode": mode, "skipped": f"budget spent: {left:.0f} s left, a run needs {args.min_run_s:.0f}"}
+                results.append(result)
+                print(json.dumps(result), flush=True)
+                continue
+            timeout = int(min(timeout, left))
         command = [sys.executable, __file__, f"--worker={mode}", *forwarded]
+        started = time.monotonic()
         try:
-            run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=args.timeout)
+            run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
             lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
             if run.returncode == 0 and lines:
                 result = json.loads(lines[-1][len("RESULT ") :])
             else:
                 result = {"mode": mode, "error": f"exit {run.returncode}: {(run.stderr or run.stdout)[-3000:]}"}
         except subprocess.TimeoutExpired:
-            result = {"mode": mode, "error": f"timed out after {args.timeout} s"}
+            result = {"mode": mode, "error": f"timed out after {timeout} s"}
+        result["wall_s"] = time.monotonic() - started  # the whole process: start-up, model, DeepSpeed, all steps
         results.append(result)
         print(json.dumps(result), flush=True)
+        # Rewritten after every run: a run cut short by an outer deadline keeps the ones before it.
+        report = {"results": results, "summary": summarize(results)}
+        (output_dir / "gpu_check.json").write_text(json.dumps(report, indent=1))
     report = {"results": results, "summary": summarize(results)}
     (output_dir / "gpu_check.json").write_text(json.dumps(report, indent=1))
     print(json.dumps(report["summary"], indent=1))
