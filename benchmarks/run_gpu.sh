@@ -137,28 +137,8 @@ print('torch', torch.__version__, 'transformers', transformers.__version__, 'tim
         python3 benchmarks/benchmark.py --report "$OUT"/gpu-*.json > "$OUT/report.md"
     fi
     if [[ -f $OUT/gpu_check.json ]]; then
-        python3 - "$OUT/gpu_check.json" >> "$OUT/report.md" << 'EOF'
-import json, sys
-report = json.load(open(sys.argv[1]))
-num = lambda value, digits=2: "–" if value is None else f"{value:.{digits}f}"  # noqa: E731
-print("\n## Sapiens-2B pose fine-tuning, one GPU: plain Trainer vs DeepSpeed ZeRO-3 (gpu_check.json)\n")
-print("| mode | img/s | TFLOP/s | step s | peak alloc GiB | peak reserved GiB | × plain | goal met | process s |")
-print("|---|---|---|---|---|---|---|---|---|")
-for r in report["results"]:
-    s = report["summary"]["runs"].get(r["mode"], {})
-    if "img_s" not in r:  # the last line of the error (the whole of it is in gpu_check.json), or why it was skipped
-        why = (r.get("error") or r.get("skipped") or "").replace("|", "/").strip().splitlines() or [""]
-        why = why[0][:80] + (" … " + why[-1][-200:] if len(why) > 1 else "")
-        print(f"| {r['mode']} | {why} | | | | | | | {num(r.get('wall_s'), 0)} |")
-        continue
-    cells = [num(r["img_s"]), num(r["tflops"], 1), num(r["step_s"], 3), num(r["peak_allocated_gib"], 1),
-             num(r["peak_reserved_gib"], 1), num(s.get("throughput_vs_plain")), s.get("goal_met", "–"),
-             num(r.get("wall_s"), 0)]
-    print(f"| {r['mode']} | " + " | ".join(str(c) for c in cells) + " |")
-done = [r for r in report["results"] if "device" in r]
-device = f"{done[0]['device']}, batch {done[0]['batch_size']}; " if done else ""
-print(f"\n{device}goal: {report['summary']['goal']}")
-EOF
+        printf "\n" >> "$OUT/report.md"
+        python3 examples/gpu_check_2b_zero3.py --report "$OUT/gpu_check.json" >> "$OUT/report.md"
     fi
     cat "$OUT/report.md"
     echo "total ${SECONDS}s"

@@ -184,6 +184,43 @@ def summarize(results: list[dict]) -> dict:
     return summary
 
 
+def markdown(report: dict) -> str:
+    """The table of a `gpu_check.json` report: one row per run, with the error's or skip's gist where it has no
+    numbers (the whole error is in the JSON)."""
+
+    def number(value, digits=2):
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        "## Sapiens-2B pose fine-tuning, one GPU: plain Trainer vs DeepSpeed ZeRO-3 (gpu_check.json)",
+        "",
+        "| mode | img/s | TFLOP/s | step s | peak alloc GiB | peak reserved GiB | × plain | goal met | process s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in report["results"]:
+        run = report["summary"]["runs"].get(result["mode"], {})
+        if "img_s" not in result:
+            why = (result.get("error") or result.get("skipped") or "").replace("|", "/").strip().splitlines() or [""]
+            gist = why[0][:80] + (" … " + why[-1][-200:] if len(why) > 1 else "")
+            lines.append(f"| {result['mode']} | {gist} | | | | | | | {number(result.get('wall_s'), 0)} |")
+            continue
+        cells = [
+            number(result["img_s"]),
+            number(result["tflops"], 1),
+            number(result["step_s"], 3),
+            number(result["peak_allocated_gib"], 1),
+            number(result["peak_reserved_gib"], 1),
+            number(run.get("throughput_vs_plain")),
+            run.get("goal_met", "–"),
+            number(result.get("wall_s"), 0),
+        ]
+        lines.append(f"| {result['mode']} | " + " | ".join(str(cell) for cell in cells) + " |")
+    done = [result for result in report["results"] if "device" in result]
+    device = f"{done[0]['device']}, batch {done[0]['batch_size']}; " if done else ""
+    lines += ["", f"{device}goal: {report['summary']['goal']}"]
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny model at 128×96: a CPU dry run of the code path")
@@ -200,8 +237,13 @@ def main():
     )
     parser.add_argument("--min_run_s", type=float, default=60, help="with --budget_s: least time worth a run")
     parser.add_argument("--output_dir", default=os.environ.get("OUT", "outputs/gpu_check"))
+    parser.add_argument("--report", metavar="GPU_CHECK_JSON", help="print the markdown table of a saved report")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.report:
+        print(markdown(json.loads(Path(args.report).read_text())))
+        return
 
     if args.worker:
         print("RESULT " + json.dumps(worker(args.worker, args)), flush=True)
@@ -248,9 +290,7 @@ def main():
         # Rewritten after every run: a run cut short by an outer deadline keeps the ones before it.
         report = {"results": results, "summary": summarize(results)}
         (output_dir / "gpu_check.json").write_text(json.dumps(report, indent=1))
-    report = {"results": results, "summary": summarize(results)}
-    (output_dir / "gpu_check.json").write_text(json.dumps(report, indent=1))
-    print(json.dumps(report["summary"], indent=1))
+    print(markdown(report), flush=True)
     if any("error" in result for result in results):
         sys.exit(1)
 

@@ -323,3 +323,4 @@ def test_non_finite_outputs_raise_instead_of_decoding(processor, decode, boxes, 
     for post_process, outputs in calls:
         with pytest.raises(ValueError, match="NaN or infinite"):
             post_process(outputs)
+    assert processor.post_process_semantic_segmentation(SemanticSegmenterOutput(logits=dense[:0])) == []  # no images

@@ -161,7 +161,7 @@ def _parallel_map(function, items: list) -> list:
 def _check_finite(values: torch.Tensor, name: str) -> None:
     """Raise on NaN / infinite model outputs, which would otherwise decode to an arbitrary but plausible answer. The
     minimum and maximum are NaN or infinite exactly when a value is (on the CPU, 20× faster than `isfinite().all()`)."""
-    if not torch.isfinite(torch.stack(torch.aminmax(values))).all():
+    if values.numel() and not torch.isfinite(torch.stack(torch.aminmax(values))).all():
         raise ValueError(
             f"The model's {name} hold NaN or infinite values (NaN inputs or weights, or an fp16 overflow: run the "
             "model in float32 or bfloat16); there is no prediction to post-process"
@@ -543,8 +543,10 @@ class SapiensImageProcessorPil(PilBackend):
         pixel_values = self._normalize(images, **normalize_kwargs)
         data = {"pixel_values": pixel_values}
         if return_flipped_pixel_values:
-            flipped = [np.ascontiguousarray(image[..., ::-1]) for image in pixel_values]
-            data["pixel_values_flipped"] = np.stack(flipped) if isinstance(pixel_values, np.ndarray) else flipped
+            if isinstance(pixel_values, np.ndarray):
+                data["pixel_values_flipped"] = np.ascontiguousarray(pixel_values[..., ::-1])
+            else:
+                data["pixel_values_flipped"] = [np.ascontiguousarray(image[..., ::-1]) for image in pixel_values]
         return data
 
     def _preprocess(
