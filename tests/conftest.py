@@ -1,15 +1,21 @@
-"""Shared test helpers: the golden reference data of the original implementation and its weight recipe."""
+"""Shared test helpers: the reference ("golden") outputs of the original implementation in tests/fixtures/ and the
+weight recipe (tests/fixtures/README.md)."""
 
+import hashlib
+import json
 import os
 import zlib
+from functools import cache
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_DIR = Path(os.environ.get("SAPIENS_GOLDEN_DIR", REPO_ROOT.parent / "shared" / "golden"))
+# Another set made by tests/fixtures/make_fixtures.py can be tested by pointing SAPIENS_FIXTURES_DIR at it.
+GOLDEN_DIR = Path(os.environ.get("SAPIENS_FIXTURES_DIR", REPO_ROOT / "tests" / "fixtures"))
 
 # ImageNet mean/std on 0-255 RGB, as the original data preprocessors.
 MEAN = torch.tensor([123.675, 116.28, 103.53]).view(3, 1, 1)
@@ -17,7 +23,7 @@ STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
 
 
 def recipe(seed, name, shape, offset=0.0, amp=1.0, u8=False):
-    """The integer-hash generator of ../shared/golden/README.md §1 (weights and random images)."""
+    """The integer-hash generator of tests/fixtures/README.md §1 (weights and random images)."""
     n = int(np.prod(shape))
     key = np.uint64(((zlib.crc32(name.encode()) & 0xFFFFFFFF) << 32) | (seed & 0xFFFFFFFF))
     with np.errstate(over="ignore"):
@@ -32,19 +38,35 @@ def recipe(seed, name, shape, offset=0.0, amp=1.0, u8=False):
 
 
 def normalize(rgb_hwc: np.ndarray) -> torch.Tensor:
-    """uint8 HWC RGB -> normalised float32 CHW, exactly as the golden README §2."""
+    """uint8 HWC RGB -> normalised float32 CHW, exactly as tests/fixtures/README.md §2."""
     return (torch.from_numpy(np.ascontiguousarray(rgb_hwc)).permute(2, 0, 1).float() - MEAN) / STD
 
 
 def golden_path(name: str) -> Path:
     path = GOLDEN_DIR / name
     if not path.exists():
-        pytest.fail(f"golden file {path} is missing; set SAPIENS_GOLDEN_DIR to the shared/golden folder")
+        pytest.fail(f"reference file {path} is missing (see tests/fixtures/README.md)")
     return path
 
 
+@cache
+def _manifest_files() -> dict:
+    return json.loads(golden_path("manifest.json").read_text())["files"]
+
+
 def load_golden(name: str) -> dict:
-    """A golden .safetensors (as torch tensors) or .npz (as numpy arrays) file."""
+    """A reference file of tests/fixtures/README.md §6 by its name there: .safetensors as torch tensors, .npz as
+    numpy arrays. Weights are made by the recipe and checked against their sha256; images are read from PNG."""
+    entry = _manifest_files()[name]
+    if entry.get("generated_from_recipe"):
+        tensors = {}
+        for key, spec in entry["tensors"].items():
+            array = recipe(spec["recipe"]["seed"], key, tuple(spec["shape"]), spec["recipe"]["offset"], spec["recipe"]["amp"])
+            assert hashlib.sha256(array.tobytes()).hexdigest() == spec["sha256"], f"recipe differs for {name}: {key}"
+            tensors[key] = torch.from_numpy(array)
+        return tensors
+    if name == "images.npz":
+        return {key: cv2.imread(str(golden_path(file)))[..., ::-1].copy() for key, (_, _, file) in entry["arrays"].items()}
     path = golden_path(name)
     if path.suffix == ".npz":
         return dict(np.load(path))

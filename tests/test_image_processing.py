@@ -1,5 +1,5 @@
 """SapiensImageProcessorPil pre-processing: golden parity of the original's crops, resizes and normalisation (cases 3,
-5, 6 of ../shared/golden), training targets, input conversion, bad input, save/load."""
+5, 6 of tests/fixtures), training targets, input conversion, bad input, save/load."""
 
 import hashlib
 import json

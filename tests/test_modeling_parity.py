@@ -1,4 +1,4 @@
-"""Parity of converted original checkpoints with the original implementation's outputs (../shared/golden)."""
+"""Parity of converted original checkpoints with the original implementation's outputs (tests/fixtures)."""
 
 import pytest
 import torch
@@ -59,7 +59,6 @@ def test_backbone_only_matches_original(name, key, batch, padding):
     with torch.no_grad():
         feature_map = model(batch()).feature_map
     assert_matches_golden(feature_map, "case1_backbone_outputs.safetensors", key)
-    torch.testing.assert_close(feature_map, load_golden("case1_backbone_outputs.safetensors")[key], atol=1e-4, rtol=1e-4)
 
 
 def test_pretrain_checkpoint_position_embedding_conversion():
@@ -72,4 +71,4 @@ def test_pretrain_checkpoint_position_embedding_conversion():
     torch.testing.assert_close(pos, expected["pos_embed_converted"], atol=1e-6, rtol=0)
     with torch.no_grad():
         feature_map = model.model(pose_batch()).feature_map
-    torch.testing.assert_close(feature_map, expected["featmap"], atol=1e-4, rtol=1e-4)
+    assert_matches_golden(feature_map, "case2_outputs.safetensors", "featmap")

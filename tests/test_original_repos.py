@@ -40,7 +40,7 @@ POSE_FILE = "sapiens_0.3b_goliath_best_goliath_AP_573.pth"  # a released name, t
 
 
 def original_pose_state_dict(seed: int = 0, hidden: int = 32, layers: int = 2, keypoints: int = 17) -> dict:
-    """A tiny pose checkpoint with the original mmpose key names (sapiens-original.md §2.2)."""
+    """A tiny pose checkpoint with the original mmpose key names (facebookresearch/sapiens, `pose/configs/sapiens_pose/`)."""
     generator = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -200,7 +200,7 @@ def test_bfloat16_export_repos_are_refused_with_a_pointer_to_the_original():
 
 
 def released_layout(checkpoint: hub.OriginalCheckpoint) -> dict:
-    """Meta tensors with the key names and shapes of a released file (sapiens-original.md §2.2): nothing allocated."""
+    """Meta tensors with the key names and shapes of a released file (facebookresearch/sapiens, `pose/configs/sapiens_pose/`): nothing allocated."""
 
     def empty(*shape):
         return torch.empty(shape, device="meta")

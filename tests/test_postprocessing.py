@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import GOLDEN_DIR, load_golden
+from conftest import load_golden
+from golden_utils import subset_slices, arch, assert_matches_golden, golden_weights, manifest, well_conditioned_keypoints
 from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 
 from sapiens_hf import metadata
@@ -20,7 +21,7 @@ from sapiens_hf.image_processing_sapiens import (
 )
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
 
-KEYPOINT_ATOL = 1e-3  # pixels (golden README §4)
+KEYPOINT_ATOL = 1e-3  # pixels (tests/fixtures/README.md §4)
 SCORE_ATOL = 1e-5
 SETS = {"k17": 17, "k133": 133, "k308": 308}
 
@@ -162,7 +163,7 @@ def whole_map_dark_udp(keypoints, heatmaps, kernel_size=11):
 def test_decode_equals_the_whole_map_original_bit_for_bit():
     """The decode blurs maps on several threads and rescales / clips / logs only the values it reads; on peaked,
     flat, faint, saturated, negative, all-zero and corner-peaked maps its keypoints must equal the whole-map
-    original's bit for bit (with near-singular Hessians any rounding difference would show, golden README §4)."""
+    original's bit for bit (with near-singular Hessians any rounding difference would show, tests/fixtures/README.md §4)."""
     rng = np.random.default_rng(0)
     num_instances, num_keypoints, height, width = 3, 40, 64, 48
     maps = rng.normal(0, 0.05, (num_instances * num_keypoints, height, width)).astype(np.float32)
@@ -188,20 +189,38 @@ def test_decode_equals_the_whole_map_original_bit_for_bit():
     assert np.array_equal(actual, expected) and actual.dtype == expected.dtype
 
 
+def test_decoding_reference_model_heatmaps_matches_golden(decode):
+    """The tiny pose-17 model's own heatmaps as the original computed them (box-0 crop): noisy maps with many local
+    maxima, decoded here from the stored values, so the result does not depend on this CPU's kernels."""
+    heatmaps = load_golden("case1_task_outputs.safetensors")["pose17.b0"].numpy()
+    keypoints, scores = decode_udp_heatmaps(heatmaps, input_size=(768, 1024))
+    assert_keypoints_close(keypoints, decode["model17.plain.keypoints_input_space"])
+    np.testing.assert_allclose(scores, decode["model17.plain.scores"], rtol=0, atol=SCORE_ATOL)
+
+
 @pytest.fixture(scope="module")
 def pose_models():
     return {
-        name: convert_original_checkpoint(
-            GOLDEN_DIR / f"weights_{name}.safetensors", task="pose", num_attention_heads=2
-        )
+        name: convert_original_checkpoint(golden_weights(name), task="pose", num_attention_heads=arch(name)["H"])
         for name in ("pose17", "pose308")
     }
+
+
+def assert_well_conditioned_keypoints_close(people, merged_heatmaps, expected):
+    """Image-space keypoints against the original's where decoding is well conditioned (see
+    `well_conditioned_keypoints`); at least half of them must be."""
+    compared = well_conditioned_keypoints(merged_heatmaps)
+    assert compared.mean() >= 0.5, f"only {compared.sum()} of {compared.size} keypoints are well conditioned"
+    actual = np.stack([person["keypoints"].numpy() for person in people])
+    assert np.isfinite(actual).all()
+    assert_keypoints_close(actual[compared], expected[compared])
 
 
 @pytest.mark.parametrize("name", ["pose17", "pose308"])
 def test_end_to_end_top_down_inference_matches_golden(pose_models, astronaut, boxes, processor, decode, name):
     """mmpose `inference_topdown` with the configs' flip test: crops → model (and on the flipped crops with
-    `flip_pairs`) → average → decode → image space."""
+    `flip_pairs`) → average → decode → image space. The crops, the model outputs and the decoding are each compared
+    exactly or at their own tolerance elsewhere; here keypoints whose decoding only amplifies rounding are left out."""
     model = pose_models[name]
     assert model.config.flip_pairs == metadata.flip_pairs(model.config.num_labels)
     golden = load_golden("case4_inference_topdown.npz")
@@ -210,56 +229,46 @@ def test_end_to_end_top_down_inference_matches_golden(pose_models, astronaut, bo
         outputs = model(pixel_values=inputs["pixel_values"])
         outputs_flipped = model(pixel_values=inputs["pixel_values_flipped"], flip_pairs=model.config.flip_pairs)
     people = processor.post_process_pose_estimation(outputs, [boxes.tolist()], outputs_flipped=outputs_flipped)[0]
-    for index, person in enumerate(people):
-        assert_keypoints_close(person["keypoints"], golden[f"{name}.keypoints_image"][index])
-        np.testing.assert_allclose(person["scores"].numpy(), golden[f"{name}.scores"][index], rtol=0, atol=SCORE_ATOL)
+    merged = (0.5 * (outputs.heatmaps + outputs_flipped.heatmaps)).numpy()
+    assert_well_conditioned_keypoints_close(people, merged, golden[f"{name}.keypoints_image"])
+    scores = np.stack([person["scores"].numpy() for person in people])
+    np.testing.assert_allclose(scores, golden[f"{name}.scores"], rtol=0, atol=SCORE_ATOL)
     if name == "pose17":  # box 0 without the flip test
         single = SapiensPoseEstimatorOutput(heatmaps=outputs.heatmaps[:1])
-        person = processor.post_process_pose_estimation(single, [boxes[:1].tolist()])[0][0]
-        assert_keypoints_close(person["keypoints"], decode["model17.plain.keypoints_image"][0])
-        np.testing.assert_allclose(person["scores"].numpy(), decode["model17.plain.scores"][0], atol=SCORE_ATOL)
+        person = processor.post_process_pose_estimation(single, [boxes[:1].tolist()])[0]
+        assert_well_conditioned_keypoints_close(person, single.heatmaps.numpy(), decode["model17.plain.keypoints_image"])
+        np.testing.assert_allclose(person[0]["scores"].numpy(), decode["model17.plain.scores"][0], atol=SCORE_ATOL)
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Segmentation, depth, normals (case 5)
 # ---------------------------------------------------------------------------------------------------------------
 
-
-def subset_close(full: torch.Tensor, golden: dict, key: str, stride: int, window: tuple):
-    """Compares the stored stride/window subsets and the [sum, sumsq, min, max] stats (golden README §2, §4)."""
-    torch.testing.assert_close(full[:, :, ::stride, ::stride], golden[f"{key}.stride{stride}"], rtol=1e-4, atol=1e-4)
-    (r0, r1), (c0, c1) = window
-    torch.testing.assert_close(full[:, :, r0:r1, c0:c1], golden[f"{key}.window"], rtol=1e-4, atol=1e-4)
-    stats = golden[f"{key}.stats"].numpy()
-    values = full.double().flatten(2).numpy()
-    np.testing.assert_allclose(values.sum(-1), stats[..., 0], rtol=0, atol=1e-4 * np.sqrt(stats[..., 1]).max())
-    np.testing.assert_allclose((values**2).sum(-1), stats[..., 1], rtol=1e-5)
-    np.testing.assert_allclose(values.min(-1), stats[..., 2], rtol=1e-5)
-    np.testing.assert_allclose(values.max(-1), stats[..., 3], rtol=1e-5)
+CASE5 = "case5_postprocess.safetensors"
 
 
 @pytest.fixture(scope="module")
 def case5():
-    golden = load_golden("case5_postprocess.safetensors")
+    golden = load_golden(CASE5)
     image = load_golden("images.npz")["case5_ori_rgb"]
     pixel_values = SapiensImageProcessorPil()(image, return_tensors="pt")["pixel_values"]
     return golden, image.shape[:2], pixel_values
 
 
-def run_golden_model(task: str, heads: int, pixel_values):
-    model = convert_original_checkpoint(GOLDEN_DIR / f"weights_{task}.safetensors", num_attention_heads=heads)
+def run_golden_model(name: str, pixel_values):
+    model = convert_original_checkpoint(golden_weights(name), num_attention_heads=arch(name)["H"])
     with torch.no_grad():
         return model(pixel_values=pixel_values)
 
 
 def test_segmentation_end_to_end_matches_golden(case5, processor):
     golden, size, pixel_values = case5
-    outputs = run_golden_model("seg", 4, pixel_values)
-    subset_close(outputs.logits, golden, "seg.raw", 8, ((243, 275), (128, 160)))
+    outputs = run_golden_model("seg", pixel_values)
+    assert_matches_golden(outputs.logits, CASE5, "seg.raw")
     result = processor.post_process_semantic_segmentation(outputs, [size], return_segmentation_scores=True)[0]
     scores = result["segmentation_scores"]
     assert scores.shape == (28, *size)
-    subset_close(scores[None], golden, "seg.logits_resized", 8, ((157, 189), (170, 202)))
+    assert_matches_golden(scores[None], CASE5, "seg.logits_resized")
     expected = golden["seg.pred_sem_seg"].long()
     mismatch = result["segmentation"] != expected
     if mismatch.any():  # only near-ties may flip
@@ -271,10 +280,10 @@ def test_segmentation_end_to_end_matches_golden(case5, processor):
 
 def test_depth_end_to_end_matches_golden(case5, processor):
     golden, size, pixel_values = case5
-    outputs = run_golden_model("depth", 2, pixel_values)
-    subset_close(outputs.predicted_depth[:, None], golden, "depth.raw", 4, ((499, 531), (256, 288)))
+    outputs = run_golden_model("depth", pixel_values)
+    assert_matches_golden(outputs.predicted_depth[:, None], CASE5, "depth.raw")
     depth = processor.post_process_depth_estimation(outputs, [size])[0]["predicted_depth"]
-    torch.testing.assert_close(depth, golden["depth.pred"][0], rtol=1e-4, atol=1e-4)
+    assert_matches_golden(depth[None], CASE5, "depth.pred")
     # flip averaging, as the original demo's --flip: the mirrored prediction is flipped back first
     mirrored = DepthEstimatorOutput(predicted_depth=outputs.predicted_depth.flip(-1))
     averaged = processor.post_process_depth_estimation(outputs, [size], outputs_flipped=mirrored)[0]["predicted_depth"]
@@ -282,12 +291,26 @@ def test_depth_end_to_end_matches_golden(case5, processor):
 
 
 def test_normal_end_to_end_matches_golden(case5, processor):
+    """Unit normals divide by the length, which is small on these random weights (0.003–0.1), so they amplify the
+    model's rounding up to 300-fold: they are compared times the reference length (i.e. at the model-output
+    tolerance), and as they are where the length is at least 0.05 (most pixels)."""
     golden, size, pixel_values = case5
-    outputs = run_golden_model("normal", 4, pixel_values)
-    subset_close(outputs.normals, golden, "normal.raw", 4, ((243, 275), (128, 160)))
+    outputs = run_golden_model("normal", pixel_values)
+    assert_matches_golden(outputs.normals, CASE5, "normal.raw")
     normals = processor.post_process_normal_estimation(outputs, [size])[0]["normals"]
     assert normals.shape == (3, *size)
-    torch.testing.assert_close(normals.permute(1, 2, 0), golden["normal.normalized_hwc"], rtol=1e-4, atol=1e-4)
+    compared = 0
+    for subset in ("stride4", "window"):
+        unnormalized = golden[f"normal.pred_unnormalized.{subset}"][0].permute(1, 2, 0)  # the same pixels
+        expected = golden[f"normal.normalized_hwc.{subset}"]
+        note = manifest()["files"][CASE5]["tensors"][f"normal.normalized_hwc.{subset}"]["note"]
+        actual = normals.permute(1, 2, 0)[subset_slices(note)]
+        length = torch.linalg.vector_norm(unnormalized, dim=-1, keepdim=True)
+        torch.testing.assert_close(actual * (length + 1e-5), unnormalized, rtol=1e-4, atol=1e-4)
+        long = length[..., 0] >= 0.05
+        torch.testing.assert_close(actual[long], expected[long], rtol=1e-4, atol=1e-4)
+        compared += long.sum().item() / long.numel()
+    assert compared / 2 >= 0.5
 
 
 def test_dense_post_processing_of_stored_outputs(processor):
