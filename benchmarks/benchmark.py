@@ -11,7 +11,7 @@ Modes (`--mode`, comma-separated, run in the order given):
   check      the fast paths on this device: head-dim padding at the 2B's head dim (60 → 64) against unpadded fp32
              attention, sdpa against eager at head dim 60, and the pose model in bf16 against fp32.
 
-Every timed row gives img/s, TFLOP/s (matmul FLOPs counted by formula, as ../shared/bench/README.md: per image
+Every timed row gives img/s, TFLOP/s (matmul FLOPs counted by formula: per image
 2·(12·d²·N·L + 2·N²·d·L), plus the task head's convolutions), the share of the matmul ceiling measured in the same
 run (8192³ on CUDA, 2048³ on CPU, in the run's dtype) and peak memory (CUDA). Size "tiny" is a 2-layer model for
 smoke runs and for the pipeline's host-side stages.
@@ -20,8 +20,8 @@ smoke runs and for the pipeline's host-side stages.
   python benchmarks/benchmark.py --device cuda --mode check,inference --sizes 0.3b,2b --compile 0.3b --out gpu.json
   python benchmarks/benchmark.py --report gpu.json cpu.json     # markdown tables of saved runs
 
-`benchmarks/run_gpu.sh` is the prepared GPU run (one 480 s deadline, with issue 6's ZeRO-3 check); results and the card
-are in docs/performance.md.
+On a CUDA machine, `bash benchmarks/run_gpu.sh` runs the GPU steps under one 480 s deadline, together with the
+Sapiens-2B ZeRO-3 fine-tuning check (benchmarks/gpu_check_2b_zero3.py); docs/performance.md explains the results.
 """
 
 import argparse
@@ -71,7 +71,7 @@ TINY = {
     "decoder_conv_channels": [32],
 }
 PATCH = 16
-# Batches of the H200 anchor (../shared/bench/README.md), so that the peers' numbers compare.
+# The batches of the peers' H200 figures in docs/performance.md, so that the numbers compare.
 CUDA_BATCH = {"0.3b": 16, "0.6b": 8, "1b": 8, "2b": 4}
 CUDA_TRAIN_BATCH = {"0.3b": 8, "0.6b": 4, "1b": 4, "2b": 2}
 TASKS = {  # name: (class, preset task, num_labels of the released heads)
@@ -816,7 +816,9 @@ def parse_args(argv=None):
     parser.add_argument("--mode", default="inference", help="comma-separated: inference, train, pipeline, check")
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"comma-separated of {', '.join(SIZES)}, tiny")
     parser.add_argument(
-        "--batch", help="one batch for all sizes or one per size (default: the anchor's on CUDA, 1 on CPU)"
+        "--batch",
+        help="one batch for all sizes or one per size (default on CUDA: 16/8/8/4 for 0.3b/0.6b/1b/2b, halved for "
+        "training; 1 on CPU)",
     )
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=768)

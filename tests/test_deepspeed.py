@@ -124,7 +124,7 @@ def test_zero3_trains_saves_resumes_and_consolidates(tmp_path, ranks, config):
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     command = [
         sys.executable,
-        str(REPO_ROOT / "examples" / "gpu_check_2b_zero3.py"),
+        str(REPO_ROOT / "benchmarks" / "gpu_check_2b_zero3.py"),
         "--tiny",
         "--modes",
         "plain,zero3_persistent_params",

@@ -1,4 +1,4 @@
-"""CPU checks of the fast paths (issue 8): each must give the results of the plain path.
+"""CPU checks of the fast paths: each must give the results of the plain path.
 
 - head-dim padding inside attention (the 2B's 60 → 64 for flash/cuDNN kernels) equals unpadded attention;
 - sdpa equals eager attention;

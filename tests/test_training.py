@@ -41,8 +41,8 @@ from sapiens_hf.training import (
 TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=[128, 96])
 
 
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "examples" / f"{name}.py")
+def load_example(name: str, folder: str = "examples"):
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -451,7 +451,7 @@ def test_2b_presets_parse_with_their_scripts(task, tmp_path):
 def test_gpu_check_flop_count_matches_torch_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
-    gpu_check = load_example("gpu_check_2b_zero3")
+    gpu_check = load_example("gpu_check_2b_zero3", folder="benchmarks")
     config = gpu_check.pose_config(tiny=True)
     config._attn_implementation = "eager"  # matmul attention, which the flop counter sees on CPU
     model = SapiensForPoseEstimation(config).eval()

@@ -7,7 +7,8 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
-# The four released backbones (sapiens-original.md §1.1): hidden size, depth, heads. MLP ratio is 4 everywhere.
+# The four released backbones (arXiv 2408.12569 Table 1; facebookresearch/sapiens
+# `pretrain/mmpretrain/models/backbones/vision_transformer.py`, `arch_zoo`): hidden size, depth, heads. MLP ratio 4.
 SAPIENS_PRESETS = {
     "sapiens-0.3b": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16},
     "sapiens-0.6b": {"hidden_size": 1280, "num_hidden_layers": 32, "num_attention_heads": 16},
@@ -15,7 +16,8 @@ SAPIENS_PRESETS = {
     "sapiens-2b": {"hidden_size": 1920, "num_hidden_layers": 48, "num_attention_heads": 32},
 }
 
-# Per-task defaults of the released checkpoints (sapiens-original.md §1.3, §4): patch padding, head widths.
+# Per-task defaults of the released checkpoints (the task configs of facebookresearch/sapiens:
+# `pose/configs/sapiens_pose/`, `seg/configs/sapiens_{seg,depth,normal}/`): patch padding, head widths.
 TASK_DEFAULTS = {
     "pose": {"patch_embed_padding": 2, "decoder_deconv_channels": [768, 768], "decoder_conv_channels": [768, 768]},
     "segmentation": {

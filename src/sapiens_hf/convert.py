@@ -1,7 +1,10 @@
 """Conversion of Meta's original Sapiens checkpoints (mmengine `.pth`, pretrain `_clean.pth`, TorchScript `.pt2`,
 safetensors or in-memory state dicts) into `sapiens_hf` models, with safe unpickling and the table of released files.
 
-Key names, shapes and conventions: ../shared/research/sapiens-original.md §1–§2.
+Key names and shapes are those of the original code (github.com/facebookresearch/sapiens): the backbone of
+`pretrain/mmpretrain/models/backbones/vision_transformer.py`, the heads of
+`pose/mmpose/models/heads/heatmap_heads/heatmap_head.py` and `seg/mmseg/models/decode_heads/vit_*head.py`, and the
+files written by `pretrain/tools/misc/{pretrain,finetune}_clean_checkpoints.py`.
 """
 
 import re

@@ -109,7 +109,8 @@ class OriginalCheckpoint:
 
 
 def _releases() -> list[OriginalCheckpoint]:
-    """The table of sapiens-original.md §2.3: original `.pth` files and their fp32 TorchScript copies."""
+    """Meta's released checkpoints (the `facebook/sapiens-*` Hub repositories): original `.pth` files and their fp32
+    TorchScript copies."""
     goliath, coco, whole_body = "Goliath (val)", "COCO val2017", "COCO-WholeBody val2017"
     # (kind of the facebook repo, task, label set, converted name, {size: (file stem, score)})
     families = [

@@ -4,7 +4,10 @@ Pre-processing works on uint8 RGB arrays with OpenCV, as the original pipelines 
 model input with `cv2.resize` (segmentation, depth, normals); for top-down pose each person box is cropped with the UDP
 affine warp of mmpose's `TopdownAffine`. Both are normalised on the 0–255 scale. Post-processing decodes heatmaps with
 mmpose's UDP codec and DARK refinement (in NumPy/OpenCV, with the original's float32/float64 steps) and resizes dense
-maps back to the image twice, as mmseg does. Facts: ../shared/research/sapiens-original.md §4, ../shared/golden.
+maps back to the image twice, as mmseg does. Original code (github.com/facebookresearch/sapiens):
+`pose/mmpose/datasets/transforms/topdown_transforms.py`, `pose/mmpose/codecs/udp_heatmap.py`,
+`pose/mmpose/codecs/utils/{post_processing,refinement}.py`, `seg/mmseg/models/segmentors/encoder_decoder.py`; the
+reference outputs it is tested against are in tests/fixtures/.
 """
 
 import os

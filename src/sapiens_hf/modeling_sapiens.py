@@ -384,7 +384,8 @@ class SapiensDecodeHead(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Losses (as the original mmpose / mmseg / mmpretrain losses; sapiens-original.md §3–§5)
+# Losses (as the original mmpose / mmseg / mmpretrain losses; facebookresearch/sapiens
+# `pose/mmpose/models/losses/`, `seg/mmseg/models/losses/`, `pretrain/mmpretrain/models/heads/mae_head.py`)
 # ---------------------------------------------------------------------------------------------------------------
 
 

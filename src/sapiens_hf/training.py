@@ -1,6 +1,9 @@
 """Fine-tuning Sapiens with the Hugging Face `Trainer`: the original recipe's optimiser (layer-wise LR decay, no weight
 decay on norms/biases/position embeddings), its data augmentations, dataset loaders and the shared plumbing of the
-`examples/run_*.py` scripts. Facts: ../shared/research/sapiens-original.md §4–§5.
+`examples/run_*.py` scripts. The recipe is that of the original task configs (github.com/facebookresearch/sapiens:
+`pose/configs/sapiens_pose/`, `seg/configs/sapiens_{seg,depth,normal}/`) and their layer-decay optimiser constructors
+(`pose/mmpose/engine/optim_wrappers/layer_decay_optim_wrapper.py`,
+`seg/mmseg/engine/optimizers/layer_decay_optim_wrapper.py`).
 
 Augmentations are built on albumentations (photometric distortion, blur, coarse dropout, resize/crop/rotate/flip of
 dense targets) and on the image processor (UDP crops, heatmap targets); what no library does (top-down box jitter,

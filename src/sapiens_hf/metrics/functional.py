@@ -195,7 +195,7 @@ DEPTH_ALIGNMENTS = ("none", "scale", "scale_shift")
 
 def align_depth(prediction: np.ndarray, reference: np.ndarray, valid: np.ndarray, alignment: str) -> np.ndarray:
     """Least-squares alignment of a prediction to the reference on the valid pixels: `scale` fits s·p, `scale_shift`
-    fits s·p + t (the usual protocol for relative depth, see sapiens-original.md §4.4)."""
+    fits s·p + t (the usual protocol for relative depth)."""
     if alignment not in DEPTH_ALIGNMENTS:
         raise ValueError(f"alignment must be one of {DEPTH_ALIGNMENTS}, got {alignment!r}")
     if alignment == "none":

@@ -4,9 +4,9 @@ configuration tuned for a single GPU, and the usual one) against the same Traine
 and activation checkpointing. Reports images/s, model TFLOP/s (3 × forward FLOPs per image), peak GPU memory and each
 run's throughput relative to the run without DeepSpeed; the goal is batch ≥ 2 per GPU within 60 GiB at ≥ 90% of it.
 
-    bash examples/gpu_check_2b_zero3.sh                 # one H100/H200, about 3–4 minutes
-    bash benchmarks/run_gpu.sh                          # the same, with issue 8's benchmarks, ≤ 8.5 minutes
-    python examples/gpu_check_2b_zero3.py --tiny        # CPU dry run of the same code path with a tiny model
+    bash benchmarks/gpu_check_2b_zero3.sh               # one H100/H200, about 3–4 minutes (estimate)
+    bash benchmarks/run_gpu.sh                          # the same, with the GPU benchmarks, ≤ 8.5 minutes
+    python benchmarks/gpu_check_2b_zero3.py --tiny      # CPU dry run of the same code path with a tiny model
 
 Every run is a separate process (fresh DeepSpeed state and memory statistics) training `SapiensForPoseEstimation` at
 1024×768 with `SapiensTrainer` (layer-wise LR decay) on synthetic crops and heatmaps, so data loading is not measured.
@@ -236,7 +236,7 @@ def main():
         "says so) when less than --min_run_s is left",
     )
     parser.add_argument("--min_run_s", type=float, default=60, help="with --budget_s: least time worth a run")
-    parser.add_argument("--output_dir", default=os.environ.get("OUT", "outputs/gpu_check"))
+    parser.add_argument("--output_dir", default=os.environ.get("OUTPUT_DIR", "outputs/gpu_check"))
     parser.add_argument("--report", metavar="GPU_CHECK_JSON", help="print the markdown table of a saved report")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
