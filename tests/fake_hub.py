@@ -2,7 +2,8 @@
 client, transformers' `push_to_hub`/`from_pretrained` and pipelines over HTTP on 127.0.0.1.
 
 It serves the routes huggingface_hub 2.4 and transformers 5.24 call: create repo, branches, model info, tree
-listings, preupload, LFS batch + PUT, NDJSON commits (added, LFS and deleted files), model-card YAML validation, and
+listings, preupload, LFS batch + PUT, NDJSON commits (added, LFS and deleted files; a `parentCommit` that is no
+longer the branch head is refused with 412, as the Hub does), model-card YAML validation, and
 resolve with the Hub's ETag / X-Linked-Etag (sha256 of LFS files) / X-Linked-Size / X-Repo-Commit headers. Repos
 keep every commit, so downloads can be pinned to a revision. `commit` seeds a repo directly and `tamper` makes the
 server send other bytes than the file's metadata announces, as a broken transfer or CDN would.
@@ -298,12 +299,12 @@ def _handler_for(hub: FakeHub):
             self._sha(repo, rev)
             if "create_pr" in self.query:
                 raise _HttpError(400, "BadRequest", "the fake hub does not implement pull requests")
-            added, deleted, summary = {}, [], ""
+            added, deleted, summary, parent = {}, [], "", None
             for line in body.splitlines():
                 item = json.loads(line)
                 key, value = item["key"], item["value"]
                 if key == "header":
-                    summary = value.get("summary", "")
+                    summary, parent = value.get("summary", ""), value.get("parentCommit")
                 elif key == "file":
                     added[value["path"]] = _Blob(base64.b64decode(value["content"]), lfs=False)
                 elif key == "lfsFile":
@@ -314,6 +315,9 @@ def _handler_for(hub: FakeHub):
                     deleted.append(value["path"])
                 else:
                     raise _HttpError(400, "BadRequest", f"unsupported commit operation {key}")
+            if parent is not None and parent != self._sha(repo, rev):
+                # As the Hub: a commit pinned to a parent fails when the branch has moved since.
+                raise _HttpError(412, "PreconditionFailed", f"{unquote(rev)} is no longer at {parent}")
             snapshot = hub._snapshot(repo, rev)
             missing = [p for p in deleted if p not in snapshot]
             if missing:

@@ -305,3 +305,96 @@ def test_remote_code_check_rejects_modules_that_need_the_package(tmp_path):
     (tmp_path / "helpers.py").write_text("import torch\n")
     (tmp_path / "configuration_x.py").write_text("import transformers\n")
     hub.check_remote_code(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What a push uploads and deletes (regressions: a convert --push-to deleted the user's *.py files and uploaded
+# unrelated files of the output folder; the stale-weight clean-up deleted weights in subfolders of the repo)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_convert_push_uploads_only_the_checkpoint_and_never_touches_other_local_files(client, fake_hub, tmp_path):
+    from test_original_repos import POSE_FILE, save_original
+
+    save_original(tmp_path / POSE_FILE)
+    output = tmp_path / "converted"
+    output.mkdir()
+    own = {"my_script.py": b"print('my own code')\n", "README.txt": b"my notes\n", "README.md": b"# My own notes\n",
+           "notes/model.safetensors": b"not the conversion"}
+    for name, data in own.items():
+        (output / name).parent.mkdir(parents=True, exist_ok=True)
+        (output / name).write_bytes(data)
+    fake_hub.commit("tester/converted", {"onnx/model.safetensors": b"onnx export"})
+    client(f"""
+from sapiens_hf import convert
+from sapiens_hf.cli import main
+convert.HEADS_BY_WIDTH[32] = 2  # the tiny checkpoint's width counts as a released size
+main(["convert", "{tmp_path / POSE_FILE}", "converted", "--push-to", "tester/converted"])
+print("{{}}")
+""")
+    assert {name: (output / name).read_bytes() for name in own} == own  # unchanged, and nothing deleted
+    assert sorted(path.name for path in output.iterdir()) == sorted(
+        ["config.json", "model.safetensors", "preprocessor_config.json", "my_script.py", "README.txt", "README.md",
+         "notes"])  # the card went to the Hub only
+    files = fake_hub.files("tester/converted")
+    assert sorted(files) == [".gitattributes", "README.md", "config.json", "model.safetensors",
+                             "onnx/model.safetensors", "preprocessor_config.json"]
+    assert files["model.safetensors"] == (output / "model.safetensors").read_bytes()
+    assert files["onnx/model.safetensors"] == b"onnx export"
+    assert hub.CARD_MARKER in files["README.md"].decode()
+
+
+def test_publish_converted_with_remote_code_exports_into_the_upload_only(client, fake_hub, tmp_path):
+    from test_original_repos import POSE_FILE, save_original
+
+    save_original(tmp_path / POSE_FILE)
+    client(f"""
+from sapiens_hf import convert
+convert.HEADS_BY_WIDTH[32] = 2
+convert.convert_to_folder("{tmp_path / POSE_FILE}", "converted")
+with open("converted/modeling_sapiens.py", "w") as file:  # a user's file of the name the export writes
+    file.write("# mine\\n")
+hub.publish_converted("converted", "tester/remote-converted", source="{tmp_path / POSE_FILE}", remote_code=True)
+print("{{}}")
+""")
+    output = tmp_path / "converted"
+    assert (output / "modeling_sapiens.py").read_text() == "# mine\n"
+    assert "auto_map" not in json.loads((output / "config.json").read_text())  # the local folder is not modified
+    assert sorted(path.name for path in output.iterdir()) == [
+        "config.json", "model.safetensors", "modeling_sapiens.py", "preprocessor_config.json"]
+    files = fake_hub.files("tester/remote-converted")
+    assert {"configuration_sapiens.py", "modeling_sapiens.py", "image_processing_sapiens.py"} <= set(files)
+    assert files["modeling_sapiens.py"] != b"# mine\n"  # the exported module, not the user's file
+    assert "auto_map" in json.loads(files["config.json"])
+
+
+def test_push_deletes_only_the_replaced_checkpoints_top_level_shards(client, fake_hub):
+    kept = {
+        "onnx/model.safetensors": b"onnx",
+        "variants/fp16/model.safetensors": b"fp16",
+        "variants/fp16/model-00001-of-00002.safetensors": b"fp16 shard",
+        "checkpoints/epoch10/pytorch_model.bin": b"epoch 10",
+        "checkpoints/epoch10/model.safetensors.index.json": b"{}",
+        "training_args.bin": b"args",
+        "model_fp16.safetensors": b"another name",
+        "optimizer.bin": b"optimizer",
+    }
+    stale = {
+        "model-00001-of-00002.safetensors": b"old shard 1",
+        "model-00002-of-00002.safetensors": b"old shard 2",
+        "model.safetensors.index.json": b"{}",
+        "pytorch_model.bin": b"old bin",
+        "pytorch_model-00001-of-00002.bin": b"old bin shard",
+        "pytorch_model.bin.index.json": b"{}",
+    }
+    fake_hub.commit("tester/layered", {**kept, **stale})
+    client("""
+hub.push_to_hub(tiny("SapiensForDepthEstimation"), "tester/layered")
+hub.push_to_hub(processor(), "tester/layered")  # no weights: deletes nothing
+print("{}")
+""")
+    files = fake_hub.files("tester/layered")
+    assert {name: files.get(name) for name in kept} == kept
+    assert not set(stale) & set(files)
+    assert sorted(files) == sorted([".gitattributes", "README.md", "config.json", "model.safetensors",
+                                    "preprocessor_config.json", *kept])
