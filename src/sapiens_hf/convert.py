@@ -1,5 +1,9 @@
 """Conversion of Meta's original Sapiens checkpoints (mmengine `.pth`, pretrain `_clean.pth`, TorchScript `.pt2`,
-safetensors or in-memory state dicts) into `sapiens_hf` models, with safe unpickling and the table of released files.
+safetensors or in-memory state dicts) into `sapiens_hf` models.
+
+Loading is safe: no code in a checkpoint is ever executed. Pickles are read by torch's weights-only unpickler with
+a short allow-list, TorchScript archives by `_TorchScriptReader` (never `torch.jit.load`, which runs the archive's
+TorchScript), and every weight must be a floating-point tensor.
 
 Key names and shapes are those of the original code (github.com/facebookresearch/sapiens): the backbone of
 `pretrain/mmpretrain/models/backbones/vision_transformer.py`, the heads of
@@ -7,8 +11,13 @@ Key names and shapes are those of the original code (github.com/facebookresearch
 files written by `pretrain/tools/misc/{pretrain,finetune}_clean_checkpoints.py`.
 """
 
+import difflib
+import io
+import pickle
 import re
+import zipfile
 from collections import OrderedDict
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -73,7 +82,7 @@ _DECODER_RENAMES = {
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Safe loading
+# Safe loading: no code in a checkpoint is ever executed
 # ---------------------------------------------------------------------------------------------------------------
 
 
@@ -95,11 +104,125 @@ def _pickle_allow_list() -> list:
     return allowed
 
 
+class _ScriptObject:
+    """Inert stand-in for every `__torch__.*` class of a TorchScript archive: BUILD only stores the pickled state."""
+
+    qualname, state = "", None
+
+    def __setstate__(self, state):
+        self.state = state
+
+
+def _rebuild_tensor(flat, offset, size, stride, *_):  # requires_grad, backward hooks, metadata: dropped
+    return flat.as_strided(size, stride, offset)  # bounds-checked against the storage record
+
+
+def _first(value, *_):  # `_rebuild_parameter`, `restore_type_tag`, `build_intlist`, ... reduced to what they return
+    return value
+
+
+class _TorchScriptReader(pickle.Unpickler):
+    """The parameters and buffers of a TorchScript archive, read without running anything from it.
+
+    `torch.jit.save` writes a zip: `<root>/data.pkl` pickles the module tree (`__torch__.*` objects whose state is
+    their attribute dict), `<root>/data/<key>` the raw storages, `<root>/code/` the TorchScript source. Unlike
+    `torch.jit.load`, which compiles that source and runs scripted `__setstate__` methods, this unpickler builds
+    every `__torch__.*` class as an inert `_ScriptObject`, calls only the functions of `_GLOBALS` and refuses any
+    other global (the only way a pickle can call code). `code/` is read as text, for the `__parameters__` and
+    `__buffers__` lists of each module class, so the keys (and their order) are those of
+    `torch.jit.load(path).state_dict()`. A module with its own `__setstate__` is refused: its weights would only
+    exist after running its code.
+    """
+
+    _GLOBALS = {
+        ("collections", "OrderedDict"): OrderedDict,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _first,
+        ("torch._utils", "_rebuild_parameter_with_state"): _first,
+        ("torch.jit._pickle", "restore_type_tag"): _first,
+        **{("torch.jit._pickle", f"build_{kind}list"): _first for kind in ("int", "double", "bool", "tensor")},
+    }
+    _STORAGE_DTYPES = torch.storage._storage_type_to_dtype_map()  # {"FloatStorage": torch.float32, ...}
+
+    def __init__(self, archive: zipfile.ZipFile):
+        roots = [name[: -len("/data.pkl")] for name in archive.namelist() if re.fullmatch(r"[^/]+/data\.pkl", name)]
+        if len(roots) != 1:
+            raise ValueError("Not a TorchScript archive: expected one `<root>/data.pkl`")
+        self.archive, self.root, self.names = archive, roots[0], set(archive.namelist())
+        self.storages, self.classes, self.declarations = {}, {}, {}
+        super().__init__(io.BytesIO(archive.read(f"{self.root}/data.pkl")))
+
+    def find_class(self, module: str, name: str):
+        if module.split(".")[0] == "__torch__":
+            qualname = f"{module}.{name}"
+            if qualname not in self.classes:
+                self.classes[qualname] = type(name, (_ScriptObject,), {"qualname": qualname})
+            return self.classes[qualname]
+        if module == "torch" and name in self._STORAGE_DTYPES:  # `torch.FloatStorage` & co: dtype of a storage record
+            return self._STORAGE_DTYPES[name]
+        if (module, name) not in self._GLOBALS:
+            raise ValueError(f"Refusing to load the TorchScript archive: its data.pkl references {module}.{name}, "
+                             "not one of the allowed tensor-rebuilding functions (no code from a checkpoint is run).")
+        return self._GLOBALS[module, name]
+
+    def persistent_load(self, pid):  # ('storage', dtype, key, location, numel): record `<root>/data/<key>`
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], torch.dtype)):
+            raise ValueError(f"Unexpected persistent id {pid!r} in the TorchScript archive")
+        _, dtype, key, _location, numel = pid
+        if key not in self.storages:  # storages are shared between tensors (views, tied weights)
+            data = self.archive.read(f"{self.root}/data/{key}")
+            if len(data) != numel * dtype.itemsize:
+                raise ValueError(f"Storage record {key} holds {len(data)} bytes, not {numel} × {dtype}")
+            flat = torch.UntypedStorage.from_buffer(data, dtype=torch.uint8) if data else torch.UntypedStorage(0)
+            self.storages[key] = torch.empty(0, dtype=dtype).set_(flat)
+        return self.storages[key]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        root = self.load()
+        if not isinstance(root, _ScriptObject):
+            raise ValueError("The TorchScript archive does not pickle a module")
+        return self._tensors(root, "")
+
+    def _tensors(self, module: _ScriptObject, prefix: str) -> dict:
+        if module.qualname not in self.declarations:
+            self.declarations[module.qualname] = self._declared(module.qualname)
+        declared = self.declarations[module.qualname]
+        if declared is None:  # an object of a scripted class, not a submodule: not in `state_dict()`
+            return {}
+        if not isinstance(module.state, dict):
+            raise ValueError(f"Refusing to load {module.qualname} from the TorchScript archive: its custom state "
+                             "can only be read by running its TorchScript code.")
+        state = module.state
+        tensors = {prefix + name: state[name] for name in declared if isinstance(state.get(name), torch.Tensor)}
+        for name, value in state.items():
+            if isinstance(value, _ScriptObject):
+                tensors.update(self._tensors(value, f"{prefix}{name}."))
+        return tensors
+
+    def _declared(self, qualname: str) -> list[str] | None:
+        """`__parameters__` + `__buffers__` of a module class, read (as text) from its `code/` file; None for a
+        scripted class that is no module."""
+        path, _, name = qualname.rpartition(".")
+        path = f"{self.root}/code/{path.replace('.', '/')}.py"
+        source = self.archive.read(path).decode() if path in self.names else ""
+        body = ("\n" + source).partition(f"\nclass {name}(Module):\n")[2].split("\nclass ", 1)[0]
+        lists = re.match(r"  __parameters__ = \[(.*)\]\n  __buffers__ = \[(.*)\]\n", body)
+        if lists is None:
+            return None
+        if "\n  def __setstate__(" in body:
+            raise ValueError(f"Refusing to load {qualname} from the TorchScript archive: it defines its own "
+                             "__setstate__, so its weights only exist after running code from the checkpoint.")
+        return re.findall(r'"([^"]+)"', lists[1] + lists[2])
+
+
 def load_original_state_dict(checkpoint) -> dict[str, torch.Tensor]:
-    """Reads an original checkpoint into a flat state dict, never unpickling arbitrary objects.
+    """Reads an original checkpoint into a flat state dict. No code in the file is ever executed: pickles go
+    through torch's weights-only unpickler (plus the allow-list above), TorchScript archives through
+    `_TorchScriptReader` (the tensors only; `torch.jit.load` is never called).
 
     Accepts a state dict, a `.pth`/`.bin` pickle (`{"state_dict": ..., "meta": ...}` or flat), a `.safetensors`
-    file, or a TorchScript archive (`*_torchscript.pt2`, whose `state_dict()` keeps the original key names).
+    file, or a TorchScript archive (`*_torchscript.pt2`, or a `.pth` that is one), read with the key names of its
+    `state_dict()`, the original ones.
     """
     if isinstance(checkpoint, dict):
         state_dict = checkpoint
@@ -112,7 +235,10 @@ def load_original_state_dict(checkpoint) -> dict[str, torch.Tensor]:
 
             state_dict = load_file(path)
         elif path.suffix == ".pt2" or _is_torchscript(path):
-            state_dict = dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+            if not zipfile.is_zipfile(path):
+                raise ValueError(f"{path} is not a TorchScript archive (not a zip file)")
+            with zipfile.ZipFile(path) as archive:
+                state_dict = _TorchScriptReader(archive).state_dict()
         else:
             try:
                 with torch.serialization.safe_globals(_pickle_allow_list()):
@@ -131,8 +257,6 @@ def load_original_state_dict(checkpoint) -> dict[str, torch.Tensor]:
 
 
 def _is_torchscript(path: Path) -> bool:
-    import zipfile
-
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as archive:
@@ -145,17 +269,20 @@ def _is_torchscript(path: Path) -> bool:
 
 
 def _split_original(state_dict: dict) -> tuple[dict, dict, dict]:
-    """Splits original keys into encoder, head and MAE-decoder parts (prefixes removed)."""
+    """Splits original keys into encoder, head and MAE-decoder parts (prefixes removed); all must be float tensors."""
     encoder, head, decoder = {}, {}, {}
     for key, value in state_dict.items():
+        if key.startswith(("data_preprocessor.", "auxiliary_head.")):
+            continue
+        if not value.is_floating_point():  # would be silently cast (or truncated) into the float model weights
+            raise ValueError(f"Weight {key!r} of the checkpoint is {value.dtype}, not floating point: not a valid "
+                             "Sapiens checkpoint (was it quantised or corrupted?)")
         if key.startswith("backbone."):
             encoder[key[len("backbone.") :]] = value
         elif key.startswith(("head.", "decode_head.")):
             head[key.split(".", 1)[1]] = value
         elif key.startswith("neck."):
             decoder[key[len("neck.") :]] = value
-        elif key.startswith(("data_preprocessor.", "auxiliary_head.")):
-            continue
         else:
             encoder[key] = value  # flat pretrain `_clean` layout
     if not encoder:
@@ -199,6 +326,18 @@ def _rename_decoder(decoder: dict) -> dict:
 
 
 HEAD_TASKS = ("pose", "segmentation", "depth", "normal")
+# What `**config_overrides` accepts: the SapiensConfig fields and the init-only arguments it understands.
+CONFIG_OVERRIDES = {f.name for f in fields(SapiensConfig)} | {"attn_implementation", "num_labels", "out_features",
+                                                               "out_indices"}
+
+
+def _check_overrides(overrides: dict) -> None:
+    """A misspelt override would otherwise be stored on the config as an unused attribute."""
+    for key in overrides:
+        if key not in CONFIG_OVERRIDES:
+            close = difflib.get_close_matches(key, CONFIG_OVERRIDES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " (overrides are SapiensConfig fields)"
+            raise TypeError(f"Unknown config override {key!r}{hint}")
 
 
 def _detect_task(head: dict, decoder: dict) -> str:
@@ -308,8 +447,13 @@ def convert_original_checkpoint(checkpoint, task: str | None = None, **config_ov
         task: `"pose"`, `"segmentation"`, `"depth"`, `"normal"`, `"pretraining"` (MAE), `"model"` (encoder only) or
             `"backbone"`; detected from the keys when `None`. An encoder-only or MAE checkpoint converts into any
             task model with a freshly initialised head; a task checkpoint only into its own task or an encoder.
-        **config_overrides: any `SapiensConfig` field (`num_attention_heads`, `patch_embed_padding`, `image_size`, …).
+        **config_overrides: any `SapiensConfig` field (`num_attention_heads`, `patch_embed_padding`, `image_size`, …);
+            an unknown name raises a TypeError suggesting the closest field.
+
+    Raises ValueError for a checkpoint whose weights are not floating point or do not fit the model. No code in the
+    checkpoint is executed (see `load_original_state_dict`).
     """
+    _check_overrides(config_overrides)
     encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
     task = TASK_ALIASES.get(task, task) if task is not None else found

@@ -26,7 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,6 +53,7 @@ from transformers.utils import logging
 from . import modeling_sapiens
 from .configuration_sapiens import SapiensConfig
 from .convert import (
+    CONFIG_OVERRIDES,
     HEADS_BY_WIDTH,
     TASK_TO_CLASS,
     _config_from_weights,
@@ -306,10 +307,6 @@ def download_original(
 _TASK_OF_CLASS = {model_class: task for task, model_class in TASK_TO_CLASS.items()}
 _CHECKPOINT_SUFFIXES = (".pth", ".pt2")
 _DOWNLOAD_KWARGS = ("revision", "cache_dir", "token", "force_download", "local_files_only")
-# Config fields plus the init-only arguments SapiensConfig understands; anything else in from_pretrained(**kwargs)
-# is a loading option this resolver does not implement.
-_CONFIG_KWARGS = {f.name for f in fields(SapiensConfig)} | {"attn_implementation", "num_labels", "out_features",
-                                                            "out_indices"}
 # Passed along by the Auto classes and pipelines; nothing remote is executed and no adapter is loaded here.
 _IGNORED_KWARGS = ("trust_remote_code", "code_revision", "adapter_kwargs", "_from_auto", "_from_pipeline",
                    "_commit_hash")
@@ -408,7 +405,7 @@ def _config_overrides(config, local: Path | None, checkpoint: OriginalCheckpoint
     given = config.to_dict()
     source = _source_config(local, checkpoint, config.num_attention_heads).to_dict()
     overrides = {key: value for key, value in given.items()
-                 if key in _CONFIG_KWARGS and key not in _NOT_OVERRIDES and source.get(key) != value}
+                 if key in CONFIG_OVERRIDES and key not in _NOT_OVERRIDES and source.get(key) != value}
     if checkpoint is None:
         overrides["num_attention_heads"] = config.num_attention_heads
     if config._attn_implementation_internal is not None:
@@ -438,7 +435,7 @@ def load_original(model_class, name_or_path, *model_args, **kwargs):
     dtype = kwargs.pop("dtype", None)
     for key in _IGNORED_KWARGS:  # nothing remote is executed here; no adapters; loading-origin bookkeeping
         kwargs.pop(key, None)
-    unsupported = sorted(set(kwargs) - _CONFIG_KWARGS)
+    unsupported = sorted(set(kwargs) - CONFIG_OVERRIDES)
     if unsupported:
         raise TypeError(f"Not supported when loading an original Sapiens checkpoint: {unsupported}")
     if config is not None:
