@@ -2,18 +2,24 @@
 
 `sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b photo.jpg clips/ --output out/`
 `sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose`
+
+The parser and everything at module level use the standard library only, and so does `import sapiens_hf` (see its
+`__init__`): `sapiens-hf --help` and a mistyped option answer at once. torch, transformers, OpenCV and the models are
+imported inside the commands that need them.
 """
+
+from __future__ import annotations
 
 import argparse
 import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
-import numpy as np
-import torch
-from tqdm.auto import tqdm
+if TYPE_CHECKING:
+    import cv2
+    import numpy as np
 
 TASKS = {"pose": "sapiens-pose", "seg": "sapiens-segmentation", "depth": "sapiens-depth", "normal": "sapiens-normal"}
 MODEL_CLASSES = {
@@ -24,7 +30,7 @@ MODEL_CLASSES = {
 }
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes, resolved when the model is loaded
 SAMPLE_IMAGE = Path(__file__).parent / "data" / "astronaut.jpg"
 
 
@@ -61,6 +67,8 @@ def collect_inputs(paths: list[str]) -> tuple[list[tuple[Path, str]], list[tuple
 def count_frames(file: Path) -> int:
     if file.suffix.lower() not in VIDEO_SUFFIXES:
         return 1
+    import cv2
+
     capture = cv2.VideoCapture(str(file))
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
     capture.release()
@@ -70,6 +78,8 @@ def count_frames(file: Path) -> int:
 def read_frames(file: Path):
     """Yields (frame index, or None for a still image; RGB uint8 array; frames per second) and raises ValueError for
     an unreadable file."""
+    import cv2
+
     from .image_processing_sapiens import load_image, to_rgb_uint8
 
     if file.suffix.lower() not in VIDEO_SUFFIXES:
@@ -110,6 +120,9 @@ class ResultWriter:
         self.coco = {"images": [], "annotations": [], "categories": []}
 
     def write(self, source: Path, name: str, frame_index: int | None, image: np.ndarray, result, fps: float) -> None:
+        import cv2
+        import numpy as np
+
         from . import visualization
 
         stem = name if frame_index is None else f"{name}/frame_{frame_index:06d}"
@@ -136,6 +149,8 @@ class ResultWriter:
             self._video(name, visual.size, fps).write(cv2.cvtColor(np.asarray(visual), cv2.COLOR_RGB2BGR))
 
     def _video(self, name: str, size: tuple[int, int], fps: float) -> cv2.VideoWriter:
+        import cv2
+
         if name not in self.videos:
             path = self.output_dir / f"{name}_{self.task}_vis.mp4"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +158,8 @@ class ResultWriter:
         return self.videos[name]
 
     def _add_coco(self, source: Path, frame_index: int | None, image: np.ndarray, people: list[dict]) -> None:
+        import torch
+
         image_id = len(self.coco["images"]) + 1
         entry = {"id": image_id, "file_name": str(source), "height": image.shape[0], "width": image.shape[1]}
         self.coco["images"].append(entry if frame_index is None else {**entry, "frame": frame_index})
@@ -186,6 +203,7 @@ def load_pipeline(args):
     """The task's pipeline. The model is loaded through its Sapiens class, so that besides transformers checkpoints
     (Hub ids, local folders) Meta's original releases load too: their Hub repos, local folders laid out like them and
     `.pth`/`.pt2` files, converted on load (see sapiens_hf.hub)."""
+    import torch
     from transformers import AutoImageProcessor, pipeline
 
     from . import modeling_sapiens
@@ -196,7 +214,7 @@ def load_pipeline(args):
     model_id = args.model or DEFAULT_MODELS[task]
     try:
         model_class = getattr(modeling_sapiens, MODEL_CLASSES[args.task])
-        model = model_class.from_pretrained(model_id, dtype=DTYPES[args.dtype])
+        model = model_class.from_pretrained(model_id, dtype=getattr(torch, args.dtype))
     except (OSError, ValueError) as error:
         raise SystemExit(_load_error(model_id, args.task, error)) from None
     try:  # Meta's original releases ship no processor file: AutoImageProcessor gives the default one for them
@@ -232,6 +250,8 @@ def _load_error(model_id: str, task: str, error: Exception) -> str:
 
 
 def predict(args) -> int:
+    from tqdm.auto import tqdm
+
     files, failures = collect_inputs(args.inputs)
     if not files and not failures:
         print("error: no images or videos found", file=sys.stderr)
@@ -319,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", required=True, help="output folder")
     run.add_argument("--batch-size", type=int, default=1)
     run.add_argument("--device", help='"cpu", "cuda", "cuda:1", ... (default: the first GPU if any, else the CPU)')
-    run.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    run.add_argument("--dtype", choices=DTYPES, default="float32")
     run.add_argument("--flip-test", action="store_true", help="average with the mirrored input (pose, depth)")
     run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
     run.add_argument("--detector-threshold", type=float, default=0.3)

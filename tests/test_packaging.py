@@ -1,0 +1,67 @@
+"""setup.py declares every third-party module the package imports: a module that is only installed here as some
+other package's dependency (scipy came with scikit-image) must not be what makes the code work."""
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "sapiens_hf"
+
+
+def imported_top_level_modules(folder: Path) -> dict[str, list[str]]:
+    """Top-level third-party module -> the files importing it (anywhere in the file, inside functions too)."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top not in sys.stdlib_module_names and top != "sapiens_hf":
+                    found.setdefault(top, []).append(str(path.relative_to(ROOT)))
+    return found
+
+
+def declared_requirements() -> set[str]:
+    """Normalised distribution names of install_requires and every extra in setup.py."""
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    setup_call = next(
+        node for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "setup"
+    )
+    keywords = {keyword.arg: ast.literal_eval(keyword.value) for keyword in setup_call.keywords
+                if keyword.arg in ("install_requires", "extras_require")}
+    requirements = list(keywords.get("install_requires", []))
+    for extra in keywords.get("extras_require", {}).values():
+        requirements += extra
+    return {normalise(re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)[1]) for requirement in requirements}
+
+
+def normalise(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()  # PEP 503
+
+
+def test_every_imported_third_party_module_is_declared_in_setup_py():
+    distributions_of = importlib.metadata.packages_distributions()  # e.g. cv2 -> opencv-python-headless
+    declared = declared_requirements()
+    undeclared = []
+    for module, files in sorted(imported_top_level_modules(PACKAGE).items()):
+        # a module not installed here: assume the distribution of the same name
+        distributions = {normalise(name) for name in distributions_of.get(module, [module])}
+        if not distributions & declared:
+            undeclared.append(f"{module} ({'/'.join(sorted(distributions))}), imported by {sorted(set(files))}")
+    assert not undeclared, f"imported but declared in neither install_requires nor an extra of setup.py: {undeclared}"
+
+
+def test_the_import_scan_sees_imports_inside_functions():
+    modules = imported_top_level_modules(PACKAGE)
+    assert "torch" in modules and "transformers" in modules
+    assert "pycocotools" in modules  # only imported inside a function (metrics/functional.py)
+    assert "os" not in modules and "sapiens_hf" not in modules
