@@ -3,6 +3,7 @@ the `convert` subcommand's wiring; the message when a model cannot be loaded; `-
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -118,20 +119,18 @@ def test_missing_inputs_and_bad_options(tmp_path, capsys):
         == 1
     )
     assert "no such file or folder" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="--flip-test applies to --task pose and depth"):
-        main(["predict", "--task", "seg", "--flip-test", "x.jpg", "--output", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--detector applies to --task pose"):
-        main(["predict", "--task", "depth", "--detector", "some/detr", "x.jpg", "--output", str(tmp_path)])
+    assert main(["predict", "--task", "seg", "--flip-test", "x.jpg", "--output", str(tmp_path)]) == 2
+    assert "error: --flip-test applies to --task pose and depth" in capsys.readouterr().err
+    assert main(["predict", "--task", "depth", "--detector", "some/detr", "x.jpg", "--output", str(tmp_path)]) == 2
+    assert "error: --detector applies to --task pose" in capsys.readouterr().err
 
 
-def test_unloadable_model_explains_how_to_use_a_local_checkpoint(tmp_path):
+def test_unloadable_model_explains_how_to_use_a_local_checkpoint(tmp_path, capsys):
     image = tmp_path / "image.png"
     PIL.Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
-    with pytest.raises(SystemExit) as error:
-        main(
-            ["predict", "--task", "pose", "--model", str(tmp_path / "no-model"), str(image), "--output", str(tmp_path)]
-        )
-    message = str(error.value)
+    arguments = ["predict", "--task", "pose", "--model", str(tmp_path / "no-model"), str(image)]
+    assert main(arguments + ["--output", str(tmp_path / "out")]) == 1
+    message = capsys.readouterr().err
     assert "could not load" in message and "Hub cannot be reached" in message
     assert "sapiens-hf convert CHECKPOINT.pth OUT_DIR --task pose" in message
 
@@ -222,3 +221,240 @@ print("registered")
 """
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0 and "registered" in result.stdout, result.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Regression tests of the adversarial review: outputs never clobber inputs, resumable runs, batching, checks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def photos(folder, names, size=(40, 30)):
+    """Small distinct photos (PIL can read them all)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(names):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        image = np.roll(skimage.data.astronaut(), 37 * index, axis=1)
+        PIL.Image.fromarray(image).resize(size).save(folder / name)
+    return folder
+
+
+def files_under(folder):
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+
+
+@pytest.fixture(scope="module")
+def seg_model(tmp_path_factory):
+    return saved_model("seg", tmp_path_factory.mktemp("seg-model"))
+
+
+@pytest.fixture(scope="module")
+def pose_model(tmp_path_factory):
+    return saved_model("pose", tmp_path_factory.mktemp("pose-model"))
+
+
+def test_predict_never_overwrites_user_files_nor_reads_its_own_outputs(seg_model, tmp_path, capsys):
+    """Item 4: an output folder equal to / inside the input folder, and a user's file named like an output."""
+    folder = photos(tmp_path / "photos", ["x.jpg", "y.jpg"])
+    user_file = folder / "x_seg.png"  # the user's own photo, named like an output of x.jpg
+    PIL.Image.fromarray(np.full((30, 40, 3), 7, np.uint8)).save(user_file)
+    before = user_file.read_bytes()
+    seg = ["predict", "--task", "seg", "--model", seg_model, "--quiet"]
+
+    assert main(seg + [str(folder / "x.jpg"), "--output", str(folder)]) == 2  # refused before any work
+    err = capsys.readouterr().err
+    assert f"{user_file} exists and this run did not write it (--overwrite replaces it)" in err
+    assert "Traceback" not in err and user_file.read_bytes() == before
+    assert files_under(folder) == ["x.jpg", "x_seg.png", "y.jpg"]
+
+    assert main(seg + [str(folder), "--output", str(folder)]) == 2  # the output folder is never searched
+    assert "no images or videos found" in capsys.readouterr().err
+
+    output = folder / "out"  # inside the input folder: its own outputs are not inputs, now or in a later run
+    for _ in range(2):
+        assert main(seg + [str(folder), "--output", str(output)]) == 0
+    assert "Resumed: skipped 3 input(s)" in capsys.readouterr().out
+    assert [name for name in files_under(output) if not name.startswith("sapiens-hf-")] == [
+        "x_seg.png", "x_seg_seg.png", "x_seg_seg_vis.jpg", "x_seg_vis.jpg", "y_seg.png", "y_seg_vis.jpg"
+    ]
+    assert user_file.read_bytes() == before
+
+    assert main(seg + [str(folder / "x.jpg"), "--output", str(folder), "--overwrite"]) == 0
+    assert user_file.read_bytes() != before  # replaced, as asked
+
+
+def test_inputs_with_the_same_output_name_are_refused_before_any_work(seg_model, tmp_path, capsys):
+    """Item 4: `a/x.jpg` and `b/x.jpg`, or `x.jpg` and `x.png`, would write the same outputs."""
+    photos(tmp_path / "in", ["a/x.jpg", "b/x.jpg", "c/x.jpg", "c/x.png"])
+    seg = ["predict", "--task", "seg", "--model", seg_model, "--quiet", "--output", str(tmp_path / "out")]
+    assert main(seg + [str(tmp_path / "in" / "a" / "x.jpg"), str(tmp_path / "in" / "b" / "x.jpg")]) == 2
+    assert "would both write the outputs named 'x'" in capsys.readouterr().err
+    assert main(seg + [str(tmp_path / "in" / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "c/x.jpg and" in err and "c/x.png would both write" in err
+    assert not (tmp_path / "out").exists()
+    assert main(seg + [str(tmp_path / "in" / "a"), str(tmp_path / "in" / "b")]) == 2  # names relative to a/, b/
+    assert "would both write the outputs named 'x'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+SIGNAL_AT_THE_SECOND_FORWARD_PASS = """
+import os, signal, sys
+from sapiens_hf import SapiensForPoseEstimation
+from sapiens_hf.cli import main
+forward, calls = SapiensForPoseEstimation.forward, []
+def forward_then_signal(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:  # the first image is finished: interrupted while predicting the second
+        os.kill(os.getpid(), signal.{signal})
+    return forward(self, *args, **kwargs)
+SapiensForPoseEstimation.forward = forward_then_signal
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_interrupted_pose_run_keeps_finished_images_and_resumes(signal_name, pose_model, tmp_path):
+    """Item 5: killed after the first image, the run leaves keypoints.json with it; the same command resumes and
+    ends with the keypoints.json of an uninterrupted run."""
+    folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "c.jpg"])
+    arguments = ["predict", "--task", "pose", "--model", pose_model, str(folder), "--quiet"]
+    assert main(arguments + ["--output", str(tmp_path / "whole")]) == 0
+    expected = (tmp_path / "whole" / "keypoints.json").read_text()
+
+    output = tmp_path / "resumed"
+    script = SIGNAL_AT_THE_SECOND_FORWARD_PASS.replace("{signal}", signal_name)
+    result = subprocess.run([sys.executable, "-c", script, *arguments, "--output", str(output)],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 128 + getattr(signal, signal_name), result.stderr
+    assert "Traceback" not in result.stderr and "run the same command again to resume" in result.stderr
+    interrupted = json.loads((output / "keypoints.json").read_text())
+    assert [image["file_name"] for image in interrupted["images"]] == [str(folder / "a.jpg")]
+    assert (output / "a_pose_vis.jpg").is_file() and not (output / "c_pose_vis.jpg").exists()
+
+    assert main(arguments + ["--output", str(output)]) == 0
+    assert (output / "keypoints.json").read_text() == expected
+
+
+def test_a_write_error_stops_the_run_and_keeps_the_finished_images(pose_model, tmp_path, monkeypatch, capsys):
+    """Item 5: a write error (disk full) ends the run with exit code 1 and the results written so far."""
+    folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "c.jpg"])
+    save = PIL.Image.Image.save
+
+    def save_until_full(self, path, *args, **kwargs):
+        if str(path).endswith("b_pose_vis.jpg"):
+            raise OSError(28, "No space left on device")
+        return save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(PIL.Image.Image, "save", save_until_full)
+    output = tmp_path / "out"
+    assert main(["predict", "--task", "pose", "--model", pose_model, str(folder), "--output", str(output)]) == 1
+    err = capsys.readouterr().err
+    assert "error: cannot write the results: [Errno 28] No space left on device" in err and "Traceback" not in err
+    coco = json.loads((output / "keypoints.json").read_text())
+    assert [image["file_name"] for image in coco["images"]] == [str(folder / "a.jpg")]
+
+
+def count_forward_calls(monkeypatch, model_class):
+    calls = []
+    forward = model_class.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs["pixel_values"].shape[0] if "pixel_values" in kwargs else args[0].shape[0])
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_class, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("task", ["seg", "pose"])
+def test_images_are_batched_like_video_frames(task, seg_model, pose_model, tmp_path, monkeypatch):
+    """Item 9: five images with --batch-size 2 take three forward passes (pose: a batch of whole-image crops),
+    with the results of one image at a time."""
+    folder = photos(tmp_path / "in", [f"{index}.jpg" for index in range(5)])
+    model = seg_model if task == "seg" else pose_model
+    calls = count_forward_calls(monkeypatch, MODELS[task][0])
+    arguments = ["predict", "--task", task, "--model", model, str(folder), "--quiet"]
+    assert main(arguments + ["--output", str(tmp_path / "batched"), "--batch-size", "2"]) == 0
+    assert calls == [2, 2, 1]
+    assert main(arguments + ["--output", str(tmp_path / "single")]) == 0
+    assert calls[3:] == [1] * 5
+    if task == "seg":
+        for index in range(5):
+            batched = np.asarray(PIL.Image.open(tmp_path / "batched" / f"{index}_seg.png"))
+            assert np.array_equal(batched, np.asarray(PIL.Image.open(tmp_path / "single" / f"{index}_seg.png")))
+    else:
+        batched, single = (json.loads((tmp_path / o / "keypoints.json").read_text()) for o in ("batched", "single"))
+        for a, b in zip(batched["annotations"], single["annotations"]):
+            np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=2e-3)
+
+
+def test_bad_arguments_are_reported_before_any_work(seg_model, tmp_path, monkeypatch, capsys):
+    """Item 16: one line per problem, exit code 2, no traceback, nothing written, no prediction."""
+    image = photos(tmp_path / "in", ["x.jpg"]) / "x.jpg"
+    calls = count_forward_calls(monkeypatch, SapiensForSemanticSegmentation)
+    seg = ["predict", "--task", "seg", "--model", seg_model, str(image), "--quiet"]
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+
+    def refused(arguments, *expected):
+        assert main(seg + arguments) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and err.count("error:") == len(expected), err
+        for line in expected:
+            assert line in err
+
+    refused(["--output", str(a_file)], f"error: --output {a_file} is a file, not a folder")
+    inside = a_file / "out"
+    refused(["--output", str(inside)], f"error: --output {inside} cannot be created: {a_file} is a file")
+    output = str(tmp_path / "out")
+    refused(["--output", output, "--device", "gpu7"], "error: --device 'gpu7' is not a device")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    refused(["--output", output, "--device", "cuda", "--config", "num_attention_head=2"],
+            "error: --device cuda: no cuda device is available", "error: --config num_attention_head: Unknown config "
+            "override 'num_attention_head'; did you mean 'num_attention_heads'?")
+    refused(["--output", output, "--task", "pose"], f"error: --model {seg_model} does not fit --task pose")
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_output_folder_that_is_not_writable_is_refused(tmp_path, capsys):
+    (tmp_path / "locked").mkdir(mode=0o555)
+    assert main(["predict", "--task", "seg", "x.jpg", "--output", str(tmp_path / "locked" / "out")]) == 2
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_a_corrupt_local_checkpoint_gives_the_real_reason_only(tmp_path, capsys):
+    """Item 16: no "the Hub cannot be reached" advice for a local file."""
+    image = photos(tmp_path / "in", ["x.jpg"]) / "x.jpg"
+    checkpoint = tmp_path / "my-pose.pth"
+    checkpoint.write_bytes(b"\x80\x02garbage" * 64)
+    arguments = ["predict", "--task", "pose", "--model", str(checkpoint), str(image)]
+    assert main(arguments + ["--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not load {checkpoint} for --task pose: Refusing to load")
+    assert err.count("\n") == 1 and "Hub" not in err and not (tmp_path / "out").exists()
+
+
+def test_convert_failures_are_one_line_and_config_overrides_reach_the_converter(tmp_path, capsys, monkeypatch):
+    """Item 16: `sapiens-hf convert` errors without traceback (SAPIENS_HF_DEBUG=1 shows it), and `--config
+    KEY=VALUE`, which the error about an unknown width points to."""
+    from test_original_repos import POSE_FILE, save_original
+
+    checkpoint = tmp_path / POSE_FILE
+    save_original(checkpoint)  # width 32: not a released size
+    assert main(["convert", str(checkpoint), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "pass num_attention_heads=... to convert it (on the command line: --config num_attention_heads=VALUE)" in err
+
+    assert main(["convert", str(checkpoint), str(tmp_path / "out"), "--config", "num_attention_heads=2"]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_attention_heads"] == 2
+
+    assert main(["convert", str(checkpoint), str(tmp_path / "o2"), "--config", "num_attention_head=2"]) == 2
+    assert "did you mean 'num_attention_heads'?" in capsys.readouterr().err
+    missing = tmp_path / "missing.pth"
+    assert main(["convert", str(missing), str(tmp_path / "o3")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot convert {missing}: ")
+    monkeypatch.setenv("SAPIENS_HF_DEBUG", "1")
+    with pytest.raises(FileNotFoundError):
+        main(["convert", str(missing), str(tmp_path / "o3")])

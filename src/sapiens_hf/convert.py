@@ -331,7 +331,7 @@ CONFIG_OVERRIDES = {f.name for f in fields(SapiensConfig)} | {"attn_implementati
                                                                "out_indices"}
 
 
-def _check_overrides(overrides: dict) -> None:
+def check_config_overrides(overrides: dict) -> None:
     """A misspelt override would otherwise be stored on the config as an unused attribute."""
     for key in overrides:
         if key not in CONFIG_OVERRIDES:
@@ -453,7 +453,7 @@ def convert_original_checkpoint(checkpoint, task: str | None = None, **config_ov
     Raises ValueError for a checkpoint whose weights are not floating point or do not fit the model. No code in the
     checkpoint is executed (see `load_original_state_dict`).
     """
-    _check_overrides(config_overrides)
+    check_config_overrides(config_overrides)
     encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
     task = TASK_ALIASES.get(task, task) if task is not None else found
