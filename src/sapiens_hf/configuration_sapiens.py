@@ -71,7 +71,7 @@ class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
         semantic_loss_ignore_index: label ignored by the segmentation loss.
         decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size:
             MAE decoder dimensions.
-        mask_ratio: share of patches masked during MAE pretraining.
+        mask_ratio: share of patches masked during MAE pretraining, in (0, 1).
         norm_pix_loss: normalise each target patch by its mean and (unbiased) variance in the MAE loss.
         out_features / out_indices: stages returned by [`SapiensBackbone`] (`"stem"` = patch embeddings,
             `"stageN"` = output of block N; the last stage goes through the final LayerNorm).
@@ -133,8 +133,8 @@ class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
             raise ValueError(f"image_size must be (height, width), got {self.image_size}")
         if self.pose_loss not in ("mse", "ohkm"):
             raise ValueError(f"pose_loss must be 'mse' or 'ohkm', got {self.pose_loss!r}")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if not 0.0 < self.mask_ratio < 1.0:  # no masked patch: nothing to reconstruct, the MAE loss is 0 / 0
+            raise ValueError(f"mask_ratio must be in (0, 1), got {self.mask_ratio}")
 
     @property
     def head_dim(self) -> int:

@@ -10,6 +10,8 @@ maps back to the image twice, as mmseg does. Original code (github.com/facebookr
 reference outputs it is tested against are in tests/fixtures/.
 """
 
+import math
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -171,6 +173,67 @@ def _check_finite(values: torch.Tensor, name: str) -> None:
         )
 
 
+def check_number(value, name: str, integer: bool = False, positive: bool = False, unit: bool = False):
+    """`value` if it is a finite real number (an integer with `integer`, > 0 with `positive`, in [0, 1] with `unit`),
+    else a ValueError naming the argument `name`. NumPy scalars count; bools and strings do not."""
+    kind = numbers.Integral if integer else numbers.Real
+    number = isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
+    if not (number and math.isfinite(value)) or (positive and value <= 0) or (unit and not 0 <= value <= 1):
+        noun = "integer" if integer else "number"
+        requirement = f"a positive {noun}" if positive else f"a {noun} in [0, 1]" if unit else f"a finite {noun}"
+        raise ValueError(f"{name} must be {requirement}, got {value!r}")
+    return value
+
+
+def check_kernel_size(kernel_size) -> int:
+    """The Gaussian blur kernel of the DARK refinement: a positive odd integer."""
+    if check_number(kernel_size, "kernel_size", integer=True, positive=True) % 2 == 0:
+        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
+    return kernel_size
+
+
+def check_sizes(sizes, name: str, count: int) -> list:
+    """`count` image sizes `(height, width)` of positive integers (a list, or a `(count, 2)` tensor / array), as a list
+    of int pairs; `None` gives `count` times `None`."""
+    if sizes is None:
+        return [None] * count
+    if isinstance(sizes, (torch.Tensor, np.ndarray)):
+        sizes = sizes.tolist()
+    if len(sizes) != count:
+        raise ValueError(f"Got {len(sizes)} {name.replace('_', ' ')} for a batch of {count}: one per image in {name}")
+    checked = []
+    for size in sizes:
+        size = size.tolist() if isinstance(size, (torch.Tensor, np.ndarray)) else size
+        if not isinstance(size, (list, tuple)) or len(size) != 2:
+            raise ValueError(f"{name} must be (height, width) pairs of positive integers, got {size!r}")
+        checked.append(tuple(int(check_number(side, name, integer=True, positive=True)) for side in size))
+    return checked
+
+
+# The model output each post-processing method reads, and its shape.
+_MODEL_OUTPUTS = {
+    "post_process_pose_estimation": ("heatmaps", "(batch, num_keypoints, height, width)"),
+    "post_process_semantic_segmentation": ("logits", "(batch, num_classes, height, width)"),
+    "post_process_depth_estimation": ("predicted_depth", "(batch, height, width)"),
+    "post_process_normal_estimation": ("normals", "(batch, 3, height, width)"),
+}
+
+
+def _model_output(outputs, method: str, argument: str = "outputs") -> torch.Tensor:
+    """The model output `method` reads, as a detached float32 tensor, if it has the documented number of dimensions
+    (and 3 channels for normals); else a clear error: the outputs of another task's model have other fields."""
+    name, shape = _MODEL_OUTPUTS[method]
+    values = getattr(outputs, name, None)
+    tensor = isinstance(values, torch.Tensor) and values.ndim == shape.count(",") + 1
+    if tensor and (name != "normals" or values.shape[1] == 3):
+        return values.detach().float()
+    task = method.removeprefix("post_process_").replace("_", " ")
+    got = type(outputs).__name__
+    if isinstance(values, torch.Tensor):
+        got += f" with {name} of shape {tuple(values.shape)}"
+    raise ValueError(f"{method}: `{argument}` must be the outputs of a {task} model, with {name} {shape}; got {got}")
+
+
 def _as_list(inputs, single_ndims: tuple[int, ...]) -> list:
     """A single item or a (possibly batched / nested) collection of items as a flat list."""
     if isinstance(inputs, (list, tuple)):
@@ -185,13 +248,17 @@ def _as_list(inputs, single_ndims: tuple[int, ...]) -> list:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def check_boxes(boxes, image_height: int, image_width: int) -> np.ndarray:
+def check_boxes(boxes, image_height: int | None = None, image_width: int | None = None) -> np.ndarray:
     """COCO `(x, y, width, height)` boxes of one image as a float64 `(num_boxes, 4)` array; no boxes means the whole
-    image, as the original demo does when the detector finds nobody. Degenerate boxes and boxes that do not overlap
-    the image are rejected."""
-    if boxes is None or len(boxes) == 0:
-        return np.array([[0.0, 0.0, image_width, image_height]])
-    boxes = np.asarray(boxes, dtype=np.float64)
+    image, as the original demo does when the detector finds nobody (none when the image size is not given).
+    Malformed, non-finite and degenerate boxes are rejected, and so are boxes that do not overlap the image (when its
+    size is given). Pre- and post-processing and the pose pipeline all check boxes here."""
+    try:
+        boxes = np.asarray([] if boxes is None else boxes, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"boxes must be [x, y, width, height] lists of numbers, got {boxes!r}") from error
+    if boxes.size == 0:
+        return np.zeros((0, 4)) if image_height is None else np.array([[0.0, 0.0, image_width, image_height]])
     if boxes.ndim == 1:
         boxes = boxes[None]
     if boxes.ndim != 2 or boxes.shape[1] != 4:
@@ -200,7 +267,7 @@ def check_boxes(boxes, image_height: int, image_width: int) -> np.ndarray:
         x, y, width, height = box
         if not np.isfinite(box).all() or width <= 0 or height <= 0:
             raise ValueError(f"Degenerate box {box.tolist()}: boxes are [x, y, width, height] with width, height > 0")
-        if x >= image_width or y >= image_height or x + width <= 0 or y + height <= 0:
+        if image_height is not None and (x >= image_width or y >= image_height or x + width <= 0 or y + height <= 0):
             raise ValueError(f"Box {box.tolist()} lies entirely outside the {image_width}×{image_height} image")
     return boxes
 
@@ -337,14 +404,15 @@ def _blur_and_rescale_factors(maps: np.ndarray, kernel_size: int) -> tuple[np.nd
     blur has maximum 0: the original divides 0 by 0 there and returns NaN keypoints). The maps are shared out over
     threads; each map is still blurred alone, so the bits do not change."""
     border = (kernel_size - 1) // 2
+    inner = np.s_[border : border + maps.shape[-2], border : border + maps.shape[-1]]  # also for border 0
     blurred = np.empty_like(maps)
     factors = np.ones(len(maps), dtype=np.float32)
 
     def blur(span: tuple[int, int]) -> None:
         padded = np.zeros((maps.shape[-2] + 2 * border, maps.shape[-1] + 2 * border), dtype=np.float32)
         for index in range(*span):
-            padded[border:-border, border:-border] = maps[index]
-            blurred[index] = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[border:-border, border:-border]
+            padded[inner] = maps[index]
+            blurred[index] = cv2.GaussianBlur(padded, (kernel_size, kernel_size), 0)[inner]
             blurred_max = blurred[index].max()
             if blurred_max != 0:
                 factors[index] = maps[index].max() / blurred_max
@@ -477,6 +545,36 @@ class SapiensImageProcessorPil(PilBackend):
             **kwargs,
         )
 
+    def _validate_preprocess_kwargs(
+        self,
+        do_convert_rgb=None,
+        image_mean=None,
+        image_std=None,
+        box_padding=None,
+        keypoint_heatmap_downscale_factor=None,
+        keypoint_heatmap_sigma=None,
+        **kwargs,
+    ):
+        """transformers' checks, then those of what this processor would otherwise ignore or get wrong silently: it
+        always makes 3-channel RGB images (as the Sapiens models take), so `do_convert_rgb=False` is unsupported and
+        the mean and std hold 3 values."""
+        super()._validate_preprocess_kwargs(image_mean=image_mean, image_std=image_std, **kwargs)
+        if do_convert_rgb is False:
+            raise ValueError(
+                "do_convert_rgb=False is not supported: the Sapiens processor always converts images to 3-channel RGB "
+                "(grayscale replicated, alpha dropped), as the Sapiens models take"
+            )
+        for name, values in (("image_mean", image_mean), ("image_std", image_std)):
+            array = np.asarray(values, dtype=np.float64)
+            if array.shape != (3,) or not np.isfinite(array).all() or (name == "image_std" and (array <= 0).any()):
+                requirement = "3 positive numbers" if name == "image_std" else "3 finite numbers"
+                raise ValueError(f"{name} must be {requirement}, one per RGB channel (images are made RGB): {values!r}")
+        check_number(box_padding, "box_padding", positive=True)
+        check_number(keypoint_heatmap_sigma, "keypoint_heatmap_sigma", positive=True)
+        check_number(
+            keypoint_heatmap_downscale_factor, "keypoint_heatmap_downscale_factor", integer=True, positive=True
+        )
+
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
         images = _as_list(images, single_ndims=(2, 3))
         return [load_image(image) if isinstance(image, (str, os.PathLike)) else image for image in images]
@@ -605,9 +703,9 @@ class SapiensImageProcessorPil(PilBackend):
         output_size = (size.width, size.height)
         if keypoints is not None and len(keypoints) != len(images):
             raise ValueError(f"Got keypoints for {len(keypoints)} images but {len(images)} images")
+        boxes = [check_boxes(image_boxes, *image.shape[:2]) for image_boxes, image in zip(boxes, images)]
         crops, centers, scales, labels, label_weights = [], [], [], [], []
-        for index, image in enumerate(images):
-            image_boxes = check_boxes(boxes[index], *image.shape[:2])
+        for index, (image, image_boxes) in enumerate(zip(images, boxes)):
             center, scale = get_box_center_scale(image_boxes, output_size, box_padding)
             matrices = [get_udp_warp_matrix(c, s, output_size) for c, s in zip(center, scale)]
             crops += _parallel_map(partial(warp_affine_bilinear, image, output_size=output_size), matrices)
@@ -706,22 +804,20 @@ class SapiensImageProcessorPil(PilBackend):
             Per image a list with one dict per box: `keypoints` `(K, 2)` (x, y in image pixels), `scores` `(K,)`,
             `labels` `(K,)` (keypoint indices) and `bbox` `(4,)` (x1, y1, x2, y2).
         """
-        heatmaps = outputs.heatmaps.detach().float()
+        heatmaps = _model_output(outputs, "post_process_pose_estimation")
         if outputs_flipped is not None:
-            heatmaps = 0.5 * (heatmaps + outputs_flipped.heatmaps.detach().float())
-        if source_sizes is not None and len(source_sizes) != len(boxes):
-            raise ValueError(f"Got {len(source_sizes)} source sizes for {len(boxes)} images")
+            flipped = _model_output(outputs_flipped, "post_process_pose_estimation", "outputs_flipped")
+            heatmaps = 0.5 * (heatmaps + flipped)
+        check_kernel_size(kernel_size)
+        if threshold is not None:
+            check_number(threshold, "threshold")
+        sizes = check_sizes(source_sizes, "source_sizes", len(boxes))
 
         per_image = []
-        for index, image_boxes in enumerate(boxes):
-            if image_boxes is None or len(image_boxes) == 0:
-                if source_sizes is None:
-                    raise ValueError(
-                        f"Image {index} has no boxes: pass `source_sizes` to use the whole image as its box"
-                    )
-                height, width = source_sizes[index]
-                image_boxes = [[0.0, 0.0, width, height]]
-            per_image.append(np.asarray(image_boxes, dtype=np.float64).reshape(-1, 4))
+        for index, (image_boxes, size) in enumerate(zip(boxes, sizes)):
+            per_image.append(check_boxes(image_boxes, *(size or ())))
+            if len(per_image[-1]) == 0:
+                raise ValueError(f"Image {index} has no boxes: pass `source_sizes` to use the whole image as its box")
         all_boxes = np.concatenate(per_image) if per_image else np.zeros((0, 4))
         if len(all_boxes) != len(heatmaps):
             raise ValueError(f"{len(heatmaps)} heatmaps for {len(all_boxes)} boxes: pass the boxes given to preprocess")
@@ -756,18 +852,8 @@ class SapiensImageProcessorPil(PilBackend):
         two resizes of mmseg's `predict_by_feat` and `postprocess_result`."""
         maps = F.interpolate(maps, size=(self.size["height"], self.size["width"]), mode="bilinear", align_corners=False)
         if target_size is not None:
-            maps = F.interpolate(maps, size=tuple(int(s) for s in target_size), mode="bilinear", align_corners=False)
+            maps = F.interpolate(maps, size=target_size, mode="bilinear", align_corners=False)
         return maps
-
-    @staticmethod
-    def _check_target_sizes(target_sizes, batch_size: int) -> list:
-        if target_sizes is None:
-            return [None] * batch_size
-        if isinstance(target_sizes, torch.Tensor):
-            target_sizes = target_sizes.tolist()
-        if len(target_sizes) != batch_size:
-            raise ValueError(f"Got {len(target_sizes)} target sizes for a batch of {batch_size}")
-        return list(target_sizes)
 
     def post_process_semantic_segmentation(
         self, outputs, target_sizes: list[tuple[int, int]] | None = None, return_segmentation_scores: bool = False
@@ -777,10 +863,11 @@ class SapiensImageProcessorPil(PilBackend):
         `(height, width)` (the original image sizes; the input size when `None`), then argmax over classes.
         With `return_segmentation_scores`, each item also carries the resized logits `(num_classes, height, width)`.
         """
-        logits = outputs.logits.detach().float()
+        logits = _model_output(outputs, "post_process_semantic_segmentation")
+        target_sizes = check_sizes(target_sizes, "target_sizes", len(logits))
         _check_finite(logits, "logits")
         results = []
-        for item, target_size in zip(logits, self._check_target_sizes(target_sizes, len(logits))):
+        for item, target_size in zip(logits, target_sizes):
             scores = self._resize_twice(item[None], target_size)[0]
             segmentation = scores.argmax(dim=0)
             if return_segmentation_scores:
@@ -802,13 +889,15 @@ class SapiensImageProcessorPil(PilBackend):
         `pixel_values_flipped`, as returned) that prediction is mirrored back and averaged in, as the original depth
         demo's `--flip`.
         """
-        depth = outputs.predicted_depth.detach().float()
+        depth = _model_output(outputs, "post_process_depth_estimation")
         if outputs_flipped is not None:
-            depth = 0.5 * (depth + outputs_flipped.predicted_depth.detach().float().flip(-1))
+            flipped = _model_output(outputs_flipped, "post_process_depth_estimation", "outputs_flipped")
+            depth = 0.5 * (depth + flipped.flip(-1))
+        target_sizes = check_sizes(target_sizes, "target_sizes", len(depth))
         _check_finite(depth, "depth maps")
         return [
             {"predicted_depth": self._resize_twice(item[None, None], target_size)[0, 0]}
-            for item, target_size in zip(depth, self._check_target_sizes(target_sizes, len(depth)))
+            for item, target_size in zip(depth, target_sizes)
         ]
 
     def post_process_normal_estimation(
@@ -818,10 +907,11 @@ class SapiensImageProcessorPil(PilBackend):
         Unit surface normals `(3, height, width)` per image: the raw normals resized to the model input, then to
         `target_sizes` (the input size when `None`), then divided by their length + 1e-5, as the original demo.
         """
-        normals = outputs.normals.detach().float()
+        normals = _model_output(outputs, "post_process_normal_estimation")
+        target_sizes = check_sizes(target_sizes, "target_sizes", len(normals))
         _check_finite(normals, "normals")
         results = []
-        for item, target_size in zip(normals, self._check_target_sizes(target_sizes, len(normals))):
+        for item, target_size in zip(normals, target_sizes):
             item = self._resize_twice(item[None], target_size)[0]
             results.append({"normals": item / (torch.linalg.vector_norm(item, dim=0, keepdim=True) + 1e-5)})
         return results

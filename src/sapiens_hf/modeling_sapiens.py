@@ -28,7 +28,8 @@ from transformers.modeling_outputs import (
     SemanticSegmenterOutput,
 )
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.processing_utils import Unpack
+from transformers.utils.generic import TransformersKwargs, can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .configuration_sapiens import TASK_DEFAULTS, SapiensConfig
@@ -89,6 +90,32 @@ class SapiensMaskedImageModelingOutput(ModelOutput):
     ids_restore: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+# The keyword arguments transformers passes to a model's forward: `TransformersKwargs`, and those its decorators add
+# or read (`return_dict`; `merge_with_config_defaults` adds config fields such as `use_cache`, which the Trainer sets
+# with gradient checkpointing, and reads `debug_io`...).
+TRANSFORMERS_KWARGS = frozenset(TransformersKwargs.__annotations__) | {
+    "return_dict",
+    "use_cache",
+    "vision_feature_layer",
+    "vision_feature_select_strategy",
+    "vision_aspect_ratio",
+    "debug_io",
+    "debug_io_dir",
+    "prune_layers",
+}
+
+
+def check_kwargs(model: nn.Module, kwargs: dict) -> None:
+    """A TypeError for keyword arguments that `forward` would otherwise ignore silently (transformers models take a
+    bare `**kwargs`), e.g. the processor's `crop_center` in `model(**processor(image, boxes=...))`."""
+    unexpected = [key for key in kwargs if key not in TRANSFORMERS_KWARGS]
+    if unexpected:
+        raise TypeError(
+            f"{type(model).__name__}.forward() got unexpected keyword arguments {', '.join(map(repr, unexpected))}; "
+            f"besides its named arguments it takes only transformers' {sorted(TRANSFORMERS_KWARGS)}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -223,9 +250,10 @@ class SapiensPatchEmbeddings(nn.Module):
                 f"pixel_values must be a 4-D (batch, channels, height, width) tensor, got shape {tuple(pixel_values.shape)}"
             )
         if pixel_values.shape[1] != self.num_channels:
+            hint = " (RGB): convert grayscale/RGBA images to RGB first (the image processor does this)"
             raise ValueError(
-                f"pixel_values has {pixel_values.shape[1]} channels but the model expects {self.num_channels} (RGB). "
-                "Convert grayscale/RGBA images to RGB first (the image processor does this)."
+                f"pixel_values has {pixel_values.shape[1]} channels but the model expects {self.num_channels}"
+                + (hint if self.num_channels == 3 else "")
             )
         return self.projection(pixel_values)
 
@@ -470,6 +498,7 @@ class SapiensPreTrainedModel(PreTrainedModel):
     _can_record_outputs = {"hidden_states": SapiensLayer, "attentions": SapiensAttention}
     # The losses are plain means (as the original), so the Trainer must scale them for gradient accumulation itself.
     accepts_loss_kwargs = False
+    task: str | None = None  # the task the model is trained for (`TASK_DEFAULTS`); None: no task head
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -540,9 +569,10 @@ class SapiensModel(SapiensPreTrainedModel):
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> SapiensModelOutput:
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> SapiensModelOutput:
         """pixel_values: `(batch, 3, height, width)` normalised RGB (1024×768 native; other sizes resize the
         position table)."""
+        check_kwargs(self, kwargs)
         pixel_values = pixel_values.to(self.embeddings.patch_embeddings.projection.weight.dtype)
         hidden_states, grid = self.embeddings(pixel_values)
         last_hidden_state = self.encode(hidden_states, **kwargs)
@@ -564,7 +594,8 @@ class SapiensBackbone(BackboneMixin, SapiensPreTrainedModel):
 
     @can_return_tuple
     @filter_output_hidden_states
-    def forward(self, pixel_values: torch.Tensor, **kwargs) -> BackboneOutput:
+    def forward(self, pixel_values: torch.Tensor, **kwargs: Unpack[TransformersKwargs]) -> BackboneOutput:
+        check_kwargs(self, kwargs)
         kwargs["output_hidden_states"] = True
         outputs = self.model(pixel_values, **kwargs)
         grid = outputs.feature_map.shape[-2:]
@@ -633,13 +664,14 @@ class SapiensForPoseEstimation(SapiensTaskModel):
         flip_pairs: torch.Tensor | list | None = None,
         labels: torch.Tensor | None = None,
         label_weights: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SapiensPoseEstimatorOutput:
         r"""
         flip_pairs: `(num_pairs, 2)` mirrored keypoint pairs. When given, `pixel_values` are taken to be horizontally
             flipped crops, and the heatmaps are flipped back and their left/right channels swapped (test-time flip).
         labels: `(batch, num_keypoints, H/4, W/4)` target heatmaps. label_weights: `(batch, num_keypoints)` weights.
         """
+        check_kwargs(self, kwargs)
         heatmaps, outputs = self._run(pixel_values, **kwargs)
         if flip_pairs is not None:
             heatmaps = flip_back(heatmaps, flip_pairs)
@@ -672,8 +704,11 @@ class SapiensForSemanticSegmentation(SapiensTaskModel):
         return config.num_labels
 
     @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> SemanticSegmenterOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> SemanticSegmenterOutput:
         r"""labels: `(batch, height, width)` class indices, 255 (`semantic_loss_ignore_index`) ignored."""
+        check_kwargs(self, kwargs)
         logits, outputs = self._run(pixel_values, **kwargs)
         loss = None
         if labels is not None:
@@ -693,8 +728,11 @@ class SapiensForDepthEstimation(SapiensTaskModel):
         return 1
 
     @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> DepthEstimatorOutput:
+    def forward(
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
+    ) -> DepthEstimatorOutput:
         r"""labels: `(batch, height, width)` target depth; pixels ≤ 1e-6 (e.g. background −1) are ignored."""
+        check_kwargs(self, kwargs)
         depth, outputs = self._run(pixel_values, **kwargs)
         predicted_depth = depth.squeeze(1)
         loss = silog_loss(predicted_depth, labels) if labels is not None else None
@@ -714,9 +752,10 @@ class SapiensForNormalEstimation(SapiensTaskModel):
 
     @can_return_tuple
     def forward(
-        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs
+        self, pixel_values: torch.Tensor, labels: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]
     ) -> SapiensNormalEstimatorOutput:
         r"""labels: `(batch, 3, height, width)` target normals; background pixels set to −1000 are ignored."""
+        check_kwargs(self, kwargs)
         normals, outputs = self._run(pixel_values, **kwargs)
         loss = normal_loss(normals, labels) if labels is not None else None
         return SapiensNormalEstimatorOutput(
@@ -769,6 +808,7 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
     `hidden_states` / `attentions` are the encoder's, as in ViTMAE.
     """
 
+    task = "pretraining"
     # The encoder (a `SapiensModel`) records its own layers; these recorders only have to match none of the decoder's.
     _can_record_outputs = {
         "hidden_states": OutputRecorder(SapiensLayer, layer_name="model.layers"),
@@ -803,20 +843,25 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
         patches = patches.reshape(patches.shape[0], grid[0], grid[1], p, p, channels)
         return torch.einsum("nhwpqc->nchpwq", patches).reshape(patches.shape[0], channels, grid[0] * p, grid[1] * p)
 
-    def _shuffle(self, batch: int, num_patches: int, noise, bool_masked_pos, device) -> torch.Tensor:
-        """Patch order with the kept patches first (ascending noise, as the original `random_masking`)."""
-        if bool_masked_pos is not None:
-            if noise is not None:
-                raise ValueError("Pass either noise or bool_masked_pos, not both")
-            counts = bool_masked_pos.sum(dim=1)
-            if bool(counts.min() != counts.max()):
-                raise ValueError("bool_masked_pos must mask the same number of patches in every sample")
-            noise = bool_masked_pos.float()
-        elif noise is None:
-            noise = torch.rand(batch, num_patches, device=device)
-        if noise.shape != (batch, num_patches):
-            raise ValueError(f"noise/bool_masked_pos must have shape {(batch, num_patches)}, got {tuple(noise.shape)}")
-        return torch.argsort(noise, dim=1, stable=True)
+    def _num_kept(self, batch: int, num_patches: int, noise, bool_masked_pos) -> int:
+        """Checks the masking arguments (before any work) and returns the number of visible patches. Masking no patch
+        is an error: there is nothing to reconstruct, and the loss (a mean over the masked patches) would be NaN."""
+        if noise is not None and bool_masked_pos is not None:
+            raise ValueError("Pass either noise or bool_masked_pos, not both")
+        for name, value in (("noise", noise), ("bool_masked_pos", bool_masked_pos)):
+            if value is not None and value.shape != (batch, num_patches):
+                raise ValueError(f"{name} must have shape {(batch, num_patches)}, got {tuple(value.shape)}")
+        if bool_masked_pos is None:
+            num_keep = int(num_patches * (1 - self.config.mask_ratio))
+            if num_keep == num_patches:
+                raise ValueError(f"mask_ratio {self.config.mask_ratio} masks none of the {num_patches} patches")
+            return num_keep
+        counts = bool_masked_pos.sum(dim=1)
+        if bool(counts.min() != counts.max()):
+            raise ValueError("bool_masked_pos must mask the same number of patches in every sample")
+        if int(counts[0]) == 0:
+            raise ValueError("bool_masked_pos masks no patch: there is nothing to reconstruct")
+        return num_patches - int(counts[0])
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
@@ -825,19 +870,22 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
         pixel_values: torch.Tensor,
         noise: torch.Tensor | None = None,
         bool_masked_pos: torch.Tensor | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> SapiensMaskedImageModelingOutput:
+        check_kwargs(self, kwargs)
         # Targets and loss in float32 also for a bf16 model (ZeRO-3 training): the per-patch variance needs it.
         target = self.patchify(pixel_values.float())
+        batch, num_patches = target.shape[:2]
+        num_keep = self._num_kept(batch, num_patches, noise, bool_masked_pos)
         pixel_values = pixel_values.to(self.model.embeddings.patch_embeddings.projection.weight.dtype)
         tokens, grid = self.model.embeddings(pixel_values)
-        batch, num_patches = tokens.shape[0], tokens.shape[1] - 1
-        ids_shuffle = self._shuffle(batch, num_patches, noise, bool_masked_pos, tokens.device)
-        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        # Patch order with the kept patches first (ascending noise, as the original `random_masking`).
         if bool_masked_pos is not None:
-            num_keep = num_patches - int(bool_masked_pos[0].sum())
-        else:
-            num_keep = int(num_patches * (1 - self.config.mask_ratio))
+            noise = bool_masked_pos.float()
+        elif noise is None:
+            noise = torch.rand(batch, num_patches, device=tokens.device)
+        ids_shuffle = torch.argsort(noise, dim=1, stable=True)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
         ids_keep = ids_shuffle[:, :num_keep]
         visible = torch.gather(tokens[:, 1:], 1, ids_keep[..., None].expand(-1, -1, tokens.shape[-1]))
         latent = self.model.encode(torch.cat([tokens[:, :1], visible], dim=1), **kwargs)

@@ -29,10 +29,27 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-from .image_processing_sapiens import SapiensImageProcessorPil, check_boxes, load_image, to_rgb_uint8
+from .image_processing_sapiens import (
+    SapiensImageProcessorPil,
+    check_boxes,
+    check_kernel_size,
+    check_number,
+    load_image,
+    to_rgb_uint8,
+)
 from .metadata import KEYPOINT_SET_BY_COUNT
 from .metadata import flip_pairs as released_flip_pairs
-from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
+from .modeling_sapiens import (
+    SapiensBackbone,
+    SapiensForDepthEstimation,
+    SapiensForMaskedImageModeling,
+    SapiensForNormalEstimation,
+    SapiensForPoseEstimation,
+    SapiensForSemanticSegmentation,
+    SapiensModel,
+    SapiensNormalEstimatorOutput,
+    SapiensPoseEstimatorOutput,
+)
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
 # False in a remote-code copy of this module (imported as `transformers_modules.<repo>.pipelines`).
@@ -45,6 +62,25 @@ DEFAULT_MODELS = {
     "sapiens-depth": "facebook/sapiens-depth-0.3b",
     "sapiens-normal": "facebook/sapiens-normal-0.3b",
 }
+# The pipeline of each task, and the task each Sapiens model class is for (None: no task head).
+PIPELINE_TASKS = {task: f"sapiens-{task}" for task in ("pose", "segmentation", "depth", "normal")}
+MODEL_TASKS = {
+    model_class.__name__: model_class.task
+    for model_class in (
+        SapiensForPoseEstimation,
+        SapiensForSemanticSegmentation,
+        SapiensForDepthEstimation,
+        SapiensForNormalEstimation,
+        SapiensForMaskedImageModeling,
+        SapiensModel,
+        SapiensBackbone,
+    )
+}
+
+
+class WrongModelError(ValueError, TypeError):
+    """A model of another task, or without a task head, given to a Sapiens pipeline (also a TypeError, which the
+    pipelines raised for it before)."""
 
 
 def _rgb_image(image, timeout: float | None = None) -> np.ndarray:
@@ -64,12 +100,32 @@ class _SapiensPipelineMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if type(self.model).__name__ != self.model_class_name:
-            raise TypeError(
-                f"The {self.task} pipeline needs a {self.model_class_name}, got {type(self.model).__name__}"
-            )
+        self._check_model()
         if self.image_processor is None:  # a pipeline class built directly: the released checkpoints use the defaults
             self.image_processor = SapiensImageProcessorPil()
+
+    def _check_model(self) -> None:
+        """Rejects a model of another task: its class, or the task head class it was saved from
+        (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
+        model's 17 keypoints would become 17 segmentation classes), so the class alone does not tell. (An encoder
+        checkpoint, pretraining or backbone, gives a new head to be fine-tuned: the model's own class counts.)"""
+        class_name = type(self.model).__name__
+        saved_as = (self.model.config.architectures or [None])[0]
+        name = saved_as if MODEL_TASKS.get(saved_as) in PIPELINE_TASKS else class_name
+        if class_name == name == self.model_class_name:
+            return
+        task = MODEL_TASKS.get(name, "unknown")
+        model = name if name == class_name else f"{class_name} loaded from a {name} checkpoint"
+        if task in PIPELINE_TASKS:
+            problem = f'a {task} model ({model}); use pipeline("{PIPELINE_TASKS[task]}", ...) for it'
+        elif task == "pretraining":
+            problem = f"a pretraining model ({model}); fine-tune it for the task first"
+        elif task is None:
+            problem = f"a model without a task head ({model}); fine-tune one for the task first"
+        else:
+            problem = f"a {model}"
+        pipeline_task = PIPELINE_TASKS[MODEL_TASKS[self.model_class_name]]
+        raise WrongModelError(f"The {pipeline_task} pipeline needs a {self.model_class_name}, got {problem}")
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """Saves the model and the image processor only: a plain checkpoint that `pipeline(task, model=directory)`
@@ -223,6 +279,10 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
                 inputs = [{"image": image, "boxes": image_boxes} for image, image_boxes in zip(inputs, boxes)]
             else:
                 inputs = {"image": inputs, "boxes": boxes}
+        # Malformed boxes fail before any image is processed (whether they overlap their image is checked with it).
+        for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+            if isinstance(item, dict):
+                check_boxes(item.get("boxes"))
         return super().__call__(inputs, **kwargs)
 
     def _sanitize_parameters(
@@ -241,15 +301,15 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         if detector is not None:
             preprocess_params["detector"] = self._resolve_detector(detector)
         if detector_threshold is not None:
-            preprocess_params["detector_threshold"] = detector_threshold
+            preprocess_params["detector_threshold"] = check_number(detector_threshold, "detector_threshold", unit=True)
         if person_label is not None:
             preprocess_params["person_label"] = person_label
         if flip_test is not None:
             forward_params["flip_pairs"] = self.flip_pairs if flip_test else None
         if kernel_size is not None:
-            postprocess_params["kernel_size"] = kernel_size
+            postprocess_params["kernel_size"] = check_kernel_size(kernel_size)
         if threshold is not None:
-            postprocess_params["threshold"] = threshold
+            postprocess_params["threshold"] = check_number(threshold, "threshold")
         return preprocess_params, forward_params, postprocess_params
 
     def _resolve_detector(self, detector):
