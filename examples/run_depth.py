@@ -9,6 +9,8 @@ Data: image + depth (+ foreground mask) folders or a Hub dataset; see docs/train
         --model_name_or_path facebook/sapiens-depth-0.3b \
         --train_dir data/depth/train --validation_dir data/depth/val \
         --output_dir outputs/depth --do_train --do_eval --per_device_train_batch_size 2 --bf16
+
+On a CPU, drop --bf16 (it needs a GPU; the script stops with a hint): the run is then fp32.
 """
 
 from dataclasses import dataclass, field

@@ -15,6 +15,8 @@ Writes `reconstructions.png` (original | masked | reconstruction) to the output 
     deepspeed examples/run_mae_pretraining.py --deepspeed examples/deepspeed/zero3_mae_2b.json \
         --config_name sapiens-2b --bf16 ...
 
+On a CPU, drop --bf16 (it needs a GPU; the script stops with a hint): the run is then fp32.
+
 Details, and how the encoder goes on to fine-tuning: docs/pretraining.md.
 """
 
@@ -32,6 +34,7 @@ from transformers import AutoModelForMaskedImageModeling, TrainingArguments, set
 
 from sapiens_hf import SapiensConfig
 from sapiens_hf.training import (
+    DataCheckArguments,
     ModelArguments,
     SapiensTrainer,
     TransformedDataset,
@@ -47,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PretrainingArguments:
+class PretrainingArguments(DataCheckArguments):
     """Images (an image folder or a Hub dataset), crop size and masking."""
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset with an image column."})
@@ -111,6 +114,10 @@ class MAETransform:
         self.column, self.size, self.min_scale, self.train = column, size, min_scale, train
         self.mean = np.asarray(image_processor.image_mean, dtype=np.float32)
         self.std = np.asarray(image_processor.image_std, dtype=np.float32)
+
+    def check(self, example: dict) -> None:
+        """Raises if the image of `example` cannot be read (see `TransformedDataset.check`)."""
+        read_image(example[self.column])
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         image = PIL.Image.fromarray(read_image(example[self.column]))
@@ -221,7 +228,10 @@ def main(argv: list[str] | None = None) -> SapiensTrainer:
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         transform = MAETransform(image_processor, args.image_column, args.image_size, args.min_crop_scale, train)
-        return TransformedDataset(dataset, transform, seed=training_args.seed)
+        transformed = TransformedDataset(dataset, transform, seed=training_args.seed)
+        if args.check_data:
+            transformed.check(split)
+        return transformed
 
     for needed, split in ((training_args.do_train, "train"), (training_args.do_eval, "validation")):
         if needed and split not in splits:
@@ -233,6 +243,8 @@ def main(argv: list[str] | None = None) -> SapiensTrainer:
         eval_dataset=make_dataset("validation", args.max_eval_samples, False) if training_args.do_eval else None,
         data_collator=collate_fn,
     )
+    # The MAE loss needs no labels (its targets are the masked pixels): without this, evaluation skips it.
+    trainer.can_return_loss = True
     train_and_evaluate(trainer, training_args, image_processor)
 
     if args.num_visualizations > 0 and trainer.is_world_process_zero():

@@ -9,6 +9,8 @@ Data: image + normal-map (+ foreground mask) folders or a Hub dataset; see docs/
         --model_name_or_path facebook/sapiens-normal-0.3b \
         --train_dir data/normal/train --validation_dir data/normal/val \
         --output_dir outputs/normal --do_train --do_eval --per_device_train_batch_size 2 --bf16
+
+On a CPU, drop --bf16 (it needs a GPU; the script stops with a hint): the run is then fp32.
 """
 
 from transformers import set_seed

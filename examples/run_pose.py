@@ -12,6 +12,8 @@ Data format and launch commands: docs/training.md.
         --validation_annotation_file coco/annotations/person_keypoints_val2017.json \
         --validation_image_dir coco/val2017 \
         --output_dir outputs/pose --do_train --do_eval --per_device_train_batch_size 4 --bf16
+
+On a CPU, drop --bf16 (it needs a GPU; the script stops with a hint): the run is then fp32.
 """
 
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from transformers import set_seed
 from sapiens_hf import SapiensForPoseEstimation, metadata
 from sapiens_hf.metrics import KeypointEvaluator
 from sapiens_hf.training import (
+    DataCheckArguments,
     ModelArguments,
     PoseTransform,
     SapiensTrainer,
@@ -35,7 +38,7 @@ from sapiens_hf.training import (
 
 
 @dataclass
-class DataTrainingArguments:
+class DataTrainingArguments(DataCheckArguments):
     """COCO-format keypoint annotation files and their image folders."""
 
     train_annotation_file: str | None = field(default=None, metadata={"help": "COCO keypoint JSON for training."})

@@ -9,6 +9,8 @@ Data: image + label-mask folders or a Hub dataset with `image` / `label` columns
         --model_name_or_path facebook/sapiens-seg-0.3b \
         --train_dir data/seg/train --validation_dir data/seg/val \
         --output_dir outputs/seg --do_train --do_eval --per_device_train_batch_size 2 --bf16
+
+On a CPU, drop --bf16 (it needs a GPU; the script stops with a hint): the run is then fp32.
 """
 
 from dataclasses import dataclass, field
@@ -80,6 +82,7 @@ def main():
             background_images=backgrounds,
             flip_pairs=segmentation_flip_pairs(id2label),
             ignore_index=seg_args.ignore_index,
+            num_labels=len(names),
         ),
         data_args,
         training_args,

@@ -20,16 +20,19 @@ import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import datasets
 import numpy as np
+import PIL.Image
 import torch
 import transformers
 from transformers import HfArgumentParser, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import SchedulerType, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType
 
 from . import metadata
 from .configuration_sapiens import SapiensConfig
@@ -232,6 +235,38 @@ class TransformedDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         return self.transform(self.dataset[index], np.random.default_rng([self.seed, self.epoch, index]))
 
+    def check(self, split: str, max_listed: int = 10) -> None:
+        """Reads every sample once with the transform's `check(example)` (in threads, without augmentation) and
+        raises one error that counts and names the unusable ones, so that a corrupt image or an invalid label stops
+        the run before its first step rather than in the middle of an epoch."""
+
+        def failure(index: int) -> str | None:
+            try:
+                self.transform.check(self.dataset[index])  # Hub image columns decode here
+            except Exception as error:  # noqa: BLE001 - every reason a sample cannot be used is reported
+                files = self._files(index)
+                return f"sample {index}{f' ({files})' if files else ''}: {error}"
+            return None
+
+        failures = []
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            for start in range(0, len(self), 1024):
+                failures += filter(None, pool.map(failure, range(start, min(start + 1024, len(self)))))
+        if failures:
+            listed = "\n  ".join(failures[:max_listed]) + ("\n  ..." if len(failures) > max_listed else "")
+            raise ValueError(
+                f"{len(failures)} of {len(self)} {split} samples cannot be used (fix or remove them; "
+                f"--check_data false skips this check):\n  {listed}"
+            )
+
+    def _files(self, index: int) -> str:
+        """The file names in sample `index`, read without decoding its images."""
+        if not isinstance(self.dataset, datasets.Dataset):
+            return ""
+        row = self.dataset.with_format("arrow")[index].to_pylist()[0]
+        values = [value.get("path") if isinstance(value, dict) else value for value in row.values()]
+        return ", ".join(value for value in values if isinstance(value, str) and value)
+
 
 def read_image(value) -> np.ndarray:
     """An image column value (path, PIL image or array) as uint8 RGB `(H, W, 3)`."""
@@ -249,6 +284,9 @@ def read_array(value, what: str) -> np.ndarray:
             raise FileNotFoundError(f"The {what} file {path} does not exist")
         if path.suffix == ".npy":
             return np.load(path)
+        if _is_palette_image(path):  # OpenCV would expand the palette indices (class labels) to their colours
+            with PIL.Image.open(path) as image:
+                return np.asarray(image)
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if array is None:
             raise ValueError(f"Cannot read the {what} file {path}")
@@ -256,6 +294,27 @@ def read_array(value, what: str) -> np.ndarray:
     if value is None:
         raise ValueError(f"The {what} is missing")
     return np.asarray(value)
+
+
+def _is_palette_image(path: Path) -> bool:
+    try:
+        with PIL.Image.open(path) as image:
+            return image.mode == "P"
+    except (PIL.UnidentifiedImageError, OSError):
+        return False
+
+
+@dataclass
+class DataCheckArguments:
+    """Whether the example scripts read every sample once before training (`TransformedDataset.check`)."""
+
+    check_data: bool = field(
+        default=True,
+        metadata={
+            "help": "Read every image and target once before training and stop with a list of the unreadable or "
+            "invalid ones (e.g. colour or out-of-range segmentation labels, truncated images)."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -431,6 +490,10 @@ class PoseTransform:
                     ),
                 ]
             )
+
+    def check(self, example: dict) -> None:
+        """Raises if the image of `example` cannot be read (see `TransformedDataset.check`)."""
+        read_image(example["image"])
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         image = read_image(example["image"])
@@ -615,10 +678,12 @@ class DenseTransform:
         background_images: Sequence[str] | None = None,
         flip_pairs: Sequence[Sequence[int]] = (),
         ignore_index: int = 255,
+        num_labels: int | None = None,
     ):
         if task not in DENSE_TASKS:
             raise ValueError(f"task must be one of {DENSE_TASKS}, got {task!r}")
         self.task, self.processor, self.train, self.ignore_index = task, processor, train, ignore_index
+        self.num_labels = num_labels  # segmentation labels are checked to be < num_labels (or ignore_index)
         self.aug = augmentation or DenseAugmentation.for_task(task)
         self.background_images = list(background_images or [])
         self.label_map = np.arange(256, dtype=np.uint8)
@@ -643,16 +708,17 @@ class DenseTransform:
             self.spatial = A.Compose(spatial, additional_targets={"target": "mask"}, save_applied_params=True)
             self.photometric = A.Compose(photometric_distortion(self.aug.photometric_prob))
 
+    def check(self, example: dict) -> None:
+        """Raises if the image, target or mask of `example` cannot be read or is invalid (see
+        `TransformedDataset.check`)."""
+        self._read(example)
+
     def _read(self, example: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image, target and foreground mask (uint8, 1 = person) with checked shapes and values."""
         image = read_image(example["image"])
         target = read_array(example["target"], f"{self.task} target")
         if self.task == "segmentation":
-            if target.ndim == 3:  # a label PNG saved as RGB(A) with equal channels
-                target = target[..., 0]
-            if not np.issubdtype(target.dtype, np.integer) or target.min() < 0 or target.max() > 255:
-                raise ValueError("Segmentation labels must be integer class indices in [0, 255]")
-            target = target.astype(np.uint8)
+            target = self._class_indices(target, example["target"])
             foreground = ((target != 0) & (target != self.ignore_index)).astype(np.uint8)
         elif self.task == "depth":
             target = target.astype(np.float32)
@@ -677,6 +743,28 @@ class DenseTransform:
         if self.task != "segmentation":
             target = np.where(foreground[..., None] if target.ndim == 3 else foreground, target, 0).astype(np.float32)
         return image, target, foreground
+
+    def _class_indices(self, target: np.ndarray, source) -> np.ndarray:
+        """A segmentation label as uint8 class indices, checked against `num_labels` and `ignore_index`."""
+        label = f"The segmentation label {source}" if isinstance(source, (str, os.PathLike)) else "A segmentation label"
+        if target.ndim == 3:  # a label PNG saved as RGB(A): usable only with equal colour channels
+            if not (target[..., :3] == target[..., :1]).all():
+                raise ValueError(
+                    f"{label} is a colour image: labels must be single-channel class indices (a greyscale or "
+                    "palette PNG), not colours"
+                )
+            target = target[..., 0]
+        if not np.issubdtype(target.dtype, np.integer):
+            raise ValueError(f"{label} has {target.dtype} values: labels must be integer class indices")
+        out_of_range = (target < 0) | ((target >= (self.num_labels or 256)) & (target != self.ignore_index))
+        invalid = np.unique(target[out_of_range])
+        if invalid.size:
+            classes = f"the {self.num_labels} classes 0-{self.num_labels - 1}" if self.num_labels else "0-255"
+            raise ValueError(
+                f"{label} has the value(s) {', '.join(map(str, invalid[:10]))} outside {classes} "
+                f"(and {self.ignore_index} = ignore)"
+            )
+        return target.astype(np.uint8)
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
         image, target, foreground = self._read(example)
@@ -719,7 +807,7 @@ class DenseTransform:
 
 
 @dataclass
-class DenseDataArguments:
+class DenseDataArguments(DataCheckArguments):
     """Data of the dense tasks: folders (`<dir>/images` + `<dir>/<target_folder>` [+ `<dir>/masks`]) or a Hub
     dataset with an image column, a target column and optionally a mask column."""
 
@@ -782,7 +870,8 @@ def prepare_datasets(
     splits: dict, make_transform: Callable[[bool], Callable], data_args, training_args: TrainingArguments
 ) -> tuple[TransformedDataset | None, TransformedDataset | None]:
     """The training and evaluation datasets the Trainer needs (checked against `do_train` / `do_eval`), truncated to
-    `max_*_samples` and wrapped with the train / eval transform (`make_transform(train)`)."""
+    `max_*_samples`, wrapped with the train / eval transform (`make_transform(train)`) and, unless
+    `data_args.check_data` is false, checked sample by sample (`TransformedDataset.check`)."""
     seed = training_args.data_seed if training_args.data_seed is not None else training_args.seed
     prepared = []
     for split, needed, limit, train in (
@@ -798,6 +887,8 @@ def prepare_datasets(
         if limit is not None:
             dataset = dataset.select(range(min(limit, len(dataset))))
         prepared.append(TransformedDataset(dataset, make_transform(train), seed))
+        if getattr(data_args, "check_data", True):
+            prepared[-1].check(split)
     return prepared[0], prepared[1]
 
 
@@ -849,12 +940,21 @@ class ModelArguments:
 def parse_arguments(*dataclass_types, args: list[str] | None = None):
     """`HfArgumentParser` over the dataclasses. A first argument ending in `.json` is a preset (e.g.
     `examples/deepspeed/sapiens_2b_pose.json`) whose values the following command-line arguments override. Also sets
-    up logging and the CPU DeepSpeed fix-up."""
+    up logging and the CPU DeepSpeed fix-up. `--bf16` without a GPU exits with a one-line hint (drop it, or add
+    `--use_cpu`)."""
     args = sys.argv[1:] if args is None else list(args)
     if args and args[0].endswith(".json"):
         preset = json.loads(Path(args[0]).read_text())
         args = [item for key, value in preset.items() for item in _as_cli(key, value)] + args[1:]
-    parsed = HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=args)
+    try:
+        parsed = HfArgumentParser(dataclass_types).parse_args_into_dataclasses(args=args)
+    except ValueError as error:  # TrainingArguments refuses --bf16 without a bf16-capable accelerator
+        if "--bf16" not in args or torch.cuda.is_available():
+            raise
+        raise SystemExit(
+            "--bf16 needs a GPU and none was found: on a CPU, drop --bf16 (fp32, also the faster there) or add "
+            "--use_cpu to train in bf16 anyway"
+        ) from error
     training_args = next(arg for arg in parsed if isinstance(arg, TrainingArguments))
     setup_deepspeed_on_cpu(training_args)
     logging.basicConfig(
@@ -960,14 +1060,35 @@ def load_image_processor(model_args: ModelArguments) -> SapiensImageProcessorPil
     return SapiensImageProcessorPil()
 
 
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest `checkpoint-<step>` folder of `output_dir` that the Trainer finished writing, or None.
+
+    The Trainer writes a checkpoint in place, `trainer_state.json` last (after the weights, optimizer, scheduler and
+    RNG states), so a folder without a readable one was cut off mid-save, e.g. by a killed job. Such folders are
+    skipped with a warning and left as they are (the resumed run overwrites them when it reaches their step)."""
+    pattern = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
+    folders = Path(output_dir).iterdir() if os.path.isdir(output_dir) else ()
+    steps = {int(match[1]): path for path in folders if path.is_dir() and (match := pattern.match(path.name))}
+    for step in sorted(steps, reverse=True):
+        try:
+            json.loads((steps[step] / TRAINER_STATE_NAME).read_text())
+            return str(steps[step])
+        except (OSError, ValueError):
+            logger.warning(
+                f"Skipping the incomplete checkpoint {steps[step]}: it has no readable {TRAINER_STATE_NAME}, which "
+                "the Trainer writes last (the run was probably stopped while saving it)"
+            )
+    return None
+
+
 def train_and_evaluate(trainer: Trainer, training_args: TrainingArguments, image_processor=None) -> dict:
     """The end of every example script: train (resuming from `--resume_from_checkpoint` or the last checkpoint in
     `output_dir`), save the model (consolidated under ZeRO-3) and processor, evaluate, log and save the metrics."""
     metrics = {}
     if training_args.do_train:
         checkpoint = training_args.resume_from_checkpoint
-        if checkpoint is None and os.path.isdir(training_args.output_dir):
-            checkpoint = get_last_checkpoint(training_args.output_dir)
+        if checkpoint is None:
+            checkpoint = last_complete_checkpoint(training_args.output_dir)
             if checkpoint is not None:
                 logger.info(f"Resuming training from {checkpoint}")
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -999,6 +1120,7 @@ __all__ = [
     "load_coco_keypoints",
     "load_dense_folder",
     "DenseDataArguments",
+    "DataCheckArguments",
     "load_dense_splits",
     "prepare_datasets",
     "segmentation_flip_pairs",
@@ -1008,5 +1130,6 @@ __all__ = [
     "setup_deepspeed_on_cpu",
     "load_model",
     "load_image_processor",
+    "last_complete_checkpoint",
     "train_and_evaluate",
 ]
