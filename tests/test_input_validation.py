@@ -408,4 +408,4 @@ def test_number_checks_do_not_reject_numpy_numbers(processor):
     people = processor.post_process_pose_estimation(
         HEATMAPS, np.array([[[0, 0, 20, 40], [5, 5, 20, 40]]]), threshold=np.float32(0.1), kernel_size=np.int32(11)
     )[0]
-    assert len(people) == 2 and not math.isnan(float(people[0]["bbox"][2]))
+    assert len(people) == 2 and not math.isnan(float(people[0]["bbox_xywh"][2]))

@@ -100,7 +100,7 @@ def assert_people_equal(actual, expected, batched=False):
     assert len(actual) == len(expected)
     tolerances = {"keypoints": 1e-4, "scores": 1e-6} if batched else {}
     for person, reference in zip(actual, expected):
-        for key in ("keypoints", "scores", "labels", "bbox"):
+        for key in ("keypoints", "scores", "labels", "bbox_xywh"):
             torch.testing.assert_close(person[key], reference[key], rtol=0, atol=tolerances.get(key, 0))
 
 
@@ -121,7 +121,7 @@ def test_pose_pipeline_equals_the_processor_api(models, processor, astronaut):
     flipped = estimator(PIL.Image.fromarray(astronaut), boxes=boxes, flip_test=True)
     assert_people_equal(flipped, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
     whole = estimator(astronaut)  # no boxes: the whole image
-    assert len(whole) == 1 and whole[0]["bbox"].tolist() == [0, 0, 512, 512]
+    assert len(whole) == 1 and whole[0]["bbox_xywh"].tolist() == [0, 0, 512, 512]
 
 
 def test_pose_pipeline_batches_lists_paths_and_dicts(models, processor, astronaut, camera, tmp_path):
@@ -161,7 +161,7 @@ def test_pose_pipeline_with_a_person_detector(models, processor, astronaut):
     assert len(people) == 1 and people[0]["bbox_score"] == 0.9
     assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, [[140, 20, 250, 485]]))
     nobody = estimator(astronaut, detector=lambda image: [])
-    assert nobody[0]["bbox"].tolist() == [0, 0, 512, 512] and nobody[0]["bbox_score"] is None
+    assert nobody[0]["bbox_xywh"].tolist() == [0, 0, 512, 512] and nobody[0]["bbox_score"] is None
 
     # a transformers object-detection pipeline (tiny random YOLOS whose only class is "person")
     yolos = YolosForObjectDetection(

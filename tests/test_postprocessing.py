@@ -95,8 +95,8 @@ def test_post_process_pose_estimation_matches_golden(decode, boxes, processor, n
                 person["scores"].numpy(), decode[f"{name}.{variant}.scores"][index], rtol=0, atol=SCORE_ATOL
             )
             assert torch.equal(person["labels"], torch.arange(SETS[name]))
-            x, y, w, h = instance_boxes[index]
-            torch.testing.assert_close(person["bbox"], torch.tensor([x, y, x + w, y + h], dtype=torch.float32))
+            # one box format in and out: the box as given, (x, y, width, height)
+            torch.testing.assert_close(person["bbox_xywh"], torch.tensor(instance_boxes[index], dtype=torch.float32))
 
 
 def test_special_channels(decode):

@@ -260,11 +260,10 @@ class ResultWriter:
         annotations = []
         for person in people:
             keypoints = torch.cat([person["keypoints"], person["scores"][:, None].float()], dim=1)
-            x1, y1, x2, y2 = person["bbox"].tolist()
             annotations.append(
                 {
                     "category_id": 1,
-                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "bbox": person["bbox_xywh"].tolist(),
                     "keypoints": [round(v, 3) for v in keypoints.flatten().tolist()],
                     "num_keypoints": int((person["scores"] > self.keypoint_threshold).sum()),
                     "score": float(person["scores"].mean()),

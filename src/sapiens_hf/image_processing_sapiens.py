@@ -802,7 +802,7 @@ class SapiensImageProcessorPil(PilBackend):
 
         Returns:
             Per image a list with one dict per box: `keypoints` `(K, 2)` (x, y in image pixels), `scores` `(K,)`,
-            `labels` `(K,)` (keypoint indices) and `bbox` `(4,)` (x1, y1, x2, y2).
+            `labels` `(K,)` (keypoint indices) and `bbox_xywh` `(4,)`: the person's box as given, (x, y, width, height).
         """
         heatmaps = _model_output(outputs, "post_process_pose_estimation")
         if outputs_flipped is not None:
@@ -827,7 +827,6 @@ class SapiensImageProcessorPil(PilBackend):
         _check_finite(heatmaps, "heatmaps")
         keypoints, scores = decode_udp_heatmaps(heatmaps.cpu().numpy(), input_size, kernel_size)
         keypoints = keypoints / np.asarray(input_size) * scale[:, None] + center[:, None] - 0.5 * scale[:, None]
-        bboxes = np.concatenate([all_boxes[:, :2], all_boxes[:, :2] + all_boxes[:, 2:]], axis=1)
 
         results, start = [], 0
         for image_boxes in per_image:
@@ -837,7 +836,7 @@ class SapiensImageProcessorPil(PilBackend):
                     "keypoints": torch.from_numpy(keypoints[person]).float(),
                     "scores": torch.from_numpy(scores[person]),
                     "labels": torch.arange(keypoints.shape[1]),
-                    "bbox": torch.from_numpy(bboxes[person]).float(),
+                    "bbox_xywh": torch.from_numpy(all_boxes[person]).float(),
                 }
                 if threshold is not None:
                     keep = result["scores"] > threshold

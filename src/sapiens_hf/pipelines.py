@@ -260,8 +260,8 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     kept after NMS (IoU 0.3, as the original demo). `flip_test=True` averages with the heatmaps of the mirrored crops
     (the released configs' test setting).
 
-    Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices), `bbox`
-    `(x1, y1, x2, y2)` and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
+    Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices),
+    `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
     `model.config.id2label`.
     """
 

@@ -39,7 +39,7 @@ def draw_keypoints(
     Args:
         image: the image the keypoints refer to.
         people: dicts with `keypoints` `(K, 2)`, `scores` `(K,)` and optionally `labels` (keypoint indices, needed when
-            the keypoints were thresholded) and `bbox` `(x1, y1, x2, y2)`, as `post_process_pose_estimation` and the
+            the keypoints were thresholded) and `bbox_xywh` `(x, y, width, height)`, as `post_process_pose_estimation` and the
             `sapiens-pose` pipeline return them.
         keypoint_threshold: keypoints scoring at or below it (and links touching them) are not drawn.
         num_keypoints: size of the keypoint set; defaults to the number of keypoints (pass it for thresholded ones).
@@ -63,9 +63,10 @@ def draw_keypoints(
             keypoint_colors = released["keypoint_colors"]
         else:
             links, link_colors, keypoint_colors = [], [], [_DEFAULT_COLOR] * count
-        if draw_boxes and person.get("bbox") is not None:
-            x1, y1, x2, y2 = (round(v) for v in _numpy(person["bbox"]))
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), _BOX_COLOR, thickness, cv2.LINE_AA)
+        if draw_boxes and person.get("bbox_xywh") is not None:
+            x, y, width, height = _numpy(person["bbox_xywh"])
+            cv2.rectangle(canvas, (round(x), round(y)), (round(x + width), round(y + height)), _BOX_COLOR, thickness,
+                          cv2.LINE_AA)
         for (start, end), color in zip(links, link_colors):
             if visible[start] and visible[end]:
                 points = [tuple(round(v) for v in full[index]) for index in (start, end)]
