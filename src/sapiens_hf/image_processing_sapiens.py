@@ -14,9 +14,9 @@ import math
 import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
+from functools import cache, partial
 from io import BytesIO
-from itertools import pairwise
+from itertools import pairwise, product
 
 import cv2
 import numpy as np
@@ -30,7 +30,9 @@ from transformers.image_processing_base import BatchFeature
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_utils import ChannelDimension, ImageInput, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
-from transformers.utils import TensorType
+from transformers.utils import TensorType, logging
+
+logger = logging.get_logger(__name__)
 
 # ImageNet mean/std on the 0–255 scale: the original normalises un-rescaled pixel values.
 SAPIENS_MEAN = (123.675, 116.28, 103.53)
@@ -44,6 +46,11 @@ _CV2_INTERPOLATION = {
     PILImageResampling.BOX: cv2.INTER_AREA,
 }
 
+# Largest image (height × width) processed by default. At 100 megapixels (more than common camera sensors) the
+# unavoidable per-pixel outputs stay around 1 GB: the int64 label map is 0.8 GB, depth 0.4 GB, normals 1.2 GB, the
+# decoded RGB image 0.3 GB. See docs/inference.md, "Large images".
+DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+
 
 class SapiensImageProcessorKwargs(ImagesKwargs, total=False):
     r"""
@@ -55,12 +62,16 @@ class SapiensImageProcessorKwargs(ImagesKwargs, total=False):
         Input size / heatmap size of the pose targets.
     keypoint_heatmap_sigma (`float`, *optional*, defaults to 6):
         Standard deviation (heatmap pixels) of the UDP Gaussian pose targets.
+    max_image_pixels (`int`, *optional*, defaults to 100_000_000):
+        Largest image (height × width) accepted by pre-processing and as a post-processing `target_sizes` entry;
+        larger ones raise a ValueError before any work. Set the attribute to `None` to remove the limit.
     """
 
     box_padding: float
     return_flipped_pixel_values: bool
     keypoint_heatmap_downscale_factor: int
     keypoint_heatmap_sigma: float
+    max_image_pixels: int
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,9 +79,12 @@ class SapiensImageProcessorKwargs(ImagesKwargs, total=False):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_image(source: str | os.PathLike, timeout: float | None = None) -> PIL.Image.Image:
+def load_image(
+    source: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None
+) -> PIL.Image.Image:
     """Opens an image file or URL (EXIF orientation applied) without converting its mode, so that 16-bit and float
-    images reach [`to_rgb_uint8`] intact (`transformers.image_utils.load_image` converts to 8-bit RGB by clipping)."""
+    images reach [`to_rgb_uint8`] intact (`transformers.image_utils.load_image` converts to 8-bit RGB by clipping).
+    An image of more than `max_pixels` pixels raises a ValueError from its header, before it is decoded."""
     source = os.fspath(source)
     if source.startswith(("http://", "https://")):
         data = BytesIO(httpx.get(source, timeout=timeout, follow_redirects=True).raise_for_status().content)
@@ -80,8 +94,12 @@ def load_image(source: str | os.PathLike, timeout: float | None = None) -> PIL.I
         raise FileNotFoundError(f"No image file or http(s) URL at {source!r}")
     try:
         image = PIL.Image.open(data)
-        image.load()
     except (PIL.UnidentifiedImageError, OSError, ValueError) as error:
+        raise ValueError(f"Cannot read an image from {source!r}: {error}") from error
+    check_image_pixels(image.height, image.width, max_pixels, f"The image {source!r}")
+    try:
+        image.load()
+    except (OSError, ValueError) as error:
         raise ValueError(f"Cannot read an image from {source!r}: {error}") from error
     return PIL.ImageOps.exif_transpose(image)
 
@@ -183,6 +201,16 @@ def check_number(value, name: str, integer: bool = False, positive: bool = False
         requirement = f"a positive {noun}" if positive else f"a {noun} in [0, 1]" if unit else f"a finite {noun}"
         raise ValueError(f"{name} must be {requirement}, got {value!r}")
     return value
+
+
+def check_image_pixels(height: int, width: int, max_pixels: int | None, what: str = "The image") -> None:
+    """A ValueError if a `height` × `width` image exceeds `max_pixels` (the processor's `max_image_pixels`)."""
+    if max_pixels is not None and height * width > max_pixels:
+        raise ValueError(
+            f"{what} is {height}×{width} = {height * width / 1e6:.1f} megapixels, more than the processor's "
+            f"max_image_pixels = {max_pixels:,} ({max_pixels / 1e6:g} MP), which bounds memory: raise "
+            "`processor.max_image_pixels` (or set it to None) to process it anyway"
+        )
 
 
 def check_kernel_size(kernel_size) -> int:
@@ -470,6 +498,100 @@ def decode_udp_heatmaps(
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Dense maps at image size: the bilinear resize in bands of output rows
+# ---------------------------------------------------------------------------------------------------------------
+
+# Target sizes up to this many pixels are resized with one F.interpolate call, as before; larger ones in bands.
+BANDED_RESIZE_MIN_PIXELS = 1 << 22  # 4.2 MP, e.g. 2048 × 2048
+_BAND_ELEMENTS = 1 << 21  # floats per band (channels × rows × width): 8 MB
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 `a * b + c` rounded once, as a fused multiply-add: the product is exact in float64; the float64 sum is
+    rounded to odd (TwoSum gives its exact error), after which rounding to float32 is correct."""
+    product, c = a.double() * b.double(), c.double()
+    total = product + c
+    part = total - product
+    error = (product - (total - part)) + (c - part)
+    even = (total.view(torch.int64) & 1) == 0
+    toward = torch.copysign(torch.tensor(math.inf, dtype=torch.float64), error)
+    return torch.where((error != 0) & even, torch.nextafter(total, toward), total).float()
+
+
+_COMBINE = {  # a bilinear output value from its two source rows' values t0, t1 and weights w0, w1
+    "t0 * w0 + t1 * w1": lambda t0, w0, t1, w1: t0 * w0 + t1 * w1,
+    "fma(t0, w0, t1 * w1)": lambda t0, w0, t1, w1: _fma(t0, w0, t1 * w1),
+    "fma(t1, w1, t0 * w0)": lambda t0, w0, t1, w1: _fma(t1, w1, t0 * w0),
+}
+
+
+def _source_rows(in_size: int, out_size: int, fused: bool) -> tuple[torch.Tensor, ...]:
+    """Per output row, the two source rows and their weights in PyTorch's CPU bilinear kernel (align_corners=False;
+    ATen's `compute_source_index_and_lambda`): source = max(0, scale · (y + 0.5) − 0.5) with scale = in / out in
+    float32, rounded once when the build `fused` it into an FMA (the float64 product and difference are exact)."""
+    if in_size == out_size:
+        rows = torch.arange(out_size)
+        return rows, rows, torch.ones(out_size), torch.zeros(out_size)
+    scale = torch.tensor(in_size, dtype=torch.float32) / out_size
+    centre = torch.arange(out_size, dtype=torch.float32) + 0.5
+    source = (scale.double() * centre.double() - 0.5).float() if fused else scale * centre - 0.5
+    source = source.clamp_(min=0)
+    row0 = source.floor().long().clamp_(max=in_size - 1)
+    weight1 = (source - row0).clamp_(0, 1)
+    return row0, row0 + (row0 < in_size - 1), 1 - weight1, weight1
+
+
+def _bilinear_bands(maps: torch.Tensor, size: tuple[int, int], rows_per_band: int | None = None, variant=None):
+    """Yields `(start, stop, band)` with band = `F.interpolate(maps[None], size, mode="bilinear",
+    align_corners=False)[0, :, start:stop]` for consecutive bands of output rows, bit for bit (see
+    `_kernel_variant`), computing each band from the few source rows it reads: every source row is resized in width
+    by F.interpolate itself, then the two rows of each output row are combined as PyTorch's kernel does."""
+    fused, combine = variant or _kernel_variant()
+    channels, out_width = len(maps), size[1]
+    row0, row1, weight0, weight1 = _source_rows(maps.shape[1], size[0], fused)
+    step = rows_per_band or max(1, _BAND_ELEMENTS // (channels * out_width))
+    for start in range(0, size[0], step):
+        stop = min(size[0], start + step)
+        low, high = int(row0[start]), int(row1[stop - 1]) + 1
+        # (channels, 1, rows, width): one channel per batch item keeps PyTorch on its generic kernel
+        rows = F.interpolate(
+            maps[:, None, low:high], size=(high - low, out_width), mode="bilinear", align_corners=False
+        )
+        rows = rows[:, 0]
+        yield (
+            start,
+            stop,
+            _COMBINE[combine](
+                rows[:, row0[start:stop] - low],
+                weight0[start:stop, None],
+                rows[:, row1[start:stop] - low],
+                weight1[start:stop, None],
+            ),
+        )
+
+
+@cache
+def _kernel_variant() -> tuple[bool, str]:
+    """How PyTorch's CPU bilinear kernel rounds here: whether the compiler fused `scale · (y + 0.5) − 0.5` and which
+    product of `t0 · w0 + t1 · w1` into an FMA depends on the build and the CPU's instruction set, so the banded
+    resize takes the variant that reproduces F.interpolate exactly on a probe. Should none (an unknown build),
+    it keeps unfused arithmetic, within about 1e-7 relative of F.interpolate, and says so."""
+    probe = torch.randn(2, 10, 37, generator=torch.Generator().manual_seed(0))
+    size = (223, 301)  # output height + width > 128: PyTorch's generic kernel, as for image sizes
+    expected = F.interpolate(probe[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    for variant in product((True, False), _COMBINE):
+        if all(
+            torch.equal(band, expected[:, start:stop]) for start, stop, band in _bilinear_bands(probe, size, 7, variant)
+        ):
+            return variant
+    logger.warning(
+        "This PyTorch build rounds bilinear interpolation in a way sapiens_hf does not reproduce: dense maps larger "
+        f"than {BANDED_RESIZE_MIN_PIXELS:,} pixels may differ from F.interpolate in the last bit"
+    )
+    return False, "t0 * w0 + t1 * w1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Image processor
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -502,6 +624,7 @@ class SapiensImageProcessorPil(PilBackend):
     return_flipped_pixel_values = False
     keypoint_heatmap_downscale_factor = 4
     keypoint_heatmap_sigma = 6.0
+    max_image_pixels = DEFAULT_MAX_IMAGE_PIXELS
 
     def __init__(self, **kwargs: Unpack[SapiensImageProcessorKwargs]):
         super().__init__(**kwargs)
@@ -553,6 +676,7 @@ class SapiensImageProcessorPil(PilBackend):
         box_padding=None,
         keypoint_heatmap_downscale_factor=None,
         keypoint_heatmap_sigma=None,
+        max_image_pixels=None,
         **kwargs,
     ):
         """transformers' checks, then those of what this processor would otherwise ignore or get wrong silently: it
@@ -574,6 +698,8 @@ class SapiensImageProcessorPil(PilBackend):
         check_number(
             keypoint_heatmap_downscale_factor, "keypoint_heatmap_downscale_factor", integer=True, positive=True
         )
+        if max_image_pixels is not None:
+            check_number(max_image_pixels, "max_image_pixels", integer=True, positive=True)
 
     def _prepare_images_structure(self, images: ImageInput, expected_ndims: int = 3) -> list:
         images = _as_list(images, single_ndims=(2, 3))
@@ -596,7 +722,18 @@ class SapiensImageProcessorPil(PilBackend):
         return_tensors: str | TensorType | None = None,
         **kwargs,
     ) -> BatchFeature:
+        # The size limit is checked before any work: from the header for files and URLs, before decoding.
+        limit = kwargs.get("max_image_pixels")
+        images = [
+            load_image(image, max_pixels=limit) if isinstance(image, (str, os.PathLike)) else image
+            for image in _as_list(images, single_ndims=(2, 3))
+        ]
+        for image in images:
+            if isinstance(image, PIL.Image.Image):
+                check_image_pixels(image.height, image.width, limit)
         images = self._prepare_image_like_inputs(images, input_data_format=input_data_format)
+        for image in images:  # arrays and tensors: checked once their layout is known, before resizing
+            check_image_pixels(*image.shape[:2], limit)
         targets = {"segmentation_maps": segmentation_maps, "depth_maps": depth_maps, "normal_maps": normal_maps}
         targets = {name: value for name, value in targets.items() if value is not None}
         if len(targets) + (keypoints is not None) > 1:
@@ -846,37 +983,68 @@ class SapiensImageProcessorPil(PilBackend):
             start += len(image_boxes)
         return results
 
-    def _resize_twice(self, maps: torch.Tensor, target_size) -> torch.Tensor:
-        """Bilinear (align_corners=False) resize to the model input size, then to `target_size` (when given): the
-        two resizes of mmseg's `predict_by_feat` and `postprocess_result`."""
-        maps = F.interpolate(maps, size=(self.size["height"], self.size["width"]), mode="bilinear", align_corners=False)
-        if target_size is not None:
-            maps = F.interpolate(maps, size=target_size, mode="bilinear", align_corners=False)
-        return maps
+    def _dense_bands(self, maps: torch.Tensor, target_size):
+        """`(start, stop, band)` covering `maps` `(channels, h, w)` resized bilinearly (align_corners=False) to the
+        model input size, then to `target_size` (when given) — the two resizes of mmseg's `predict_by_feat` and
+        `postprocess_result`. Up to `BANDED_RESIZE_MIN_PIXELS` one band (one F.interpolate call), above that bands
+        of about 8 MB, bit-identical to it, so that memory does not grow with classes × image size."""
+        size = (self.size["height"], self.size["width"])
+        maps = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+        if target_size is None:
+            yield 0, size[0], maps
+        elif target_size[0] * target_size[1] <= BANDED_RESIZE_MIN_PIXELS:
+            yield (
+                0,
+                target_size[0],
+                F.interpolate(maps[None], size=target_size, mode="bilinear", align_corners=False)[0],
+            )
+        else:
+            yield from _bilinear_bands(maps, target_size)
+
+    def _resize_twice(self, maps: torch.Tensor, target_size, each_band=None) -> torch.Tensor:
+        """The resized maps `(channels, height, width)`, `each_band` applied band by band, assembled in place."""
+        output = None
+        for start, stop, band in self._dense_bands(maps, target_size):
+            band = band if each_band is None else each_band(band)
+            if start == 0 and stop == (target_size or band.shape[1:])[0]:
+                return band
+            if output is None:
+                output = band.new_empty(len(band), *target_size)
+            output[:, start:stop] = band
+        return output
+
+    def _check_target_sizes(self, target_sizes, count: int) -> list:
+        target_sizes = check_sizes(target_sizes, "target_sizes", count)
+        for size in target_sizes:
+            if size is not None:
+                check_image_pixels(*size, self.max_image_pixels, "A target size")
+        return target_sizes
 
     def post_process_semantic_segmentation(
         self, outputs, target_sizes: list[tuple[int, int]] | None = None, return_segmentation_scores: bool = False
     ) -> list[torch.Tensor] | list[SemanticSegmentationPostProcessorOutput]:
         """
-        Class-index maps from the segmentation logits: bilinear resize to the model input, then to `target_sizes`
-        `(height, width)` (the original image sizes; the input size when `None`), then argmax over classes.
-        With `return_segmentation_scores`, each item also carries the resized logits `(num_classes, height, width)`.
+        Class-index maps (int64) from the segmentation logits: bilinear resize to the model input, then to
+        `target_sizes` `(height, width)` (the original image sizes; the input size when `None`), then argmax over
+        classes. Large target sizes are resized and reduced in bands of rows, so that only the label map is held at
+        full size. With `return_segmentation_scores`, each item also carries the resized logits `(num_classes,
+        height, width)`: num_classes × height × width × 4 bytes (3.2 GB for 28 classes at 5000 × 5800).
+        Target sizes above `max_image_pixels` raise a ValueError.
         """
         logits = _model_output(outputs, "post_process_semantic_segmentation")
-        target_sizes = check_sizes(target_sizes, "target_sizes", len(logits))
+        target_sizes = self._check_target_sizes(target_sizes, len(logits))
         _check_finite(logits, "logits")
         results = []
         for item, target_size in zip(logits, target_sizes):
-            scores = self._resize_twice(item[None], target_size)[0]
-            segmentation = scores.argmax(dim=0)
             if return_segmentation_scores:
-                results.append(
-                    SemanticSegmentationPostProcessorOutput(
-                        data={"segmentation": segmentation, "segmentation_scores": scores}
-                    )
-                )
-            else:
-                results.append(segmentation)
+                scores = self._resize_twice(item, target_size)
+                data = {"segmentation": scores.argmax(dim=0), "segmentation_scores": scores}
+                results.append(SemanticSegmentationPostProcessorOutput(data=data))
+                continue
+            segmentation = torch.empty(target_size or (self.size["height"], self.size["width"]), dtype=torch.long)
+            for start, stop, band in self._dense_bands(item, target_size):
+                torch.argmax(band, dim=0, out=segmentation[start:stop])
+            results.append(segmentation)
         return results
 
     def post_process_depth_estimation(
@@ -884,18 +1052,18 @@ class SapiensImageProcessorPil(PilBackend):
     ) -> list[dict[str, torch.Tensor]]:
         """
         Relative depth `(height, width)` per image: the model's map resized to the model input, then to
-        `target_sizes` (the input size when `None`). With `outputs_flipped` (the model output on
-        `pixel_values_flipped`, as returned) that prediction is mirrored back and averaged in, as the original depth
-        demo's `--flip`.
+        `target_sizes` (the input size when `None`; at most `max_image_pixels`). With `outputs_flipped` (the model
+        output on `pixel_values_flipped`, as returned) that prediction is mirrored back and averaged in, as the
+        original depth demo's `--flip`.
         """
         depth = _model_output(outputs, "post_process_depth_estimation")
         if outputs_flipped is not None:
             flipped = _model_output(outputs_flipped, "post_process_depth_estimation", "outputs_flipped")
             depth = 0.5 * (depth + flipped.flip(-1))
-        target_sizes = check_sizes(target_sizes, "target_sizes", len(depth))
+        target_sizes = self._check_target_sizes(target_sizes, len(depth))
         _check_finite(depth, "depth maps")
         return [
-            {"predicted_depth": self._resize_twice(item[None, None], target_size)[0, 0]}
+            {"predicted_depth": self._resize_twice(item[None], target_size)[0]}
             for item, target_size in zip(depth, target_sizes)
         ]
 
@@ -904,16 +1072,20 @@ class SapiensImageProcessorPil(PilBackend):
     ) -> list[dict[str, torch.Tensor]]:
         """
         Unit surface normals `(3, height, width)` per image: the raw normals resized to the model input, then to
-        `target_sizes` (the input size when `None`), then divided by their length + 1e-5, as the original demo.
+        `target_sizes` (the input size when `None`; at most `max_image_pixels`), then divided by their length +
+        1e-5, as the original demo (band by band for large sizes).
         """
         normals = _model_output(outputs, "post_process_normal_estimation")
-        target_sizes = check_sizes(target_sizes, "target_sizes", len(normals))
+        target_sizes = self._check_target_sizes(target_sizes, len(normals))
         _check_finite(normals, "normals")
-        results = []
-        for item, target_size in zip(normals, target_sizes):
-            item = self._resize_twice(item[None], target_size)[0]
-            results.append({"normals": item / (torch.linalg.vector_norm(item, dim=0, keepdim=True) + 1e-5)})
-        return results
+        return [
+            {"normals": self._resize_twice(item, target_size, _unit_length)}
+            for item, target_size in zip(normals, target_sizes)
+        ]
+
+
+def _unit_length(normals: torch.Tensor) -> torch.Tensor:
+    return normals / (torch.linalg.vector_norm(normals, dim=0, keepdim=True) + 1e-5)
 
 
 __all__ = [

@@ -83,9 +83,9 @@ class WrongModelError(ValueError, TypeError):
     pipelines raised for it before)."""
 
 
-def _rgb_image(image, timeout: float | None = None) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image(image, timeout=timeout)
+def _rgb_image(image, timeout: float | None = None, max_pixels: int | None = None) -> np.ndarray:
+    if isinstance(image, (str, os.PathLike)):  # an oversized file is refused from its header, before decoding
+        image = load_image(image, timeout=timeout, max_pixels=max_pixels)
     return to_rgb_uint8(image)
 
 
@@ -172,7 +172,7 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
         return preprocess_params, forward_params, {}
 
     def preprocess(self, image, timeout=None):
-        image = _rgb_image(image, timeout)
+        image = _rgb_image(image, timeout, self.image_processor.max_image_pixels)
         model_inputs = self.image_processor(image, return_tensors="pt").to(self.dtype)
         model_inputs["target_size"] = image.shape[:2]
         return model_inputs
@@ -341,7 +341,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     def preprocess(self, inputs, timeout=None, detector=None, detector_threshold=0.3, person_label="person"):
         image, boxes = (inputs["image"], inputs.get("boxes")) if isinstance(inputs, dict) else (inputs, None)
-        image = _rgb_image(image, timeout)
+        image = _rgb_image(image, timeout, self.image_processor.max_image_pixels)
         height, width = image.shape[:2]
         box_scores = None
         if boxes is None and detector is not None:
