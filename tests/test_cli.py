@@ -224,7 +224,7 @@ print("registered")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Regression tests of the adversarial review: outputs never clobber inputs, resumable runs, batching, checks
+# outputs never clobber inputs, resumable runs, batching, checks
 # ---------------------------------------------------------------------------------------------------------------
 
 
