@@ -32,7 +32,7 @@ setup(
         "tqdm",
     ],
     extras_require={
-        # scipy: the pose augmentation's truncated-normal jitter (training.py)
+        # scipy: the pose augmentation's truncated-normal jitter (training/pose_data.py)
         "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=2.0", "scipy>=1.10"],
         "test": [
             "pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0",
