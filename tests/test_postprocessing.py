@@ -99,6 +99,30 @@ def test_post_process_pose_estimation_matches_golden(decode, boxes, processor, n
             torch.testing.assert_close(person["bbox_xywh"], torch.tensor(instance_boxes[index], dtype=torch.float32))
 
 
+def test_post_processing_maps_keypoints_through_the_crops_preprocess_returned(decode, boxes, processor):
+    """One geometry: the crops `preprocess` returns are what post-processing maps the heatmaps back through, and
+    passing them gives the same keypoints as recomputing them from the boxes; a shifted crop shifts every keypoint."""
+    instance_boxes = boxes[decode["k17.box_ids"]].tolist()
+    outputs = SapiensPoseEstimatorOutput(heatmaps=torch.from_numpy(decode["k17.heatmaps"]))
+    image = np.zeros((1024, 1024, 3), np.uint8)
+    crops = processor(image, boxes=[instance_boxes], return_tensors="pt")
+    from_boxes = processor.post_process_pose_estimation(outputs, [instance_boxes])[0]
+    from_crops = processor.post_process_pose_estimation(
+        outputs, [instance_boxes], crop_center=crops["crop_center"], crop_scale=crops["crop_scale"])[0]
+    shifted = processor.post_process_pose_estimation(
+        outputs, [instance_boxes], crop_center=crops["crop_center"] + torch.tensor([10.0, 0.0]),
+        crop_scale=crops["crop_scale"])[0]
+    for recomputed, given, moved in zip(from_boxes, from_crops, shifted):
+        torch.testing.assert_close(given["keypoints"], recomputed["keypoints"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(moved["keypoints"] - given["keypoints"],
+                                   torch.tensor([10.0, 0.0]).expand_as(given["keypoints"]), rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="both crop_center and crop_scale"):
+        processor.post_process_pose_estimation(outputs, [instance_boxes], crop_center=crops["crop_center"])
+    with pytest.raises(ValueError, match="one per box"):
+        processor.post_process_pose_estimation(outputs, [instance_boxes], crop_center=crops["crop_center"][:1],
+                                               crop_scale=crops["crop_scale"][:1])
+
+
 def test_special_channels(decode):
     """All-zero map (the original returns NaN there: 0/0 in the blur rescale; deliberately finite here), a constant
     negative map ((−1, −1) → −4.02 in crop pixels, score = the value), corner peaks pushed past the crop, ties."""

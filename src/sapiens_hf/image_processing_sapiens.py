@@ -300,6 +300,15 @@ def check_boxes(boxes, image_height: int | None = None, image_width: int | None 
     return boxes
 
 
+def _crop_parameters(value, name: str, num_crops: int) -> np.ndarray:
+    """`crop_center` / `crop_scale` as given back to post-processing: `(num_crops, 2)` finite numbers."""
+    array = np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    if array.shape != (num_crops, 2) or not np.isfinite(array).all():
+        raise ValueError(f"{name} must be {num_crops} finite (x, y) pairs, one per box, as preprocess returned it; "
+                         f"got shape {array.shape}")
+    return array
+
+
 def get_box_center_scale(
     boxes: np.ndarray, output_size: tuple[int, int], padding: float = 1.25
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -921,6 +930,8 @@ class SapiensImageProcessorPil(PilBackend):
         kernel_size: int = 11,
         threshold: float | None = None,
         source_sizes: list[tuple[int, int]] | None = None,
+        crop_center=None,
+        crop_scale=None,
     ) -> list[list[dict[str, torch.Tensor]]]:
         """
         Keypoints in image coordinates from the heatmaps of top-down crops (mmpose's UDP + DARK decoding).
@@ -936,6 +947,8 @@ class SapiensImageProcessorPil(PilBackend):
             threshold (`float`, *optional*): drop keypoints whose score is not above it.
             source_sizes (`list[tuple[int, int]]`, *optional*): `(height, width)` of each image; needed only for
                 images with an empty box list (the whole image is then the box).
+            crop_center, crop_scale (`(num_crops, 2)`, *optional*): the crops `preprocess` returned, which map the
+                heatmaps back to the image; computed from `boxes` (as `preprocess` does) when not given.
 
         Returns:
             Per image a list with one dict per box: `keypoints` `(K, 2)` (x, y in image pixels), `scores` `(K,)`,
@@ -960,7 +973,15 @@ class SapiensImageProcessorPil(PilBackend):
             raise ValueError(f"{len(heatmaps)} heatmaps for {len(all_boxes)} boxes: pass the boxes given to preprocess")
 
         input_size = (self.size["width"], self.size["height"])
-        center, scale = get_box_center_scale(all_boxes, input_size, self.box_padding)
+        if (crop_center is None) != (crop_scale is None):
+            raise ValueError("Pass both crop_center and crop_scale (as preprocess returned them), or neither")
+        if crop_center is None:
+            center, scale = get_box_center_scale(all_boxes, input_size, self.box_padding)
+        else:
+            center, scale = (_crop_parameters(value, name, len(all_boxes))
+                             for value, name in ((crop_center, "crop_center"), (crop_scale, "crop_scale")))
+            if (scale <= 0).any():
+                raise ValueError("crop_scale must be positive")
         _check_finite(heatmaps, "heatmaps")
         keypoints, scores = decode_udp_heatmaps(heatmaps.cpu().numpy(), input_size, kernel_size)
         keypoints = keypoints / np.asarray(input_size) * scale[:, None] + center[:, None] - 0.5 * scale[:, None]
