@@ -83,3 +83,9 @@ def random_image(seed: int = 1000, shape=(1024, 768, 3)) -> np.ndarray:
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _conversion_cache(tmp_path_factory, monkeypatch):
+    """Originals converted by a test go to a fresh folder (per test), never into the user's cache."""
+    monkeypatch.setenv("SAPIENS_HF_CACHE", str(tmp_path_factory.mktemp("sapiens-hf-cache")))

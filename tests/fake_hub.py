@@ -349,7 +349,7 @@ def client_env(hub: FakeHub, home) -> dict:
     env.update(
         HF_ENDPOINT=hub.url, HF_TOKEN="hf_fake_token", HF_HUB_DISABLE_XET="1", HF_HUB_DISABLE_TELEMETRY="1",
         HF_HUB_DISABLE_PROGRESS_BARS="1", HF_HOME=str(home), HF_HUB_CACHE=str(Path(home) / "hub"),
-        HF_MODULES_CACHE=str(Path(home) / "modules"),
+        HF_MODULES_CACHE=str(Path(home) / "modules"), SAPIENS_HF_CACHE=str(Path(home) / "sapiens-hf"),
     )
     return env
 

@@ -138,8 +138,10 @@ def test_unloadable_model_explains_how_to_use_a_local_checkpoint(tmp_path, capsy
 def test_convert_subcommand_calls_the_converter(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr("sapiens_hf.convert.convert_to_folder", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr("sapiens_hf.hub.publish_converted", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert main(["convert", "model.pth", str(tmp_path), "--task", "depth", "--push-to", "me/sapiens-depth"]) == 0
-    assert calls == [(("model.pth", str(tmp_path)), {"task": "depth", "push_to": "me/sapiens-depth"})]
+    assert calls == [(("model.pth", str(tmp_path)), {"task": "depth"}),
+                     ((str(tmp_path), "me/sapiens-depth"), {"source": "model.pth"})]
 
 
 def test_predict_offline_with_an_original_hub_id_says_how_to_use_a_local_checkpoint(tmp_path):
@@ -203,7 +205,7 @@ print(json.dumps({"helps": helps, "heavy": sorted({"torch", "transformers", "cv2
     assert report["heavy"] == []
     helps = report["helps"]
     assert "usage: sapiens-hf" in helps["--help"] and "predict" in helps["--help"] and "convert" in helps["--help"]
-    assert "--task {depth,normal,pose,seg}" in helps["predict --help"] and "--dtype" in helps["predict --help"]
+    assert "--task {pose,segmentation,depth,normal}" in helps["predict --help"] and "--dtype" in helps["predict --help"]
     assert "usage: sapiens-hf convert" in helps["convert --help"] and "--push-to" in helps["convert --help"]
 
 

@@ -1,6 +1,7 @@
 """Hub round trips against the loopback fake Hub (tests/fake_hub.py) with the real huggingface_hub client over HTTP:
 every model class, the config, the image processor and the four pipelines; sharded weights and removal of stale
-weight files; generated model cards; publishing converted originals; remote code for users without sapiens_hf.
+weight files; generated model cards; publishing converted originals; transformers' remote code for users without
+sapiens_hf.
 
 huggingface_hub reads HF_ENDPOINT when it is imported, which pytest has done before this module runs (conftest and
 the other test modules import transformers), so each client runs in a fresh process whose environment points at
@@ -13,7 +14,8 @@ import pytest
 from fake_hub import FakeHub, client_env, run_client
 from huggingface_hub import ModelCard
 
-from sapiens_hf import hub
+from sapiens_hf import hub, releases
+from sapiens_hf.tasks import TASKS
 
 CLIENT = """
 import json, sys
@@ -93,7 +95,9 @@ def card(fake_hub, repo_id) -> ModelCard:
 def test_every_class_the_config_and_the_processor_round_trip(client, fake_hub):
     results = client("""
 results = {}
-for name, task in hub.TASKS.items():
+from sapiens_hf.tasks import TASKS
+for task in TASKS.values():
+    name = task.model_class
     model, repo = tiny(name), f"tester/{name.lower()}"
     model.push_to_hub(repo)
     auto = getattr(transformers, task.auto_class)
@@ -110,7 +114,7 @@ print(json.dumps(results))
 """)
     assert results.pop("config") == ["SapiensConfig", True]
     assert results.pop("processor") == ["SapiensImageProcessorPil", True]
-    assert results == {name: [True, True] for name in hub.TASKS}
+    assert results == {task.model_class: [True, True] for task in TASKS.values()}
     assert "model.safetensors" in fake_hub.files("tester/sapiensforposeestimation")
 
 
@@ -163,18 +167,6 @@ print(json.dumps(dict(sharded=sharded, single=single, same=[same_sharded, same_s
     assert len(fake_hub.history("tester/sharded")) == 4  # creation + one commit per push (deletions included)
 
 
-def test_native_push_to_hub_cleans_stale_shards_and_writes_the_card(client, fake_hub):
-    client("""
-model = tiny("SapiensForNormalEstimation")
-model.push_to_hub("tester/native", max_shard_size="40KB")
-model.push_to_hub("tester/native")
-print("{}")
-""")
-    files = fake_hub.files("tester/native")
-    assert sorted(name for name in files if "safetensors" in name) == ["model.safetensors"]
-    assert card(fake_hub, "tester/native").data.license == "cc-by-nc-4.0"
-
-
 def test_generated_model_card_and_hand_written_cards_are_kept(client, fake_hub):
     fake_hub.commit("tester/handwritten", {"README.md": b"# My own card\n"})
     client("""
@@ -183,7 +175,8 @@ hub.push_to_hub(model, "tester/pose", tags=["fine-tuned"])
 hub.push_to_hub(processor(), "tester/pose")  # the processor keeps the model's card
 hub.push_to_hub(model, "tester/handwritten")
 hub.push_to_hub(model, "tester/pose", revision="v2", commit_message="Second version")
-hub.push_to_hub(tiny("SapiensForSemanticSegmentation"), "tester/seg", remote_code=True)
+sapiens_hf.SapiensForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+hub.push_to_hub(tiny("SapiensForSemanticSegmentation"), "tester/seg")  # ships its modules: trust_remote_code
 print("{}")
 """)
     pose = card(fake_hub, "tester/pose")
@@ -197,7 +190,7 @@ print("{}")
     assert "model.safetensors" in fake_hub.files("tester/pose", revision="v2")
     seg = card(fake_hub, "tester/seg")
     assert seg.data.pipeline_tag == "image-segmentation" and "trust_remote_code=True" in seg.text
-    assert "import sapiens_hf" not in seg.text
+    assert "import sapiens_hf" not in seg.text and "modeling_sapiens.py" in fake_hub.files("tester/seg")
 
 
 def test_convert_cli_publishes_with_source_hash_and_removes_stale_weights(client, fake_hub, tmp_path):
@@ -219,7 +212,7 @@ print(json.dumps(dict(same=same_weights(model, sapiens_hf.convert_original_check
     files = fake_hub.files("tester/converted")
     assert sorted(name for name in files if "safetensors" in name) == ["model.safetensors"]
     published = card(fake_hub, "tester/converted")
-    assert hub.file_sha256(tmp_path / POSE_FILE) in published.text and POSE_FILE in published.text
+    assert releases.file_sha256(tmp_path / POSE_FILE) in published.text and POSE_FILE in published.text
     assert published.data.base_model == "facebook/sapiens-pose-0.3b"
     [result] = published.data.eval_results
     assert (result.dataset_name, result.metric_type, result.metric_value) == ("Goliath (val)", "ap", 57.3)
@@ -236,10 +229,15 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForPoseEstimat
 
 
 def test_remote_code_model_and_processor_load_without_sapiens_hf(client, fake_hub, tmp_path):
+    """transformers' own remote-code mechanism: classes registered with `register_for_auto_class` save their modules,
+    which import only torch, transformers and each other, so users without sapiens_hf load them."""
     client("""
+SapiensConfig.register_for_auto_class()
+sapiens_hf.SapiensForPoseEstimation.register_for_auto_class("AutoModelForPoseEstimation")
+SapiensImageProcessorPil.register_for_auto_class()
 model = tiny("SapiensForPoseEstimation")
-hub.push_to_hub(model, "tester/remote", remote_code=True)
-hub.push_to_hub(processor(), "tester/remote", remote_code=True)
+model.push_to_hub("tester/remote")
+processor().push_to_hub("tester/remote")
 torch.save({"weights": model.state_dict(), "pixels": processor()(IMAGE, return_tensors="pt")["pixel_values"]},
            "reference.pt")
 print("{}")
@@ -271,40 +269,6 @@ print(json.dumps([type(config).__module__, type(model).__module__, type(processo
     *modules, same, same_pixels = json.loads(out.strip().splitlines()[-1])
     assert all(module.startswith("transformers_modules.") for module in modules), modules
     assert same and same_pixels
-
-
-def test_remote_code_pipeline_loads_without_sapiens_hf(client, fake_hub, tmp_path):
-    client("""
-pipe = pipeline("sapiens-depth", model=tiny("SapiensForDepthEstimation"), image_processor=processor())
-hub.push_to_hub(pipe, "tester/remote-depth", remote_code=True)
-torch.save(pipe(IMAGE)["predicted_depth"], "reference.pt")
-print("{}")
-""")
-    out = run_client(REMOTE_CLIENT + """
-pipe = pipeline(model="tester/remote-depth", trust_remote_code=True)
-image = Image.fromarray(np.random.RandomState(0).randint(0, 256, (80, 60, 3), dtype=np.uint8))
-print(json.dumps([type(pipe).__module__, torch.equal(pipe(image)["predicted_depth"], torch.load("reference.pt"))]))
-""", client_env(fake_hub, tmp_path / "home"), cwd=tmp_path)
-    pipeline_module, same = json.loads(out.strip().splitlines()[-1])
-    assert pipeline_module.startswith("transformers_modules.") and same
-    files = fake_hub.files("tester/remote-depth")
-    assert {"pipelines.py", "metadata.py", "visualization.py", "modeling_sapiens.py"} <= set(files)
-    assert json.loads(files["config.json"])["custom_pipelines"]["sapiens-depth"] == {
-        "impl": "pipelines.SapiensDepthPipeline", "pt": ["AutoModelForDepthEstimation"], "type": "image",
-        "default": {"model": ["facebook/sapiens-depth-0.3b", "main"]},
-    }
-
-
-def test_remote_code_check_rejects_modules_that_need_the_package(tmp_path):
-    (tmp_path / "modeling_x.py").write_text("from . import helpers\nfrom .configuration_x import C\n")
-    (tmp_path / "configuration_x.py").write_text("import sapiens_hf\n")
-    with pytest.raises(ValueError) as error:
-        hub.check_remote_code(tmp_path)
-    assert "modeling_x.py: relative import of 'helpers'" in str(error.value)
-    assert "configuration_x.py: imports sapiens_hf" in str(error.value)
-    (tmp_path / "helpers.py").write_text("import torch\n")
-    (tmp_path / "configuration_x.py").write_text("import transformers\n")
-    hub.check_remote_code(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -342,30 +306,6 @@ print("{{}}")
     assert files["model.safetensors"] == (output / "model.safetensors").read_bytes()
     assert files["onnx/model.safetensors"] == b"onnx export"
     assert hub.CARD_MARKER in files["README.md"].decode()
-
-
-def test_publish_converted_with_remote_code_exports_into_the_upload_only(client, fake_hub, tmp_path):
-    from test_original_repos import POSE_FILE, save_original
-
-    save_original(tmp_path / POSE_FILE)
-    client(f"""
-from sapiens_hf import convert
-convert.HEADS_BY_WIDTH[32] = 2
-convert.convert_to_folder("{tmp_path / POSE_FILE}", "converted")
-with open("converted/modeling_sapiens.py", "w") as file:  # a user's file of the name the export writes
-    file.write("# mine\\n")
-hub.publish_converted("converted", "tester/remote-converted", source="{tmp_path / POSE_FILE}", remote_code=True)
-print("{{}}")
-""")
-    output = tmp_path / "converted"
-    assert (output / "modeling_sapiens.py").read_text() == "# mine\n"
-    assert "auto_map" not in json.loads((output / "config.json").read_text())  # the local folder is not modified
-    assert sorted(path.name for path in output.iterdir()) == [
-        "config.json", "model.safetensors", "modeling_sapiens.py", "preprocessor_config.json"]
-    files = fake_hub.files("tester/remote-converted")
-    assert {"configuration_sapiens.py", "modeling_sapiens.py", "image_processing_sapiens.py"} <= set(files)
-    assert files["modeling_sapiens.py"] != b"# mine\n"  # the exported module, not the user's file
-    assert "auto_map" in json.loads(files["config.json"])
 
 
 def test_push_deletes_only_the_replaced_checkpoints_top_level_shards(client, fake_hub):

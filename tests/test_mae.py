@@ -26,7 +26,6 @@ from sapiens_hf import (
     SapiensForPoseEstimation,
     SapiensForSemanticSegmentation,
     SapiensModel,
-    hub,
 )
 from sapiens_hf.modeling_sapiens import convert_position_embeddings, sincos_position_embeddings
 from conftest import REPO_ROOT, load_golden, normalize, recipe
@@ -340,10 +339,13 @@ print(json.dumps([type(mae).__module__, mae.model.embeddings.position_embeddings
 """
 
 
-def test_remote_code_converts_and_keeps_tables_frozen(tmp_path):
+def test_remote_code_converts_and_keeps_tables_frozen(tmp_path, monkeypatch):
+    for cls in (SapiensConfig, SapiensForMaskedImageModeling):  # undone after the test
+        monkeypatch.setattr(cls, "_auto_class", None)
+    SapiensConfig.register_for_auto_class()
+    SapiensForMaskedImageModeling.register_for_auto_class("AutoModelForMaskedImageModeling")
     mae = tiny_mae()
-    mae.save_pretrained(tmp_path / "mae")
-    hub.export_remote_code(tmp_path / "mae")
+    mae.save_pretrained(tmp_path / "mae")  # with its modules: transformers' remote code
     expected = convert_position_embeddings(mae.model.embeddings.position_embeddings.detach(), (4, 3), False)
     torch.save(expected, tmp_path / "expected.pt")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("HF_", "TRANSFORMERS_"))}

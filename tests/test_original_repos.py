@@ -13,6 +13,7 @@ import pytest
 import torch
 from fake_hub import FakeHub, client_env, run_client
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -31,8 +32,8 @@ from sapiens_hf import (
     SapiensModel,
     SapiensPreTrainedModel,
     convert_original_checkpoint,
-    hub,
     metadata,
+    releases,
 )
 from sapiens_hf.convert import TASK_TO_CLASS
 
@@ -101,8 +102,8 @@ def assert_same_weights(a, b):
 @pytest.fixture
 def isolated_table(monkeypatch):
     """A private copy of the released-checkpoint table, so registered test entries do not leak."""
-    monkeypatch.setattr(hub, "ORIGINAL_CHECKPOINTS", list(hub.ORIGINAL_CHECKPOINTS))
-    return hub.ORIGINAL_CHECKPOINTS
+    monkeypatch.setattr(releases, "ORIGINAL_CHECKPOINTS", list(releases.ORIGINAL_CHECKPOINTS))
+    return releases.ORIGINAL_CHECKPOINTS
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -111,26 +112,27 @@ def isolated_table(monkeypatch):
 
 
 def test_table_covers_every_release_and_lookup_is_unambiguous():
-    table = hub.ORIGINAL_CHECKPOINTS
+    table = releases.ORIGINAL_CHECKPOINTS
     assert len({(c.repo_id, c.filename) for c in table}) == len(table) == 52
     assert len({c.filename.rsplit("/", 1)[-1] for c in table}) == len(table)  # base names identify files
-    pose = hub.find_original("facebook/sapiens-pose-1b")
+    pose = releases.find_original("facebook/sapiens-pose-1b")
     assert (pose.filename, pose.task, pose.model_size, pose.score.value) == (
         "sapiens_1b_goliath_best_goliath_AP_639.pth", "pose", "1b", 63.9)
-    assert hub.find_original("facebook/sapiens-seg-1b-torchscript").format == "torchscript"
-    assert hub.find_original("facebook/sapiens-seg-2b") is None  # withdrawn by Meta
+    assert releases.find_original("facebook/sapiens-seg-1b-torchscript").format == "torchscript"
+    assert releases.find_original("facebook/sapiens-seg-2b") is None  # withdrawn by Meta
     assert all(c.revision is None and c.sha256 is None for c in table)  # unknown offline: never invented
     with pytest.raises(ValueError, match="filename="):
-        hub.find_original("noahcao/sapiens-pose-coco")
+        releases.find_original("noahcao/sapiens-pose-coco")
     with pytest.raises(ValueError, match="no released file 'AP_640.pth'"):
-        hub.find_original("facebook/sapiens-pose-1b", "AP_640.pth")
-    coco = hub.find_original("noahcao/sapiens-pose-coco", "sapiens_2b_coco_wholebody_best_coco_wholebody_AP_745.pth")
+        releases.find_original("facebook/sapiens-pose-1b", "AP_640.pth")
+    coco = releases.find_original("noahcao/sapiens-pose-coco",
+                                  "sapiens_2b_coco_wholebody_best_coco_wholebody_AP_745.pth")
     assert coco.label_set == "coco-wholebody-133" and coco.converted_repo == "sapiens-hf/sapiens-pose-coco-wholebody-2b"
 
 
 def test_docs_table_lists_every_release():
     docs = (Path(__file__).parents[1] / "docs" / "hub.md").read_text()
-    for checkpoint in hub.ORIGINAL_CHECKPOINTS:
+    for checkpoint in releases.ORIGINAL_CHECKPOINTS:
         assert checkpoint.filename.rsplit("/", 1)[-1] in docs, checkpoint.filename
         assert checkpoint.converted_repo in docs
 
@@ -149,7 +151,7 @@ def test_local_original_folder_converts_on_load(tmp_path):
     model = SapiensForPoseEstimation.from_pretrained(folder, num_attention_heads=2)
     assert_same_weights(model, expected)
     assert model.config.id2label[0] == "nose" and not model.training
-    assert_same_weights(SapiensPreTrainedModel.from_pretrained(str(folder), num_attention_heads=2), expected)
+    assert model.name_or_path == model.config.name_or_path == str(folder)  # named after the release, not the cache
     assert_same_weights(SapiensForPoseEstimation.from_pretrained(folder / POSE_FILE, num_attention_heads=2), expected)
 
     encoder = SapiensModel.from_pretrained(folder, num_attention_heads=2)
@@ -158,8 +160,55 @@ def test_local_original_folder_converts_on_load(tmp_path):
     assert half.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="pose checkpoint"):
         SapiensForDepthEstimation.from_pretrained(folder, num_attention_heads=2)
-    with pytest.raises(TypeError, match="output_loading_info"):
-        SapiensForPoseEstimation.from_pretrained(folder, num_attention_heads=2, output_loading_info=True)
+    model, info = SapiensForPoseEstimation.from_pretrained(folder, num_attention_heads=2, output_loading_info=True)
+    assert info["missing_keys"] == set() and info["unexpected_keys"] == set()  # every stock option works
+
+
+def test_an_original_is_converted_once_then_loaded_with_every_from_pretrained_option(tmp_path, isolated_table,
+                                                                                      monkeypatch):
+    """The first load verifies (hashes) the file once and converts it once into a cached folder; later loads are
+    transformers' own `from_pretrained` on that folder: dtype, device_map, the meta device, attention backends."""
+    from sapiens_hf import convert
+
+    data = save_original(tmp_path / "release" / POSE_FILE)
+    pinned = releases.find_original("facebook/sapiens-pose-0.3b")
+    releases.register_original_checkpoint(dataclasses.replace(pinned, sha256=hashlib.sha256(data).hexdigest(),
+                                                              file_size=len(data)))
+    hashed, read = [], []
+    monkeypatch.setattr(releases, "file_sha256", lambda path: hashed.append(path) or hashlib.sha256(data).hexdigest())
+    real_read = convert.load_original_state_dict
+    monkeypatch.setattr(convert, "load_original_state_dict", lambda path: read.append(path) or real_read(path))
+    expected = SapiensForPoseEstimation.from_pretrained(tmp_path / "release", num_attention_heads=2)
+    assert (len(hashed), len(read)) == (1, 1)
+
+    half = SapiensForPoseEstimation.from_pretrained(tmp_path / "release", device_map="cpu", dtype=torch.bfloat16)
+    assert (half.dtype, half.device.type) == (torch.bfloat16, "cpu")
+    assert all(torch.equal(value, expected.state_dict()[key].bfloat16()) for key, value in half.state_dict().items())
+    meta = SapiensForPoseEstimation.from_pretrained(tmp_path / "release", device_map="meta")
+    assert {parameter.device.type for parameter in meta.parameters()} == {"meta"}
+    sdpa = AutoModelForPoseEstimation.from_pretrained(tmp_path / "release", attn_implementation="sdpa")
+    assert sdpa.config._attn_implementation == "sdpa"
+    assert (len(hashed), len(read)) == (1, 1)  # none of these hashed or converted anything again
+
+    folder = releases.converted_folder(tmp_path / "release")
+    assert sorted(path.name for path in folder.iterdir()) == [
+        "config.json", "model.safetensors", "preprocessor_config.json", "source.json"]
+    assert json.loads((folder / "source.json").read_text())["file"] == POSE_FILE
+
+
+def test_an_encoder_converted_for_a_task_gets_a_new_head_at_load(tmp_path):
+    """A pretrain (encoder-only) release loaded into a task class: the cached folder holds the encoder in the task's
+    layout and no head, so head settings such as num_labels are chosen at load time."""
+    from conftest import load_golden
+
+    checkpoint = tmp_path / "sapiens_tiny_epoch_1_clean.pth"
+    torch.save(load_golden("case2_pretrain_checkpoint.safetensors"), checkpoint)
+    pose = SapiensForPoseEstimation.from_pretrained(checkpoint, num_attention_heads=2, num_labels=5)
+    assert pose.config.num_labels == 5 and pose.config.patch_embed_padding == 2 and not pose.config.use_cls_token
+    encoder = SapiensModel.from_pretrained(checkpoint, num_attention_heads=2)
+    assert encoder.config.use_cls_token  # its own layout: CLS token and the 64×64 pretraining grid
+    folder = releases.converted_folder(checkpoint, "pose")
+    assert not any(key.startswith("decode_head.") for key in load_file(folder / "model.safetensors"))
 
 
 def test_folder_with_several_checkpoints_asks_for_a_file_and_hf_folders_load_as_usual(tmp_path):
@@ -175,17 +224,17 @@ def test_folder_with_several_checkpoints_asks_for_a_file_and_hf_folders_load_as_
 
 def test_local_file_of_a_pinned_release_is_verified(tmp_path, isolated_table):
     data = save_original(tmp_path / "release" / POSE_FILE)
-    pinned = hub.find_original("facebook/sapiens-pose-0.3b")
-    hub.register_original_checkpoint(dataclasses.replace(pinned, sha256=hashlib.sha256(data).hexdigest(),
+    pinned = releases.find_original("facebook/sapiens-pose-0.3b")
+    releases.register_original_checkpoint(dataclasses.replace(pinned, sha256=hashlib.sha256(data).hexdigest(),
                                                          file_size=len(data)))
     SapiensForPoseEstimation.from_pretrained(tmp_path / "release", num_attention_heads=2)
     (tmp_path / "release" / POSE_FILE).write_bytes(data[: len(data) // 2])
-    with pytest.raises(hub.CorruptedCheckpointError, match="truncated"):
+    with pytest.raises(releases.CorruptedCheckpointError, match="truncated"):
         SapiensForPoseEstimation.from_pretrained(tmp_path / "release", num_attention_heads=2)
     flipped = bytearray(data)
     flipped[len(data) // 2] ^= 1
     (tmp_path / "release" / POSE_FILE).write_bytes(bytes(flipped))
-    with pytest.raises(hub.CorruptedCheckpointError, match="sha256"):
+    with pytest.raises(releases.CorruptedCheckpointError, match="sha256"):
         SapiensForPoseEstimation.from_pretrained(tmp_path / "release", num_attention_heads=2)
 
 
@@ -199,7 +248,7 @@ def test_bfloat16_export_repos_are_refused_with_a_pointer_to_the_original():
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def released_layout(checkpoint: hub.OriginalCheckpoint) -> dict:
+def released_layout(checkpoint: releases.OriginalCheckpoint) -> dict:
     """Meta tensors with the key names and shapes of a released file (facebookresearch/sapiens, `pose/configs/sapiens_pose/`): nothing allocated."""
 
     def empty(*shape):
@@ -244,31 +293,26 @@ def released_layout(checkpoint: hub.OriginalCheckpoint) -> dict:
 
 
 def test_table_configs_equal_the_configs_of_the_released_weights():
-    """`AutoConfig.from_pretrained(<original repo>)` downloads nothing: its config comes from the table entry. It
-    must be the config the conversion builds from the released file's weights (same layout, shapes only)."""
+    """The table's config of each release (for listings and cards, nothing downloaded) must be the config the
+    conversion builds from the released file's weights (same layout, shapes only)."""
     from sapiens_hf.convert import _config_from_weights, _detect_task, _split_original
 
-    for checkpoint in hub.ORIGINAL_CHECKPOINTS:
+    for checkpoint in releases.ORIGINAL_CHECKPOINTS:
         encoder, head, decoder = _split_original(released_layout(checkpoint))
         task = _detect_task(head, decoder)
         from_weights = _config_from_weights(encoder, head, decoder, task, task, {})
-        from_table = hub.original_config(checkpoint)
+        from_table = releases.original_config(checkpoint)
         assert from_table.architectures == [TASK_TO_CLASS[task].__name__], checkpoint
         from_table.architectures = None
         assert from_table.to_dict() == {**from_weights.to_dict(), "_name_or_path": checkpoint.repo_id}, checkpoint
-    pose = AutoConfig.from_pretrained("facebook/sapiens-pose-1b")
-    assert (type(pose), pose.hidden_size, pose.num_labels, pose.id2label[0]) == (SapiensConfig, 1536, 308, "nose")
+    pose = releases.original_config(releases.find_original("facebook/sapiens-pose-1b"))
+    assert (pose.hidden_size, pose.num_labels, pose.id2label[0]) == (1536, 308, "nose")
     assert pose.flip_pairs == metadata.flip_pairs(308) and pose.name_or_path == "facebook/sapiens-pose-1b"
-    seg = AutoConfig.from_pretrained("facebook/sapiens-seg-0.3b", num_attention_heads=8)
-    assert seg.num_attention_heads == 8 and seg.id2label[1] == "Apparel" and seg.class_weights[0] == 0.1
-    coco = AutoConfig.from_pretrained("noahcao/sapiens-pose-coco", filename="sapiens_2b_coco_best_coco_AP_822.pth")
-    assert (coco.hidden_size, coco.num_labels) == (1920, 17)
+    seg = releases.original_config(releases.find_original("facebook/sapiens-seg-0.3b"))
+    assert seg.id2label[1] == "Apparel" and seg.class_weights[0] == 0.1
+    # Which file of a multi-file repo, and the bf16 exports, are settled before anything is downloaded.
     with pytest.raises(ValueError, match="filename="):
         AutoConfig.from_pretrained("noahcao/sapiens-pose-coco")
-    processor = AutoImageProcessor.from_pretrained("facebook/sapiens-depth-2b")
-    assert processor.to_dict() == SapiensImageProcessorPil().to_dict()
-    coco = AutoImageProcessor.from_pretrained("noahcao/sapiens-pose-coco", size={"height": 256, "width": 192})
-    assert type(coco) is SapiensImageProcessorPil and coco.size == {"height": 256, "width": 192}
     with pytest.raises(ValueError, match="load facebook/sapiens-depth-1b "):
         AutoConfig.from_pretrained("facebook/sapiens-depth-1b-bfloat16")
 
@@ -278,9 +322,9 @@ def test_auto_classes_and_pipelines_load_a_local_original_folder(tmp_path):
     save_original(folder / POSE_FILE)
     expected = convert_original_checkpoint(folder / POSE_FILE, num_attention_heads=2)
 
-    config = AutoConfig.from_pretrained(folder)  # a released file name: the table's config
-    assert (config.hidden_size, config.num_labels, config.name_or_path) == (1024, 308, str(folder))
-    assert type(AutoImageProcessor.from_pretrained(folder)) is SapiensImageProcessorPil
+    config = AutoConfig.from_pretrained(folder, num_attention_heads=2)  # the converted checkpoint's config
+    assert (config.hidden_size, config.num_labels, config.name_or_path) == (32, 17, str(folder))
+    assert type(AutoImageProcessor.from_pretrained(folder)) is SapiensImageProcessorPil  # converted already
     assert_same_weights(AutoModelForPoseEstimation.from_pretrained(folder, num_attention_heads=2), expected)
     assert_same_weights(AutoModel.from_pretrained(folder, num_attention_heads=2), expected.model)
     with pytest.raises(ValueError, match="pose checkpoint"):
@@ -319,7 +363,8 @@ def test_a_config_passed_for_an_original_overrides_what_it_changes(tmp_path):
         SapiensForPoseEstimation.from_pretrained(tmp_path, config, num_attention_heads=2)
 
 
-def test_other_names_reach_transformers_unchanged(tmp_path):
+def test_other_names_reach_transformers_unchanged(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAPIENS_HF_CACHE", str(tmp_path / "cache"))
     converted = tmp_path / "converted"
     SapiensForDepthEstimation(SapiensConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                             intermediate_size=64)).save_pretrained(converted)
@@ -329,11 +374,12 @@ def test_other_names_reach_transformers_unchanged(tmp_path):
     assert AutoImageProcessor.from_pretrained(converted).size == {"height": 64, "width": 48}
     with pytest.raises(OSError):
         AutoConfig.from_pretrained(tmp_path / "missing")
-    methods = {auto: inspect.getattr_static(auto, "from_pretrained").__func__
-               for auto in (AutoConfig, AutoImageProcessor)}
+    hooked = (AutoConfig, AutoImageProcessor, SapiensPreTrainedModel)
+    methods = {cls: inspect.getattr_static(cls, "from_pretrained").__func__ for cls in hooked}
     assert all(method.__sapiens_hf_hook__ and "sapiens_hf" in method.__doc__ for method in methods.values())
-    hub.register_original_repos_with_auto_classes()  # idempotent: no second wrapper
-    assert all(inspect.getattr_static(auto, "from_pretrained").__func__ is method for auto, method in methods.items())
+    releases.install_hooks()  # idempotent: no second wrapper
+    assert all(inspect.getattr_static(cls, "from_pretrained").__func__ is method for cls, method in methods.items())
+    assert not list((tmp_path / "cache").glob("*"))  # nothing was converted for these names
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -343,7 +389,7 @@ def test_other_names_reach_transformers_unchanged(tmp_path):
 CLIENT = """
 import dataclasses, json, os
 from pathlib import Path
-from sapiens_hf import SapiensForPoseEstimation, hub
+from sapiens_hf import SapiensForPoseEstimation, hub, releases
 
 def weights(model):
     return {k: v.double().sum().item() for k, v in model.state_dict().items()}
@@ -382,6 +428,15 @@ def test_original_repo_through_the_hub_is_pinned_and_converted(fake_hub, tmp_pat
     out = run_client(CLIENT + f"""
 repo = "facebook/sapiens-pose-0.3b"
 latest = SapiensForPoseEstimation.from_pretrained(repo, num_attention_heads=2)
+from sapiens_hf import convert
+work = []  # a second load: one metadata request, no download, no hashing, no conversion
+saved = releases.file_sha256, releases.download_original, convert.load_original_state_dict
+releases.file_sha256 = lambda path: work.append("hash")
+releases.download_original = lambda *args, **kwargs: work.append("download")
+convert.load_original_state_dict = lambda path: work.append("convert")
+again = SapiensForPoseEstimation.from_pretrained(repo)
+assert work == [] and weights(again) == weights(latest), work
+releases.file_sha256, releases.download_original, convert.load_original_state_dict = saved
 pinned = SapiensForPoseEstimation.from_pretrained(repo, num_attention_heads=2, revision="{old}")
 try:
     SapiensForPoseEstimation.from_pretrained("noahcao/sapiens-pose-coco", num_attention_heads=2)
@@ -414,14 +469,14 @@ def test_corrupted_or_truncated_downloads_fail_clearly_and_leave_no_file(fake_hu
         fake_hub.commit(repo, {POSE_FILE: good})
         fake_hub.tamper(repo, POSE_FILE, served)  # the metadata still announces `good`
     out = run_client(CLIENT + f"""
-release = hub.find_original("facebook/sapiens-pose-0.3b")
+release = releases.find_original("facebook/sapiens-pose-0.3b")
 for mirror in ["tester/flipped", "tester/truncated"]:
-    hub.register_original_checkpoint(dataclasses.replace(release, repo_id=mirror))
+    releases.register_original_checkpoint(dataclasses.replace(release, repo_id=mirror))
 results = {{repo: [attempt(repo), cached(repo)] for repo in ["tester/flipped", "tester/truncated", release.repo_id]}}
 # A table entry that pins another sha256 is refused from the metadata, before anything is downloaded.
-hub.register_original_checkpoint(dataclasses.replace(release, sha256="0" * 64))
+releases.register_original_checkpoint(dataclasses.replace(release, sha256="0" * 64))
 results["pinned mismatch"] = [attempt(release.repo_id, force_download=True), cached(release.repo_id)]
-hub.register_original_checkpoint(dataclasses.replace(release, sha256="{sha}", file_size={len(good)}))
+releases.register_original_checkpoint(dataclasses.replace(release, sha256="{sha}", file_size={len(good)}))
 results["pinned match"] = [attempt(release.repo_id), cached(release.repo_id)]
 print(json.dumps(results))
 """, client_env(fake_hub, tmp_path / "home"), cwd=tmp_path)
@@ -440,7 +495,7 @@ def test_plain_transformers_calls_and_default_pipelines_on_original_repos(fake_h
     """The headline usage against the loopback Hub: `pipeline("sapiens-depth", model="facebook/sapiens-depth-1b")`,
     the Auto classes, the built-in depth pipeline, the default model of `pipeline("sapiens-pose")` and of
     `sapiens-hf predict`, and a revision pin, all on repos that hold only an original `.pth`."""
-    depth_file = hub.find_original("facebook/sapiens-depth-1b").filename
+    depth_file = releases.find_original("facebook/sapiens-depth-1b").filename
     old = fake_hub.commit("facebook/sapiens-depth-1b", {depth_file: save_original(tmp_path / "d0" / depth_file, 0,
                                                                                    task="depth")})
     fake_hub.commit("facebook/sapiens-depth-1b", {depth_file: save_original(tmp_path / "d1" / depth_file, 1,
@@ -481,7 +536,7 @@ print(json.dumps(dict(
     result = json.loads(out.splitlines()[-1])
     assert result["classes"] == ["SapiensDepthPipeline", "SapiensImageProcessorPil", "SapiensConfig",
                                  "SapiensImageProcessorPil", "SapiensPosePipeline"]
-    assert result["config"] == [1536, 40]  # the table's 1B config; the model itself is built from the weights
+    assert result["config"] == [32, 2]  # the converted checkpoint's own config
     assert result["depth"] == result["auto"] == weight_sums(tmp_path / "d1" / depth_file)
     assert result["pinned"] == weight_sums(tmp_path / "d0" / depth_file)
     assert result["pose"] == weight_sums(tmp_path / "p" / POSE_FILE)
@@ -494,12 +549,12 @@ def test_an_unreachable_hub_is_reported_as_an_oserror(monkeypatch):
     OSError must still get a clear message instead of a traceback."""
     from huggingface_hub.utils import httpx
 
-    from sapiens_hf import hub
-
     def unreachable(*args, **kwargs):
         raise httpx.ConnectError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr(hub, "get_hf_file_metadata", unreachable)
-    monkeypatch.setattr(hub.constants, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(releases, "get_hf_file_metadata", unreachable)
+    monkeypatch.setattr(releases.constants, "is_offline_mode", lambda: False)
     with pytest.raises(OSError, match="Could not reach the Hugging Face Hub for facebook/sapiens-pose-0.3b"):
-        hub.download_original(hub.find_original("facebook/sapiens-pose-0.3b"))
+        releases.download_original(releases.find_original("facebook/sapiens-pose-0.3b"))
+    with pytest.raises(OSError, match="Could not reach the Hugging Face Hub for facebook/sapiens-pose-0.3b"):
+        SapiensForPoseEstimation.from_pretrained("facebook/sapiens-pose-0.3b")

@@ -4,6 +4,7 @@ other package's dependency (scipy came with scikit-image) must not be what makes
 import ast
 import importlib.metadata
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -65,3 +66,49 @@ def test_the_import_scan_sees_imports_inside_functions():
     assert "torch" in modules and "transformers" in modules
     assert "pycocotools" in modules  # only imported inside a function (metrics/functional.py)
     assert "os" not in modules and "sapiens_hf" not in modules
+
+
+def package_imports(path: Path) -> set[str]:
+    """The sibling modules a file of the package imports (relative or `sapiens_hf.x`, inside functions too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            folder = path.parent.relative_to(PACKAGE).parts
+            base = folder[: len(folder) - node.level + 1]
+            if node.module:
+                found.add(".".join((*base, node.module)))
+            else:
+                found |= {".".join((*base, alias.name)) for alias in node.names}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [node.module] if isinstance(node, ast.ImportFrom) else [alias.name for alias in node.names]
+            found |= {name.removeprefix("sapiens_hf.") for name in names if name and name.startswith("sapiens_hf.")}
+    return {name.split(".")[0] for name in found}
+
+
+def test_model_files_import_only_torch_transformers_and_the_config():
+    """The model, config and image-processor files stand alone (transformers' remote code copies exactly these), and
+    importing the model file does not reach the Hub code (no import cycle through it)."""
+    assert package_imports(PACKAGE / "modeling_sapiens.py") == {"configuration_sapiens"}
+    assert package_imports(PACKAGE / "configuration_sapiens.py") == set()
+    assert package_imports(PACKAGE / "image_processing_sapiens.py") == set()
+    third_party = {top for top, files in imported_top_level_modules(PACKAGE).items()
+                   if "src/sapiens_hf/modeling_sapiens.py" in files}
+    assert third_party <= {"torch", "transformers"}
+    code = "import sys, sapiens_hf.modeling_sapiens; print('sapiens_hf.hub' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+
+
+def test_no_import_cycles_between_the_package_modules():
+    graph = {}
+    for path in PACKAGE.rglob("*.py"):
+        module = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+        if module != "__init__":
+            graph.setdefault(module, set()).update(package_imports(path) - {module, "__init__"})
+
+    def reaches(start, target, seen=()):
+        return any(nxt == target or (nxt not in seen and reaches(nxt, target, (*seen, nxt)))
+                   for nxt in graph.get(start, ()))
+
+    cycles = sorted(module for module in graph if reaches(module, module))
+    assert cycles == [], f"modules on an import cycle: {cycles}"

@@ -30,7 +30,6 @@ from sapiens_hf import (
     SapiensForSemanticSegmentation,
     SapiensImageProcessorPil,
     SapiensNormalPipeline,
-    hub,
 )
 from sapiens_hf.convert import convert_original_checkpoint
 from sapiens_hf.metadata import SEGMENTATION_CLASSES, SEGMENTATION_PALETTE, flip_pairs, keypoint_set
@@ -360,7 +359,7 @@ def test_metadata_and_visualisation_helpers(astronaut):
 
 def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(models, processor, astronaut, tmp_path):
     """`pipe.save_pretrained(dir)` writes the model and processor only, so `pipeline(task, model=dir)` loads it with
-    `sapiens_hf` installed and no `trust_remote_code`; the remote-code export adds `custom_pipelines` and the code."""
+    `sapiens_hf` installed and no `trust_remote_code`."""
     for task, key in (("sapiens-depth", "depth"), ("sapiens-pose", "pose")):
         folder = tmp_path / task
         estimator = pipeline(task, model=models[key], image_processor=processor)
@@ -376,10 +375,3 @@ def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(mod
             assert torch.equal(reloaded(astronaut)["predicted_depth"], estimator(astronaut)["predicted_depth"])
         else:
             assert_people_equal(reloaded(astronaut), estimator(astronaut))
-
-    depth = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
-    copied = hub.export_remote_code(tmp_path / "sapiens-depth", pipeline=depth)
-    assert {"pipelines.py", "metadata.py", "visualization.py"} <= {Path(path).name for path in copied}
-    saved = json.loads((tmp_path / "sapiens-depth" / "config.json").read_text())
-    assert saved["custom_pipelines"]["sapiens-depth"]["impl"] == "pipelines.SapiensDepthPipeline"
-    assert saved["auto_map"]["AutoModelForDepthEstimation"] == "modeling_sapiens.SapiensForDepthEstimation"

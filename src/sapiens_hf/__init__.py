@@ -1,7 +1,7 @@
 """Sapiens (v1) human-vision foundation models as native Hugging Face transformers models.
 
 `import sapiens_hf` registers the config, models, image processor and pipelines with transformers' Auto classes (and
-lets them resolve Meta's original Hub repos, see `sapiens_hf.hub`), so that `AutoModel`, `AutoImageProcessor` and
+lets them resolve Meta's original releases, see `sapiens_hf.releases`), so that `AutoModel`, `AutoImageProcessor` and
 `pipeline("sapiens-depth", ...)` find them.
 
 Importing this package is cheap: the public names below load on first use, and the registration, which needs
@@ -46,6 +46,8 @@ _SUBMODULES = (
     "metadata",
     "modeling_sapiens",
     "pipelines",
+    "releases",
+    "tasks",
     "visualization",
 )
 
@@ -76,48 +78,35 @@ _registering = threading.RLock()
 
 
 def _register() -> None:
-    """Registers everything with transformers (idempotent: transformers' `register(..., exist_ok=True)`)."""
-    from transformers import (
-        AutoBackbone,
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModel,
-        AutoModelForDepthEstimation,
-        AutoModelForMaskedImageModeling,
-        AutoModelForNormalEstimation,
-        AutoModelForPoseEstimation,
-        AutoModelForPreTraining,
-        AutoModelForSemanticSegmentation,
-    )
+    """Registers the config, every task's model class with its Auto classes, the image processor and the pipelines
+    with transformers (idempotent: `register(..., exist_ok=True)`), and lets `from_pretrained` resolve Meta's
+    original releases (`sapiens_hf.releases.install_hooks`)."""
+    import transformers
+    from transformers import AutoConfig, AutoImageProcessor
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    from . import modeling_sapiens as modeling
+    from . import modeling_sapiens
     from .configuration_sapiens import SapiensConfig
     from .image_processing_sapiens import SapiensImageProcessorPil
     from .pipelines import register_pipelines
+    from .releases import install_hooks
+    from .tasks import TASKS
 
     model_type = SapiensConfig.model_type
     if model_type in CONFIG_MAPPING and CONFIG_MAPPING[model_type] is not SapiensConfig:
         raise ImportError(
-            f"transformers {sys.modules['transformers'].__version__} already defines a model type {model_type!r} "
+            f"transformers {transformers.__version__} already defines a model type {model_type!r} "
             f"({CONFIG_MAPPING[model_type].__module__}), which clashes with sapiens_hf. Install a transformers "
             "version this package supports (see setup.py) or a sapiens_hf release that handles it."
         )
     AutoConfig.register(model_type, SapiensConfig, exist_ok=True)
-    for auto_class, model_class in (
-        (AutoModel, modeling.SapiensModel),
-        (AutoBackbone, modeling.SapiensBackbone),
-        (AutoModelForPoseEstimation, modeling.SapiensForPoseEstimation),
-        (AutoModelForSemanticSegmentation, modeling.SapiensForSemanticSegmentation),
-        (AutoModelForDepthEstimation, modeling.SapiensForDepthEstimation),
-        (AutoModelForNormalEstimation, modeling.SapiensForNormalEstimation),
-        (AutoModelForMaskedImageModeling, modeling.SapiensForMaskedImageModeling),
-        (AutoModelForPreTraining, modeling.SapiensForMaskedImageModeling),
-    ):
-        auto_class.register(SapiensConfig, model_class, exist_ok=True)
+    for task in TASKS.values():
+        for auto_class in (task.auto_class, *task.extra_auto_classes):
+            getattr(transformers, auto_class).register(SapiensConfig, getattr(modeling_sapiens, task.model_class),
+                                                       exist_ok=True)
     AutoImageProcessor.register(SapiensConfig, image_processor_classes={"pil": SapiensImageProcessorPil}, exist_ok=True)
     register_pipelines()
-    from . import convert, hub  # noqa: F401  (hub registers the loader of original Hub repos with from_pretrained)
+    install_hooks()
 
 
 def _initializing(module) -> bool:

@@ -23,31 +23,16 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
+from . import metadata, modeling_sapiens
 from .configuration_sapiens import SAPIENS_PRESETS, TASK_DEFAULTS, SapiensConfig
-from .modeling_sapiens import (
-    SapiensBackbone,
-    SapiensForDepthEstimation,
-    SapiensForMaskedImageModeling,
-    SapiensForNormalEstimation,
-    SapiensForPoseEstimation,
-    SapiensForSemanticSegmentation,
-    SapiensModel,
-    _infer_grid,
-    convert_position_embeddings,
-)
+from .image_processing_sapiens import SapiensImageProcessorPil
+from .modeling_sapiens import _infer_grid, convert_position_embeddings
+from .tasks import TASKS, get_task
 
 logger = logging.get_logger(__name__)
 
-TASK_TO_CLASS = {
-    "pose": SapiensForPoseEstimation,
-    "segmentation": SapiensForSemanticSegmentation,
-    "depth": SapiensForDepthEstimation,
-    "normal": SapiensForNormalEstimation,
-    "pretraining": SapiensForMaskedImageModeling,
-    "model": SapiensModel,
-    "backbone": SapiensBackbone,
-}
-TASK_ALIASES = {"seg": "segmentation", "mae": "pretraining", "pretrain": "pretraining"}
+# The model class each task converts into (`sapiens_hf.tasks`).
+TASK_TO_CLASS = {name: getattr(modeling_sapiens, task.model_class) for name, task in TASKS.items()}
 
 # Number of attention heads is not visible in the weights: it comes from the released size with that width.
 HEADS_BY_WIDTH = {preset["hidden_size"]: preset["num_attention_heads"] for preset in SAPIENS_PRESETS.values()}
@@ -325,7 +310,7 @@ def _rename_decoder(decoder: dict) -> dict:
     return renamed
 
 
-HEAD_TASKS = ("pose", "segmentation", "depth", "normal")
+HEAD_TASKS = tuple(name for name, task in TASKS.items() if task.has_head)
 # What `**config_overrides` accepts: the SapiensConfig fields and the init-only arguments it understands.
 CONFIG_OVERRIDES = {f.name for f in fields(SapiensConfig)} | {"attn_implementation", "num_labels", "out_features",
                                                                "out_indices"}
@@ -403,15 +388,13 @@ def _config_from_weights(
             decoder_num_hidden_layers=len({k.split(".")[1] for k in decoder if k.startswith("decoder_blocks.")}),
             decoder_intermediate_size=decoder["decoder_blocks.0.ffn.layers.0.0.weight"].shape[0],
         )
-    values.update(_label_metadata(task, overrides.get("num_labels", values.get("num_labels"))))
+    values.update(label_metadata(task, overrides.get("num_labels", values.get("num_labels"))))
     values.update(overrides)
     return SapiensConfig(**values)
 
 
-def _label_metadata(task: str, num_labels: int | None) -> dict:
-    """id2label (and flip pairs for pose) of the released label sets."""
-    from . import metadata
-
+def label_metadata(task: str, num_labels: int | None) -> dict:
+    """id2label (and flip pairs for pose, class weights for segmentation) of the released label sets."""
     if task == "pose" and num_labels in metadata.KEYPOINT_SET_BY_COUNT:
         keypoints = metadata.keypoint_set(num_labels)
         return {
@@ -453,24 +436,28 @@ def convert_original_checkpoint(checkpoint, task: str | None = None, **config_ov
     Raises ValueError for a checkpoint whose weights are not floating point or do not fit the model. No code in the
     checkpoint is executed (see `load_original_state_dict`).
     """
+    return _convert(checkpoint, task, config_overrides)[0]
+
+
+def _convert(checkpoint, task: str | None, config_overrides: dict) -> tuple:
+    """`(model, names of the weights the checkpoint did not hold)`: a new head for an encoder-only source."""
     check_config_overrides(config_overrides)
     encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
-    task = TASK_ALIASES.get(task, task) if task is not None else found
-    if task not in TASK_TO_CLASS:
-        raise ValueError(f"Unknown task {task!r}; choose one of {sorted(TASK_TO_CLASS)}")
+    task = get_task(task).name if task is not None else found
     if found in HEAD_TASKS and task in HEAD_TASKS + ("pretraining",) and task != found:
         raise ValueError(f"This is a {found} checkpoint; it cannot be converted into a {task} model")
     head = head if task == found else {}
     decoder = decoder if task == found == "pretraining" else {}
     config = _config_from_weights(encoder, head, decoder, task, found, config_overrides)
     model = TASK_TO_CLASS[task](config)
-    _load_converted(model, _convert_weights(encoder, head, decoder, config, task), partial=task != found)
-    return model.eval()
+    fresh = _load_converted(model, _convert_weights(encoder, head, decoder, config, task), partial=task != found)
+    return model.eval(), fresh
 
 
-def _load_converted(model, weights: dict, partial: bool) -> None:
-    """Loads converted weights, failing loudly on unknown keys, wrong shapes or (for a full checkpoint) gaps."""
+def _load_converted(model, weights: dict, partial: bool) -> list[str]:
+    """Loads converted weights, failing loudly on unknown keys, wrong shapes or (for a full checkpoint) gaps;
+    returns the names of the weights that stay newly initialised."""
     expected = model.state_dict()
     for key, value in weights.items():
         if key not in expected:
@@ -486,21 +473,21 @@ def _load_converted(model, weights: dict, partial: bool) -> None:
     if missing:
         logger.warning(f"Newly initialised (not in the checkpoint): {missing}")
     model.load_state_dict(weights, strict=False)
+    return missing
 
 
-def convert_to_folder(checkpoint, output_dir, task: str | None = None, push_to: str | None = None, **config_overrides):
+def convert_to_folder(checkpoint, output_dir, task: str | None = None, **config_overrides):
     """Converts an original checkpoint and writes a transformers-format folder (config.json, model.safetensors,
-    preprocessor_config.json); with `push_to="org/name"` also publishes it on the Hub. Returns the model."""
-    model = convert_original_checkpoint(checkpoint, task=task, **config_overrides)
+    preprocessor_config.json: the original pre-processing of every released model). Returns the model.
+
+    A new head (an encoder-only checkpoint converted for a task) is not saved: `from_pretrained` initialises it, so
+    that `num_labels=` and other head settings can still be chosen when the folder is loaded.
+    `sapiens_hf.hub.publish_converted` publishes such a folder with its provenance."""
+    model, fresh = _convert(checkpoint, task, config_overrides)
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    from .image_processing_sapiens import SapiensImageProcessorPil
-
+    state_dict = {key: value for key, value in model.state_dict().items() if key not in set(fresh)}
+    model.save_pretrained(output_dir, state_dict=state_dict)
     SapiensImageProcessorPil().save_pretrained(output_dir)
-    if push_to is not None:
-        from .hub import publish_converted
-
-        publish_converted(output_dir, push_to, source=checkpoint)
     return model
 
 

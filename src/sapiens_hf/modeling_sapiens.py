@@ -478,11 +478,6 @@ def normal_loss(normals: torch.Tensor, labels: torch.Tensor, invalid_value: floa
 # ---------------------------------------------------------------------------------------------------------------
 
 
-# Callables `(model_class, name_or_path, *args, **kwargs) -> model | None` that load Meta's original releases (which
-# hold `.pth` files, no config.json); `sapiens_hf.hub` registers one. They return None for anything else.
-ORIGINAL_CHECKPOINT_RESOLVERS: list[Callable] = []
-
-
 class SapiensPreTrainedModel(PreTrainedModel):
     config: SapiensConfig
     base_model_prefix = "model"
@@ -522,26 +517,6 @@ class SapiensPreTrainedModel(PreTrainedModel):
             init.copy_(module.position_embeddings, table)
             # `from_pretrained` re-creates a table missing from the checkpoint as a trainable parameter.
             module.position_embeddings.requires_grad_(False)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
-        """`PreTrainedModel.from_pretrained`, which also accepts Meta's original repos (e.g.
-        `"facebook/sapiens-pose-1b"`): their checkpoint is downloaded and converted on load."""
-        for resolver in ORIGINAL_CHECKPOINT_RESOLVERS:
-            model = resolver(cls, pretrained_model_name_or_path, *model_args, **kwargs)
-            if model is not None:
-                return model
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-
-    def push_to_hub(self, repo_id: str, **kwargs):
-        """transformers' `push_to_hub` through `sapiens_hf.hub` when the package is installed: a generated model card,
-        stale weight files of an earlier push deleted in the same commit, a plain checkpoint unless
-        `remote_code=True`."""
-        try:
-            from sapiens_hf.hub import push_to_hub
-        except ImportError:  # a remote-code copy without the package keeps transformers' upload
-            return super().push_to_hub(repo_id, **kwargs)
-        return push_to_hub(self, repo_id, **kwargs)
 
     def _feature_map(self, tokens: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         patches = tokens[:, int(self.config.use_cls_token) :]

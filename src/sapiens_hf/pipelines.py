@@ -8,8 +8,9 @@
 Each takes single images or lists (PIL images, arrays, tensors, file paths or URLs) and the usual `batch_size`,
 `device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
 `image-segmentation` pipelines work with the Sapiens models as well. `model=` may also name one of Meta's original
-releases (e.g. "facebook/sapiens-depth-1b"), converted on load (see `sapiens_hf.hub`). `save_pretrained` writes a
-plain checkpoint (model + processor), `push_to_hub` goes through `sapiens_hf.hub.push_to_hub`.
+releases (e.g. "facebook/sapiens-depth-1b"), converted once and cached (see `sapiens_hf.releases`).
+`save_pretrained` writes a plain checkpoint (model + processor), `push_to_hub` goes through
+`sapiens_hf.hub.push_to_hub`.
 """
 
 import os
@@ -17,14 +18,8 @@ import os
 import numpy as np
 import PIL.Image
 import torch
-from transformers import (
-    AutoModelForDepthEstimation,
-    AutoModelForNormalEstimation,
-    AutoModelForPoseEstimation,
-    AutoModelForSemanticSegmentation,
-    Pipeline,
-    pipeline,
-)
+import transformers
+from transformers import Pipeline, pipeline
 from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
@@ -39,44 +34,9 @@ from .image_processing_sapiens import (
 )
 from .metadata import KEYPOINT_SET_BY_COUNT
 from .metadata import flip_pairs as released_flip_pairs
-from .modeling_sapiens import (
-    SapiensBackbone,
-    SapiensForDepthEstimation,
-    SapiensForMaskedImageModeling,
-    SapiensForNormalEstimation,
-    SapiensForPoseEstimation,
-    SapiensForSemanticSegmentation,
-    SapiensModel,
-    SapiensNormalEstimatorOutput,
-    SapiensPoseEstimatorOutput,
-)
+from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
+from .tasks import PIPELINE_TASKS, TASKS, task_of_class
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
-
-# False in a remote-code copy of this module (imported as `transformers_modules.<repo>.pipelines`).
-_IN_PACKAGE = __name__.split(".")[0] == "sapiens_hf"
-
-# Meta's original releases (converted on load by `sapiens_hf`); the 0.3B models are the smallest of each task.
-DEFAULT_MODELS = {
-    "sapiens-pose": "facebook/sapiens-pose-0.3b",
-    "sapiens-segmentation": "facebook/sapiens-seg-0.3b",
-    "sapiens-depth": "facebook/sapiens-depth-0.3b",
-    "sapiens-normal": "facebook/sapiens-normal-0.3b",
-}
-# The pipeline of each task, and the task each Sapiens model class is for (None: no task head).
-PIPELINE_TASKS = {task: f"sapiens-{task}" for task in ("pose", "segmentation", "depth", "normal")}
-MODEL_TASKS = {
-    model_class.__name__: model_class.task
-    for model_class in (
-        SapiensForPoseEstimation,
-        SapiensForSemanticSegmentation,
-        SapiensForDepthEstimation,
-        SapiensForNormalEstimation,
-        SapiensForMaskedImageModeling,
-        SapiensModel,
-        SapiensBackbone,
-    )
-}
-
 
 class WrongModelError(ValueError, TypeError):
     """A model of another task, or without a task head, given to a Sapiens pipeline (also a TypeError, which the
@@ -96,7 +56,7 @@ class _SapiensPipelineMixin:
     _load_image_processor = True
     _load_feature_extractor = False
     _load_tokenizer = False
-    model_class_name: str
+    task_name: str  # in `sapiens_hf.tasks.TASKS`
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -110,35 +70,28 @@ class _SapiensPipelineMixin:
         model's 17 keypoints would become 17 segmentation classes), so the class alone does not tell. (An encoder
         checkpoint, pretraining or backbone, gives a new head to be fine-tuned: the model's own class counts.)"""
         class_name = type(self.model).__name__
-        saved_as = (self.model.config.architectures or [None])[0]
-        name = saved_as if MODEL_TASKS.get(saved_as) in PIPELINE_TASKS else class_name
-        if class_name == name == self.model_class_name:
+        saved_as = task_of_class((self.model.config.architectures or [None])[0])
+        name = saved_as.model_class if saved_as is not None and saved_as.has_head else class_name
+        wanted = TASKS[self.task_name]
+        if class_name == name == wanted.model_class:
             return
-        task = MODEL_TASKS.get(name, "unknown")
+        task = task_of_class(name)
         model = name if name == class_name else f"{class_name} loaded from a {name} checkpoint"
-        if task in PIPELINE_TASKS:
-            problem = f'a {task} model ({model}); use pipeline("{PIPELINE_TASKS[task]}", ...) for it'
-        elif task == "pretraining":
+        if task is not None and task.has_head:
+            problem = f'a {task.name} model ({model}); use pipeline("{task.pipeline}", ...) for it'
+        elif task is not None and task.name == "pretraining":
             problem = f"a pretraining model ({model}); fine-tune it for the task first"
-        elif task is None:
+        elif task is not None:
             problem = f"a model without a task head ({model}); fine-tune one for the task first"
         else:
             problem = f"a {model}"
-        pipeline_task = PIPELINE_TASKS[MODEL_TASKS[self.model_class_name]]
-        raise WrongModelError(f"The {pipeline_task} pipeline needs a {self.model_class_name}, got {problem}")
+        raise WrongModelError(f"The {wanted.pipeline} pipeline needs a {wanted.model_class}, got {problem}")
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """Saves the model and the image processor only: a plain checkpoint that `pipeline(task, model=directory)`
-        loads after `import sapiens_hf`.
-
-        transformers' `Pipeline.save_pretrained` would also write `custom_pipelines` into config.json and copy this
-        module, after which `pipeline()` demands `trust_remote_code=True` even with `sapiens_hf` installed. For a folder
-        or repo that users *without* the package can load, use `sapiens_hf.hub.export_remote_code(directory,
-        pipeline=pipe)` or `sapiens_hf.hub.push_to_hub(pipe, repo_id, remote_code=True)`. (A remote-code copy of this
-        module, which runs without the package, keeps transformers' behaviour so that its saves stay loadable.)
-        """
-        if not _IN_PACKAGE:
-            return super().save_pretrained(save_directory, **kwargs)
+        loads after `import sapiens_hf`. (transformers' `Pipeline.save_pretrained` would also write
+        `custom_pipelines` into config.json and copy this module, after which `pipeline()` demands
+        `trust_remote_code=True`, and this module cannot run without the package anyway.)"""
         if os.path.isfile(save_directory):
             raise ValueError(f"Provided path ({save_directory}) should be a directory, not a file")
         os.makedirs(save_directory, exist_ok=True)
@@ -147,13 +100,10 @@ class _SapiensPipelineMixin:
             self.image_processor.save_pretrained(save_directory, **kwargs)
 
     def push_to_hub(self, repo_id: str, **kwargs):
-        """transformers' `push_to_hub` through `sapiens_hf.hub.push_to_hub` when the package is installed: the model and
-        the processor with a generated model card, stale weight files of an earlier push deleted in the same commit,
-        a plain checkpoint unless `remote_code=True`."""
-        try:
-            from sapiens_hf.hub import push_to_hub
-        except ImportError:  # a remote-code copy without the package keeps transformers' upload
-            return super().push_to_hub(repo_id, **kwargs)
+        """`sapiens_hf.hub.push_to_hub`: the model and the processor with a generated model card, stale weight files
+        of an earlier push deleted in the same commit."""
+        from .hub import push_to_hub
+
         return push_to_hub(self, repo_id, **kwargs)
 
 
@@ -197,7 +147,7 @@ class SapiensSegmentationPipeline(_SapiensDensePipeline):
     """Body-part segmentation. Returns `{"segmentation": (H, W) class indices, "label_map": palettised PIL image}`
     (the class names are `model.config.id2label`)."""
 
-    model_class_name = "SapiensForSemanticSegmentation"
+    task_name = "segmentation"
     output_key, output_class = "logits", SemanticSegmenterOutput
 
     def postprocess(self, model_outputs):
@@ -211,7 +161,7 @@ class SapiensDepthPipeline(_SapiensDensePipeline):
     """Relative depth (larger = farther). Returns `{"predicted_depth": (H, W) tensor, "depth": colour-mapped PIL
     image}`. `flip_test=True` averages with the prediction on the mirrored image, as the original demo's `--flip`."""
 
-    model_class_name = "SapiensForDepthEstimation"
+    task_name = "depth"
     output_key, output_class = "predicted_depth", DepthEstimatorOutput
     has_flip_test = True
 
@@ -226,7 +176,7 @@ class SapiensDepthPipeline(_SapiensDensePipeline):
 class SapiensNormalPipeline(_SapiensDensePipeline):
     """Surface normals. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image}`."""
 
-    model_class_name = "SapiensForNormalEstimation"
+    task_name = "normal"
     output_key, output_class = "normals", SapiensNormalEstimatorOutput
 
     def postprocess(self, model_outputs):
@@ -265,7 +215,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     `model.config.id2label`.
     """
 
-    model_class_name = "SapiensForPoseEstimation"
+    task_name = "pose"
 
     def __init__(self, *args, **kwargs):
         self._detectors = {}
@@ -349,11 +299,14 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         boxes = check_boxes(boxes, height, width)
         if box_scores is None or len(box_scores) == 0:
             box_scores = [None] * len(boxes)
-        model_inputs = self.image_processor(image, boxes=[boxes], return_tensors="pt").to(self.dtype)
+        model_inputs = self.image_processor(image, boxes=[boxes], return_tensors="pt")  # crops stay float64
+        pixel_values = model_inputs["pixel_values"].to(self.dtype)
         for index, (box, box_score) in enumerate(zip(boxes, box_scores)):
             yield {
-                "pixel_values": model_inputs["pixel_values"][index : index + 1],
+                "pixel_values": pixel_values[index : index + 1],
                 "box": torch.from_numpy(box)[None],
+                "crop_center": model_inputs["crop_center"][index : index + 1],
+                "crop_scale": model_inputs["crop_scale"][index : index + 1],
                 "box_score": None if box_score is None else float(box_score),
                 "is_last": index == len(boxes) - 1,
             }
@@ -394,6 +347,8 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             outputs_flipped=flipped,
             kernel_size=kernel_size,
             threshold=threshold,
+            crop_center=torch.cat([output["crop_center"] for output in all_outputs]),
+            crop_scale=torch.cat([output["crop_scale"] for output in all_outputs]),
         )[0]
         for person, output in zip(people, all_outputs):
             person["bbox_score"] = output["box_score"]
@@ -401,17 +356,13 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
 
 def register_pipelines() -> None:
-    for task, pipeline_class, auto_class in (
-        ("sapiens-pose", SapiensPosePipeline, AutoModelForPoseEstimation),
-        ("sapiens-segmentation", SapiensSegmentationPipeline, AutoModelForSemanticSegmentation),
-        ("sapiens-depth", SapiensDepthPipeline, AutoModelForDepthEstimation),
-        ("sapiens-normal", SapiensNormalPipeline, AutoModelForNormalEstimation),
-    ):
+    """Registers the `sapiens-*` pipeline of every task that has one (`sapiens_hf.tasks`)."""
+    for name, task in PIPELINE_TASKS.items():
         PIPELINE_REGISTRY.register_pipeline(
-            task,
-            pipeline_class=pipeline_class,
-            pt_model=auto_class,
-            default={"model": (DEFAULT_MODELS[task], "main")},
+            name,
+            pipeline_class=globals()[task.pipeline_class],
+            pt_model=getattr(transformers, task.auto_class),
+            default={"model": (task.default_checkpoint, "main")},
             type="image",
         )
 

@@ -127,8 +127,9 @@ def setup_deepspeed_on_cpu(training_args: TrainingArguments) -> None:
 def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     """A `SapiensFor*` task model from `model_name_or_path` (a checkpoint without this head, e.g. a pretrained
     backbone, gets a new one) or, with `config_name`, freshly initialised; `config_kwargs` set config fields. The
-    concrete class, not an Auto class: its `from_pretrained` also converts Meta's original repos, which have no
-    config.json. Build it after `TrainingArguments`, so that DeepSpeed ZeRO-3 partitions it while loading."""
+    concrete class, not an Auto class, so that an encoder checkpoint (Meta's pretrain releases, converted once and
+    cached) gets this task's head. Build it after `TrainingArguments`, so that DeepSpeed ZeRO-3 partitions it while
+    loading."""
     overrides = parse_config_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
         return model_class.from_pretrained(
@@ -136,7 +137,7 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
             cache_dir=model_args.cache_dir,
             revision=model_args.model_revision,
             token=model_args.token,
-            # Only when asked: Meta's original repos (converted on load) take no such option.
+            # Only when asked: transformers otherwise reports a head of another size as an error.
             **({"ignore_mismatched_sizes": True} if model_args.ignore_mismatched_sizes else {}),
             **overrides,
             **config_kwargs,

@@ -14,6 +14,7 @@ import datasets
 import numpy as np
 
 from ..image_processing_sapiens import SapiensImageProcessorPil
+from ..tasks import DENSE_TASKS, TASKS
 from .data import (
     IMAGE_EXTENSIONS,
     DataCheckArguments,
@@ -28,7 +29,6 @@ from .data import (
 # Dense tasks: folders / Hub datasets, the original train augmentations, targets
 # ---------------------------------------------------------------------------------------------------------------
 
-DENSE_TASKS = ("segmentation", "depth", "normal")
 
 
 def load_dense_folder(
@@ -274,7 +274,8 @@ class DenseDataArguments(DataCheckArguments):
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate the validation set."})
 
 
-DEFAULT_TARGETS = {"segmentation": ("label", "labels"), "depth": ("depth", "depth"), "normal": ("normal", "normals")}
+# Where each dense task's labels are by default: (Hub dataset column, folder next to the images).
+DEFAULT_TARGETS = {name: TASKS[name].training_target for name in DENSE_TASKS}
 
 
 def load_dense_splits(data_args: DenseDataArguments, task: str, cache_dir: str | None = None) -> dict:
