@@ -255,6 +255,7 @@ def push_to_hub(
     create_pr: bool = False,
     max_shard_size: int | str | None = "50GB",
     tags: list[str] | None = None,
+    remote_code: None = None,
 ):
     """`push_to_hub` for a Sapiens model, pipeline, config or image processor (same arguments as transformers').
 
@@ -265,6 +266,9 @@ def push_to_hub(
     users, or with the modules when the classes were registered with `register_for_auto_class` (docs/hub.md).
     Returns the `CommitInfo`.
     """
+    if remote_code is not None:  # removed: transformers' own mechanism replaces it
+        raise TypeError("push_to_hub(remote_code=...) was removed: call register_for_auto_class on the classes before "
+                        "pushing (transformers' remote code, see docs/hub.md)")
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     model = obj.model if isinstance(obj, Pipeline) else obj  # a pipeline pushes its model and processor

@@ -104,6 +104,14 @@ def load_image(
     return PIL.ImageOps.exif_transpose(image)
 
 
+def read_image(image, timeout: float | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """The one way the package reads an image: a file path or URL (`load_image`) or an image object, as an
+    `(height, width, 3)` uint8 RGB array (`to_rgb_uint8`)."""
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image, timeout=timeout, max_pixels=max_pixels)
+    return to_rgb_uint8(image)
+
+
 def _channels_last(array: np.ndarray, input_data_format, prefer_first: bool) -> np.ndarray:
     if array.ndim == 2:
         return array[..., None]
@@ -340,6 +348,15 @@ def get_udp_warp_matrix(center: np.ndarray, scale: np.ndarray, output_size: tupl
         [[scale_x, 0.0, scale_x * (-center_x + 0.5 * scale_w)], [0.0, scale_y, scale_y * (-center_y + 0.5 * scale_h)]],
         dtype=np.float32,
     )
+
+
+def rotation_about(center: np.ndarray, degrees: float) -> np.ndarray:
+    """3×3 rotation by `degrees` about `center` with mmpose's sign convention (x' = cos·x − sin·y): composed after
+    `get_udp_warp_matrix` it gives the rotated crops of the training augmentation."""
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    cx, cy = float(center[0]), float(center[1])
+    return np.array([[cos, -sin, cx - cos * cx + sin * cy], [sin, cos, cy - sin * cx - cos * cy], [0.0, 0.0, 1.0]])
 
 
 def warp_affine_bilinear(image: np.ndarray, matrix: np.ndarray, output_size: tuple[int, int]) -> np.ndarray:

@@ -29,8 +29,7 @@ from .image_processing_sapiens import (
     check_boxes,
     check_kernel_size,
     check_number,
-    load_image,
-    to_rgb_uint8,
+    read_image,
 )
 from .metadata import KEYPOINT_SET_BY_COUNT
 from .metadata import flip_pairs as released_flip_pairs
@@ -41,12 +40,6 @@ from .visualization import segmentation_to_image, visualize_depth, visualize_nor
 class WrongModelError(ValueError, TypeError):
     """A model of another task, or without a task head, given to a Sapiens pipeline (also a TypeError, which the
     pipelines raised for it before)."""
-
-
-def _rgb_image(image, timeout: float | None = None, max_pixels: int | None = None) -> np.ndarray:
-    if isinstance(image, (str, os.PathLike)):  # an oversized file is refused from its header, before decoding
-        image = load_image(image, timeout=timeout, max_pixels=max_pixels)
-    return to_rgb_uint8(image)
 
 
 class _SapiensPipelineMixin:
@@ -122,7 +115,7 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
         return preprocess_params, forward_params, {}
 
     def preprocess(self, image, timeout=None):
-        image = _rgb_image(image, timeout, self.image_processor.max_image_pixels)
+        image = read_image(image, timeout, self.image_processor.max_image_pixels)
         model_inputs = self.image_processor(image, return_tensors="pt").to(self.dtype)
         model_inputs["target_size"] = image.shape[:2]
         return model_inputs
@@ -291,7 +284,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     def preprocess(self, inputs, timeout=None, detector=None, detector_threshold=0.3, person_label="person"):
         image, boxes = (inputs["image"], inputs.get("boxes")) if isinstance(inputs, dict) else (inputs, None)
-        image = _rgb_image(image, timeout, self.image_processor.max_image_pixels)
+        image = read_image(image, timeout, self.image_processor.max_image_pixels)
         height, width = image.shape[:2]
         box_scores = None
         if boxes is None and detector is not None:

@@ -107,10 +107,10 @@ def read_frames(entry: Input):
     """Yields the frames of an image (one, index None) or a video; raises ValueError for an unreadable file."""
     import cv2
 
-    from ..image_processing_sapiens import load_image, to_rgb_uint8
+    from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
 
-    if not entry.is_video:
-        yield Frame(entry, None, to_rgb_uint8(load_image(entry.file)), 0.0)
+    if not entry.is_video:  # an oversized file is refused from its header, before it is decoded
+        yield Frame(entry, None, read_image(entry.file, max_pixels=DEFAULT_MAX_IMAGE_PIXELS), 0.0)
         return
     capture = cv2.VideoCapture(str(entry.file))
     if not capture.isOpened():

@@ -22,7 +22,7 @@ import PIL.Image
 import torch
 from transformers import TrainingArguments
 
-from ..image_processing_sapiens import load_image, to_rgb_uint8
+from ..image_processing_sapiens import read_image  # noqa: F401  (image columns: path, PIL image or array)
 
 # ---------------------------------------------------------------------------------------------------------------
 # Datasets with reproducible per-sample randomness, the readers of their columns, the check before training
@@ -77,13 +77,6 @@ class TransformedDataset(torch.utils.data.Dataset):
         row = self.dataset.with_format("arrow")[index].to_pylist()[0]
         values = [value.get("path") if isinstance(value, dict) else value for value in row.values()]
         return ", ".join(value for value in values if isinstance(value, str) and value)
-
-
-def read_image(value) -> np.ndarray:
-    """An image column value (path, PIL image or array) as uint8 RGB `(H, W, 3)`."""
-    if isinstance(value, (str, os.PathLike)):
-        value = load_image(value)
-    return to_rgb_uint8(value)
 
 
 def read_array(value, what: str) -> np.ndarray:

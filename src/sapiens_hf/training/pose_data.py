@@ -5,7 +5,6 @@ left/right keypoint swaps are written here; the pixel augmentations are albument
 """
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..image_processing_sapiens import (
     generate_udp_heatmaps,
     get_box_center_scale,
     get_udp_warp_matrix,
+    rotation_about,
     warp_affine_bilinear,
 )
 from .data import _albumentations, _apply, photometric_distortion, read_image
@@ -93,14 +93,6 @@ def _truncated_normal(rng: np.random.Generator, size=None) -> np.ndarray:
     from scipy.stats import truncnorm
 
     return truncnorm.rvs(-1.0, 1.0, size=size, random_state=rng)
-
-
-def _rotation_about(center: np.ndarray, degrees: float) -> np.ndarray:
-    """3×3 rotation by `degrees` about `center` with mmpose's sign convention (x' = cos·x − sin·y)."""
-    theta = math.radians(degrees)
-    cos, sin = math.cos(theta), math.sin(theta)
-    cx, cy = float(center[0]), float(center[1])
-    return np.array([[cos, -sin, cx - cos * cx + sin * cy], [sin, cos, cy - sin * cx - cos * cy], [0.0, 0.0, 1.0]])
 
 
 @dataclass
@@ -199,7 +191,7 @@ class PoseTransform:
         center, scale = (value[0] for value in get_box_center_scale(box, self.input_size, padding=1.0))
         matrix = (
             np.vstack([get_udp_warp_matrix(center, scale, self.input_size), [0, 0, 1]])
-            @ _rotation_about(center, rotation)
+            @ rotation_about(center, rotation)
         )[:2]
         crop = warp_affine_bilinear(image, matrix.astype(np.float32), self.input_size)
         crop = _apply(self.pixel_augment, rng, image=crop)["image"]
