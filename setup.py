@@ -24,6 +24,7 @@ setup(
         "safetensors>=0.4",
         "accelerate>=1.0",
         "datasets>=3.0",
+        "pyarrow>=15",  # the Parquet shards of `sapiens-hf annotate` (also a dependency of datasets)
         "evaluate>=0.4.6",
         "pillow>=10",
         "numpy>=1.24",

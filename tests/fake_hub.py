@@ -1,10 +1,10 @@
 """A loopback fake of the Hugging Face Hub HTTP API (stdlib only) for tests that use the real `huggingface_hub`
 client, transformers' `push_to_hub`/`from_pretrained` and pipelines over HTTP on 127.0.0.1.
 
-It serves the routes huggingface_hub 2.4 and transformers 5.24 call: create repo, branches, model info, tree
-listings, preupload, LFS batch + PUT, NDJSON commits (added, LFS and deleted files; a `parentCommit` that is no
-longer the branch head is refused with 412, as the Hub does), model-card YAML validation, and
-resolve with the Hub's ETag / X-Linked-Etag (sha256 of LFS files) / X-Linked-Size / X-Repo-Commit headers. Repos
+It serves the routes huggingface_hub 2.4 and transformers 5.24 call, for model and dataset repos: create repo,
+branches, model info, tree listings, preupload, LFS batch + PUT, NDJSON commits (added, LFS and deleted files; a
+`parentCommit` that is no longer the branch head is refused with 412, as the Hub does), model-card YAML validation,
+and resolve with the Hub's ETag / X-Linked-Etag (sha256 of LFS files) / X-Linked-Size / X-Repo-Commit headers. Repos
 keep every commit, so downloads can be pinned to a revision. `commit` seeds a repo directly and `tamper` makes the
 server send other bytes than the file's metadata announces, as a broken transfer or CDN would.
 
@@ -134,6 +134,7 @@ class _HttpError(Exception):
 
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
 _REV = r"(?P<rev>[^/]+)"
+_KIND = r"(?:models|datasets)"  # one namespace for model and dataset repos (the tests never reuse a name)
 
 
 def _handler_for(hub: FakeHub):
@@ -329,14 +330,14 @@ def _handler_for(hub: FakeHub):
     ROUTES = [
         (r"/api/validate-yaml", "POST", Handler.validate_yaml),
         (r"/api/repos/create", "POST", Handler.create_repo),
-        (rf"/api/models/{_REPO}/branch/(?P<branch>[^/]+)", "POST", Handler.create_branch),
-        (rf"/api/models/{_REPO}(?:/revision/{_REV})?", "GET", Handler.model_info),
-        (rf"/api/models/{_REPO}/tree/{_REV}(?:/(?P<path>.*))?", "GET", Handler.tree),
-        (rf"/api/models/{_REPO}/preupload/{_REV}", "POST", Handler.preupload),
-        (rf"/api/models/{_REPO}/commit/{_REV}", "POST", Handler.commit),
-        (rf"/{_REPO}\.git/info/lfs/objects/batch", "POST", Handler.lfs_batch),
+        (rf"/api/{_KIND}/{_REPO}/branch/(?P<branch>[^/]+)", "POST", Handler.create_branch),
+        (rf"/api/{_KIND}/{_REPO}(?:/revision/{_REV})?", "GET", Handler.model_info),
+        (rf"/api/{_KIND}/{_REPO}/tree/{_REV}(?:/(?P<path>.*))?", "GET", Handler.tree),
+        (rf"/api/{_KIND}/{_REPO}/preupload/{_REV}", "POST", Handler.preupload),
+        (rf"/api/{_KIND}/{_REPO}/commit/{_REV}", "POST", Handler.commit),
+        (rf"(?:/datasets)?/{_REPO}\.git/info/lfs/objects/batch", "POST", Handler.lfs_batch),
         (r"/__lfs/(?P<oid>[0-9a-f]{64})", "PUT", Handler.lfs_put),
-        (rf"/{_REPO}/resolve/{_REV}/(?P<path>.+)", "GET", Handler.resolve),
+        (rf"(?:/datasets)?/{_REPO}/resolve/{_REV}/(?P<path>.+)", "GET", Handler.resolve),
     ]
     return Handler
 

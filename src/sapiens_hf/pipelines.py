@@ -34,7 +34,7 @@ from .image_processing_sapiens import (
 from .metadata import KEYPOINT_SET_BY_COUNT
 from .metadata import flip_pairs as released_flip_pairs
 from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
-from .tasks import PIPELINE_TASKS, TASKS, task_of_class
+from .tasks import PIPELINE_TASKS, TASKS, get_task, task_of_class
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
 class WrongModelError(ValueError, TypeError):
@@ -346,6 +346,25 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         for person, output in zip(people, all_outputs):
             person["bbox_score"] = output["box_score"]
         return people
+
+
+def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, **config_overrides):
+    """The `sapiens-*` pipeline of `task` for a model id or path (`from_pretrained` takes it; default: the task's
+    released 0.3B model), with its processor (the released settings when the checkpoint has none). The model is
+    loaded through the task's Sapiens class and the pipeline refuses a model of another task (`WrongModelError`)
+    before any prediction. Used by `sapiens-hf predict` and `annotate`."""
+    from transformers import AutoImageProcessor
+
+    from . import modeling_sapiens
+
+    task = get_task(task)
+    model = model or task.default_checkpoint
+    loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype, **config_overrides)
+    try:
+        processor = AutoImageProcessor.from_pretrained(model)
+    except (OSError, ValueError):  # a folder saved without its processor: the released settings
+        processor = SapiensImageProcessorPil()
+    return pipeline(task.pipeline, model=loaded, image_processor=processor, device=device)
 
 
 def register_pipelines() -> None:

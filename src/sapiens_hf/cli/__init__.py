@@ -1,4 +1,5 @@
-"""`sapiens-hf` command line: batch prediction on images, folders and videos, and checkpoint conversion, e.g.
+"""`sapiens-hf` command line: batch prediction on images, folders and videos, dataset-scale annotation into Parquet
+shards (`annotate`, see `sapiens_hf.annotate`), and checkpoint conversion, e.g.
 `sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b photo.jpg clips/ --output out/` or
 `sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose`. This module
 holds the entry point (`main`, the parser, the checks of the arguments alone) and the `convert` command; `predict`
@@ -53,6 +54,8 @@ def argument_problems(args) -> list[str]:
     problems = []
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
+    if args.command == "annotate":
+        return problems + annotate_problems(args)
     if args.command != "predict":
         return problems
     if args.flip_test and args.task not in ("pose", "depth"):
@@ -60,6 +63,40 @@ def argument_problems(args) -> list[str]:
     if args.detector and args.task != "pose":
         problems.append("--detector applies to --task pose")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
+
+
+def annotate_problems(args) -> list[str]:
+    problems = []
+    if sum(map(bool, (args.inputs, args.list, args.dataset))) != 1:
+        problems.append("give the images as paths, or --list FILE, or --dataset NAME (one of them)")
+    if args.chunk_size < 1:
+        problems.append("--chunk-size must be at least 1")
+    if args.workers is not None and args.workers < 0:
+        problems.append("--workers must be 0 (decode in the main process) or more")
+    if args.device not in (None, "cpu"):
+        problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
+    unknown = [task for task in dict(args.model) if task not in args.task]
+    if unknown:
+        problems.append(f"--model given for {unknown}, which --task does not ask for")
+    return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
+
+
+def task_model(text: str) -> tuple[str, str]:
+    """`--model TASK=MODEL`."""
+    task, equals, model = text.partition("=")
+    if not equals or not model:
+        raise argparse.ArgumentTypeError(f"expected TASK=MODEL (e.g. pose=facebook/sapiens-pose-1b), got {text!r}")
+    return task_name(task), model
+
+
+def dense_size(text: str) -> tuple[int, int] | None:
+    """`--dense-size HxW` or `image`."""
+    if text == "image":
+        return None
+    height, _, width = text.partition("x")
+    if not (height.isdigit() and width.isdigit() and int(height) > 0 and int(width) > 0):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH (e.g. 256x192) or 'image', got {text!r}")
+    return int(height), int(width)
 
 
 def output_problem(output: Path) -> str | None:
@@ -96,6 +133,27 @@ def convert(args) -> int:
     return 0
 
 
+def annotate(args) -> int:
+    from ..annotate import DatasetSource, FileSource, annotate, read_list_file
+
+    try:
+        if args.dataset:
+            source = DatasetSource(args.dataset, args.dataset_config, args.split, args.image_column, args.id_column,
+                                   args.streaming)
+        else:
+            source = FileSource(read_list_file(args.list) if args.list else args.inputs, exclude=Path(args.output))
+        models = {task: dict(args.model).get(task) for task in args.task}
+        summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
+                           dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
+                           config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
+                           push_to_hub=args.push_to_hub)
+    except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
+        if debugging():
+            raise
+        raise CommandError(EXIT_FAILED, [f"error: annotate: {with_cli_hint(error)}"]) from None
+    return EXIT_FAILED if summary.get("errors") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sapiens-hf",
@@ -129,6 +187,38 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=predict.predict)
+
+    notes = commands.add_parser(
+        "annotate", help="annotate a folder tree, a file list or a datasets dataset into Parquet shards, resumably; "
+        "in parallel with `accelerate launch -m sapiens_hf.cli annotate ...`")
+    notes.add_argument("inputs", nargs="*", help="images and folders (searched recursively)")
+    notes.add_argument("--list", help="a text file with one image path per line (relative to the file)")
+    notes.add_argument("--dataset", help="a datasets dataset: Hub id or local imagefolder/parquet folder")
+    notes.add_argument("--dataset-config", help="its configuration name")
+    notes.add_argument("--split", default="train")
+    notes.add_argument("--image-column", default="image")
+    notes.add_argument("--id-column", help="column identifying each row (default: split/index)")
+    notes.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it first")
+    notes.add_argument("--task", required=True, action="append", type=task_name, choices=PIPELINE_TASK_NAMES,
+                       help="pose, segmentation (or seg), depth or normal; repeat it for several tasks in one pass")
+    notes.add_argument("--model", action="append", default=[], type=task_model, metavar="TASK=MODEL",
+                       help="the model of a task (default: the task's released 0.3B model); repeatable")
+    notes.add_argument("--output", required=True, help="output folder: Parquet shards + .sapiens-hf/ (manifest, "
+                       "errors); a re-run of the same command resumes it")
+    notes.add_argument("--overwrite", action="store_true", help="start afresh over a run with other settings")
+    notes.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    notes.add_argument("--chunk-size", type=int, default=128, help="images per shard (the unit of work and resume)")
+    notes.add_argument("--dense-size", type=dense_size, default=(256, 192), metavar="HxW",
+                       help="size of the stored depth and normal maps, or 'image' (default 256x192)")
+    notes.add_argument("--workers", type=int, help="DataLoader workers decoding per process (default: none on the "
+                       "CPU, else the process's spare cores, at most 4)")
+    notes.add_argument("--device", help='"cpu" to stay on the CPU (default: what accelerate picks)')
+    notes.add_argument("--dtype", choices=DTYPES, default="float32")
+    notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
+                       help=config_help)
+    notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
+    notes.add_argument("--quiet", action="store_true", help="no progress bars")
+    notes.set_defaults(handler=annotate)
 
     conversion = commands.add_parser("convert", help="convert an original Sapiens checkpoint to transformers format")
     conversion.add_argument("checkpoint", help="original .pth / _torchscript.pt2 / .safetensors file")

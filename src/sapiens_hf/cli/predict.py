@@ -111,30 +111,25 @@ def load_pipeline(args):
     (Hub ids, local folders) Meta's original releases load too: their Hub repos, local folders laid out like them and
     `.pth`/`.pt2` files, converted once and cached (see sapiens_hf.releases). A model of another task is refused
     here, before any prediction."""
+    return load_or_explain(args.task, args.model, args.device, args.dtype, args.config)
+
+
+def load_or_explain(task: str, model: str | None, device, dtype: str, config: list):
+    """`pipelines.load_task_pipeline`, its failures as one-line CLI errors: a model of another task is a usage error,
+    any other loading failure says how to use a local or converted checkpoint (SAPIENS_HF_DEBUG=1: traceback)."""
     import torch
-    from transformers import AutoImageProcessor, pipeline
 
-    from .. import modeling_sapiens
-    from ..image_processing_sapiens import SapiensImageProcessorPil
-    from ..pipelines import WrongModelError
+    from ..pipelines import WrongModelError, load_task_pipeline
 
-    task = TASKS[args.task]
-    model_id = args.model or task.default_checkpoint
+    model_id = model or TASKS[task].default_checkpoint
     try:
-        model_class = getattr(modeling_sapiens, task.model_class)
-        model = model_class.from_pretrained(model_id, dtype=getattr(torch, args.dtype), **dict(args.config))
-    except Exception as error:  # any loading failure is reported in one line (SAPIENS_HF_DEBUG=1: traceback)
+        return load_task_pipeline(task, model_id, device=device, dtype=getattr(torch, dtype), **dict(config))
+    except WrongModelError as error:
+        raise usage_error([f"--model {model_id} does not fit --task {task}: {error}"]) from None
+    except Exception as error:
         if debugging():
             raise
-        raise CommandError(EXIT_FAILED, _load_error(model_id, args.task, error)) from None
-    try:  # Meta's original releases ship no processor file: AutoImageProcessor gives the default one for them
-        processor = AutoImageProcessor.from_pretrained(model_id)
-    except (OSError, ValueError):  # a converted folder saved without its processor: the released settings
-        processor = SapiensImageProcessorPil()
-    try:
-        return pipeline(task.pipeline, model=model, image_processor=processor, device=args.device)
-    except WrongModelError as error:
-        raise usage_error([f"--model {model_id} does not fit --task {args.task}: {error}"]) from None
+        raise CommandError(EXIT_FAILED, _load_error(model_id, task, error)) from None
 
 
 def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
