@@ -422,9 +422,18 @@ def flip_pairs(num_keypoints: int) -> list[list[int]]:
     return [[i, j] for i, j in enumerate(flip_indices) if i < j]
 
 
+def model_flip_pairs(config) -> list[list[int]] | None:
+    """A pose model's left/right pairs: its config's, else those of the released set with as many keypoints (COCO
+    17, COCO-WholeBody 133, Goliath 308); None when neither is known."""
+    if config.flip_pairs is not None:
+        return config.flip_pairs
+    return flip_pairs(config.num_labels) if config.num_labels in KEYPOINT_SET_BY_COUNT else None
+
+
 __all__ = [
     "CLASS_WEIGHTS",
     "KEYPOINT_SETS",
+    "model_flip_pairs",
     "KEYPOINT_SET_BY_COUNT",
     "SEGMENTATION_CLASSES",
     "SEGMENTATION_PALETTE",

@@ -24,18 +24,13 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-from .image_processing_sapiens import (
-    SapiensImageProcessorPil,
-    check_boxes,
-    check_kernel_size,
-    check_number,
-    read_image,
-)
-from .metadata import KEYPOINT_SET_BY_COUNT
-from .metadata import flip_pairs as released_flip_pairs
+from .geometry import check_boxes
+from .image_processing_sapiens import SapiensImageProcessorPil, check_kernel_size, check_number, read_image
+from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
 from .tasks import PIPELINE_TASKS, TASKS, get_task, task_of_class
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
+
 
 class WrongModelError(ValueError, TypeError):
     """A model of another task, or without a task head, given to a Sapiens pipeline (also a TypeError, which the
@@ -308,15 +303,13 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     def flip_pairs(self) -> list[list[int]]:
         """Left/right keypoint pairs of the flip test: the model's, else those of the released set with as many
         keypoints (COCO 17, COCO-WholeBody 133, Goliath 308)."""
-        config = self.model.config
-        if config.flip_pairs is not None:
-            return config.flip_pairs
-        if config.num_labels not in KEYPOINT_SET_BY_COUNT:
+        pairs = model_flip_pairs(self.model.config)
+        if pairs is None:
             raise ValueError(
-                f"flip_test needs the left/right keypoint pairs of this {config.num_labels}-keypoint model: "
-                "set model.config.flip_pairs"
+                f"flip_test needs the left/right keypoint pairs of this {self.model.config.num_labels}-keypoint "
+                "model: set model.config.flip_pairs"
             )
-        return released_flip_pairs(config.num_labels)
+        return pairs
 
     def _forward(self, model_inputs, flip_pairs=None):
         pixel_values = model_inputs.pop("pixel_values")

@@ -15,7 +15,7 @@ import torch
 from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 
 from .. import __version__
-from ..image_processing_sapiens import check_boxes
+from ..geometry import check_boxes
 from ..modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
 from ..tasks import PIPELINE_TASKS, TASKS
 from .output import TASK_SCHEMA, OutputFolder, npy_bytes

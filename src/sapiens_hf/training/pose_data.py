@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 from .. import metadata
-from ..image_processing_sapiens import (
-    SapiensImageProcessorPil,
+from ..geometry import (
     generate_udp_heatmaps,
     get_box_center_scale,
     get_udp_warp_matrix,
     rotation_about,
     warp_affine_bilinear,
 )
+from ..image_processing_sapiens import SapiensImageProcessorPil
 from .data import _albumentations, _apply, photometric_distortion, read_image
 
 # ---------------------------------------------------------------------------------------------------------------
