@@ -37,10 +37,14 @@ setup(
         "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=2.0", "scipy>=1.10"],
         "test": [
             "pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0",
-            "scipy>=1.10",
+            "scipy>=1.10", "gradio>=5", "playwright>=1.40", "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20",
         ],
         # timm is the peer in benchmarks/; on a CPU-only torch install it with `pip install --no-deps timm`.
         "bench": ["timm>=1.0"],
+        # `sapiens-hf export`: ONNX graphs (torch.onnx's dynamo exporter) run with onnxruntime (docs/deployment.md)
+        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        # `sapiens-hf demo`, the web app (docs/demo.md)
+        "demo": ["gradio>=5"],
         "dev": [
             "pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0",
             "scipy>=1.10", "ruff",

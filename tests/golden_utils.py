@@ -96,7 +96,8 @@ def assert_matches_golden(output: torch.Tensor, file: str, prefix: str, atol: fl
 
 
 
-def well_conditioned_keypoints(heatmaps: np.ndarray, noise: float = 3e-6, movement: float = 2.5e-4) -> np.ndarray:
+def well_conditioned_keypoints(heatmaps: np.ndarray, noise: float = 3e-6, movement: float = 2.5e-4,
+                               input_size: tuple[int, int] = (768, 1024)) -> np.ndarray:
     """(N, K) mask of the keypoints whose UDP + DARK decoding is insensitive to rounding in the heatmaps.
 
     The tiny models' random weights give flat heatmaps: two peaks can differ by less than rounding, so the argmax
@@ -109,11 +110,11 @@ def well_conditioned_keypoints(heatmaps: np.ndarray, noise: float = 3e-6, moveme
     from sapiens_hf.image_processing_sapiens import decode_udp_heatmaps
 
     heatmaps = np.asarray(heatmaps, np.float32)
-    reference, _ = decode_udp_heatmaps(heatmaps, input_size=(768, 1024))
+    reference, _ = decode_udp_heatmaps(heatmaps, input_size=input_size)
     rng = np.random.default_rng(0)
     worst = np.zeros(reference.shape[:2])
     for _ in range(4):
         perturbed = heatmaps + rng.uniform(-noise, noise, heatmaps.shape).astype(np.float32)
-        keypoints, _ = decode_udp_heatmaps(perturbed, input_size=(768, 1024))
+        keypoints, _ = decode_udp_heatmaps(perturbed, input_size=input_size)
         worst = np.maximum(worst, np.abs(keypoints - reference).max(-1))
     return worst < movement

@@ -133,6 +133,26 @@ def convert(args) -> int:
     return 0
 
 
+def export(args) -> int:
+    from ..export import ExportError, export
+
+    try:
+        manifest = export(args.model, args.output_dir, format=args.format, dtype=args.dtype,
+                          dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+                          input_size=args.input_size, quantize=args.quantize, opset=args.opset,
+                          config_overrides=dict(args.config))
+    except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
+        if debugging():
+            raise
+        code = EXIT_USAGE if isinstance(error, (TypeError, ExportError)) else EXIT_FAILED  # a request it refuses
+        raise CommandError(code, [f"error: cannot export {args.model}: {with_cli_hint(error)}"]) from None
+    print(f"Exported {args.model} → {args.output_dir}/{manifest['file']} ({manifest['task']}, {manifest['dtype']}); "
+          f"largest difference to the eager model: {max(manifest['max_abs_difference_to_eager'].values()):.2g}")
+    if "int8" in manifest:
+        print("int8: " + ", ".join(f"{key} {value}" for key, value in manifest["int8"].items()))
+    return 0
+
+
 def annotate(args) -> int:
     from ..annotate import DatasetSource, FileSource, annotate, read_list_file
 
@@ -152,6 +172,22 @@ def annotate(args) -> int:
             raise
         raise CommandError(EXIT_FAILED, [f"error: annotate: {with_cli_hint(error)}"]) from None
     return EXIT_FAILED if summary.get("errors") else 0
+
+
+def demo(args) -> int:
+    import importlib.util
+
+    from .predict import device_problem
+
+    problems = [f"--model {task}=...: the demo runs {', '.join(PIPELINE_TASK_NAMES)}" for task, _ in args.model
+                if task not in PIPELINE_TASK_NAMES] + [problem for problem in [device_problem(args.device)] if problem]
+    if problems:
+        raise usage_error(problems)
+    if importlib.util.find_spec("gradio") is None:
+        raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
+    from .. import demo as web_demo  # Gradio, torch and transformers load only here
+
+    return web_demo.serve(dict(args.model), device=args.device, port=args.port, share=args.share)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -220,6 +256,24 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--quiet", action="store_true", help="no progress bars")
     notes.set_defaults(handler=annotate)
 
+    exporting = commands.add_parser("export", help="export a model as an ONNX graph or a torch.export program, "
+                                    "checked against the eager model (docs/deployment.md)")
+    exporting.add_argument("model", help="anything from_pretrained takes: Hub id, folder, original release or file")
+    exporting.add_argument("output_dir")
+    exporting.add_argument("--format", choices=("onnx", "exported-program"), default="onnx")
+    exporting.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    exporting.add_argument("--dynamic-batch", action="store_true", help="any batch size (else 1)")
+    exporting.add_argument("--dynamic-size", action="store_true",
+                           help="any input size (refused when the graph cannot follow it: use --input-size)")
+    exporting.add_argument("--input-size", type=dense_size, metavar="HxW", help="a fixed input size other than the "
+                           "processor's (e.g. 512x384)")
+    exporting.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (dynamic int8) and "
+                           "print its accuracy change against fp32")
+    exporting.add_argument("--opset", type=int, default=23, help="ONNX opset; 23 fuses attention into one operator")
+    exporting.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
+                           help=config_help)
+    exporting.set_defaults(handler=export)
+
     conversion = commands.add_parser("convert", help="convert an original Sapiens checkpoint to transformers format")
     conversion.add_argument("checkpoint", help="original .pth / _torchscript.pt2 / .safetensors file")
     conversion.add_argument("output_dir")
@@ -228,6 +282,15 @@ def build_parser() -> argparse.ArgumentParser:
     conversion.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                             help=config_help)
     conversion.set_defaults(handler=convert)
+
+    web = commands.add_parser("demo", help='a web app for the four tasks on uploaded images (needs Gradio: pip '
+                              'install "sapiens-hf[demo]")')
+    web.add_argument("--model", action="append", default=[], type=task_model, metavar="TASK=MODEL",
+                     help="the model of a task (default: the task's released 0.3B model); repeatable")
+    web.add_argument("--device", help='"cpu", "cuda", "cuda:1", ... (default: the first GPU if any, else the CPU)')
+    web.add_argument("--port", type=int, default=7860, help="local port to serve on (default 7860)")
+    web.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
+    web.set_defaults(handler=demo)
     return parser
 
 

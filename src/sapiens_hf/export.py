@@ -1,0 +1,243 @@
+"""Export for deployment: an ONNX graph (`torch.onnx.export(..., dynamo=True)`, run with onnxruntime) or a
+`torch.export` program of the encoder or a task model, checked against the eager model when it is written.
+
+    sapiens-hf export facebook/sapiens-pose-0.3b out/pose-onnx --format onnx --dynamic-batch --quantize int8
+
+The output folder holds the graph (`model.onnx` / `model.pt2`, and `model.int8.onnx` with `--quantize int8`), the
+image processor's `preprocessor_config.json` (the same pre- and post-processing apply) and `sapiens-export.json`: the
+task, input and output names and sizes, labels (keypoint names and flip pairs for pose), dtype, opset, versions, and
+the measured differences to the eager model (and, for int8, the accuracy change in the task's own terms).
+"""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .metadata import model_flip_pairs
+from .tasks import task_of_class
+
+FORMATS = ("onnx", "exported-program")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# The tensor each exported graph returns.
+OUTPUTS = {"pose": "heatmaps", "segmentation": "logits", "depth": "predicted_depth", "normal": "normals",
+           "model": "last_hidden_state", "backbone": "feature_maps"}
+# Largest difference to the eager float32 model on the check input that the export accepts, per dtype.
+TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}
+MANIFEST = "sapiens-export.json"
+
+
+class ExportError(ValueError):
+    """An export that cannot work as asked; the message says what to do instead."""
+
+
+class _Graph(nn.Module):
+    """The model as a function of `pixel_values` alone, returning its main output tensor."""
+
+    def __init__(self, model: nn.Module, output: str):
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        value = getattr(self.model(pixel_values=pixel_values), self.output)
+        return value[-1] if isinstance(value, tuple) else value  # a backbone: its last feature map
+
+
+def _load(model, config_overrides: dict):
+    """A Sapiens model: an instance, or anything `from_pretrained` takes, loaded through the class it was saved as."""
+    if isinstance(model, nn.Module):
+        return model
+    from transformers import AutoConfig
+
+    from . import modeling_sapiens
+
+    config = AutoConfig.from_pretrained(model, **config_overrides)
+    architecture = (config.architectures or ["SapiensModel"])[0]
+    return getattr(modeling_sapiens, architecture).from_pretrained(model, config=config)
+
+
+def _check_request(task, format: str, dtype: str, quantize: str | None) -> None:
+    if format not in FORMATS:
+        raise ExportError(f"Unknown format {format!r}; choose one of {FORMATS}")
+    if dtype not in DTYPES:
+        raise ExportError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    if task is None or task.name == "pretraining":
+        raise ExportError("MAE pretraining masks patches at random; export its encoder instead (load the checkpoint "
+                          "as SapiensModel) or a task model")
+    if format == "onnx" and dtype == "bf16":
+        raise ExportError("onnxruntime has no bfloat16 kernels for these operators on the CPU: export fp32 (or fp16 "
+                          "for a GPU runtime) ONNX, or use --format exported-program for bf16")
+    if quantize not in (None, "int8"):
+        raise ExportError(f"Unknown quantization {quantize!r}; the option is int8")
+    if quantize and (format != "onnx" or dtype != "fp32"):
+        raise ExportError("--quantize int8 quantises an fp32 ONNX graph: use --format onnx --dtype fp32")
+
+
+def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dynamic_batch: bool = False,
+           dynamic_size: bool = False, input_size: tuple[int, int] | None = None, quantize: str | None = None,
+           opset: int = 23, config_overrides: dict | None = None) -> dict:
+    """Exports `model` (a Sapiens model or anything `from_pretrained` takes) into `output_dir` and returns the
+    manifest. The graph takes `pixel_values` `(batch, 3, height, width)` in `dtype` — batch 1, or any batch with
+    `dynamic_batch` — at the processor's input size (or `input_size` `(height, width)`), and returns the model's
+    main output. A model instance is cast to `dtype` in place. Every export is run against the eager model once;
+    `ExportError` when it cannot work as asked."""
+    model = _load(model, config_overrides or {}).eval()
+    task = task_of_class(type(model).__name__)
+    _check_request(task, format, dtype, quantize)
+    from transformers import AutoImageProcessor
+
+    from .image_processing_sapiens import SapiensImageProcessorPil
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(model.name_or_path)
+    except (OSError, ValueError):  # an in-memory model or a folder without a processor: the released settings
+        processor = SapiensImageProcessorPil()
+    height, width = input_size or (processor.size["height"], processor.size["width"])
+    patch = model.config.patch_size
+    if height % patch or width % patch:
+        raise ExportError(f"The input size {height}×{width} is not a multiple of the patch size {patch}")
+    processor.size = {"height": height, "width": width}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    graph = _Graph(model.to(DTYPES[dtype]), OUTPUTS[task.name])
+    example = torch.randn(2 if dynamic_batch else 1, 3, height, width, generator=torch.Generator().manual_seed(0))
+    shapes = {}
+    if dynamic_batch:
+        shapes[0] = torch.export.Dim("batch", min=1, max=1024)
+    if dynamic_size:
+        shapes[2] = torch.export.Dim("height_patches", min=1, max=256) * patch
+        shapes[3] = torch.export.Dim("width_patches", min=1, max=256) * patch
+    dynamic_shapes = {"pixel_values": shapes} if shapes else None
+    example = example.to(DTYPES[dtype])
+    if format == "onnx":
+        program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=opset,
+                                    input_names=["pixel_values"], output_names=[OUTPUTS[task.name]], verbose=False)
+        file = output_dir / "model.onnx"
+        program.save(str(file), external_data=_size_bytes(model) > 1.5 * 2**30)  # protobuf's 2 GB limit
+        run = _onnx_runner(file)
+    else:
+        program = torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes)
+        file = output_dir / "model.pt2"
+        torch.export.save(program, file)
+        run = _program_runner(file)
+    processor.save_pretrained(output_dir)
+
+    sizes = [(height, width)] + ([(height + 2 * patch, width + patch)] if dynamic_size else [])
+    batches = [1, 3] if dynamic_batch else [1]
+    differences = {}
+    for size in sizes:
+        for batch in batches:
+            pixel_values = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(DTYPES[dtype])
+            with torch.no_grad():
+                expected = graph(pixel_values).float().numpy()
+            try:
+                actual = run(pixel_values)
+            except Exception as error:
+                if size != sizes[0]:
+                    raise ExportError(
+                        f"The exported graph does not follow another input size ({size[0]}×{size[1]}): the "
+                        "position-embedding resize is fixed when the graph is traced. Export one graph per input "
+                        "size instead (--input-size HxW), without --dynamic-size."
+                    ) from error
+                raise
+            differences[f"{batch}x{size[0]}x{size[1]}"] = float(np.abs(actual - expected).max())
+    worst = max(differences.values())
+    if not worst <= TOLERANCE[dtype]:
+        raise ExportError(f"The exported graph differs from the eager model by {worst:.3g} (more than "
+                          f"{TOLERANCE[dtype]:g} for {dtype}); see {output_dir} and report it")
+
+    manifest = _manifest(model, task, format, file.name, dtype, opset, (height, width), dynamic_batch, dynamic_size)
+    manifest["max_abs_difference_to_eager"] = differences
+    if quantize:
+        manifest["int8"] = quantize_int8(file, output_dir / "model.int8.onnx", task, processor)
+    (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def _size_bytes(model: nn.Module) -> int:
+    return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+
+
+def _onnx_runner(path: Path):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def run(pixel_values: torch.Tensor) -> np.ndarray:
+        return np.asarray(session.run(None, {name: pixel_values.numpy()})[0], dtype=np.float32)
+
+    return run
+
+
+def _program_runner(path: Path):
+    module = torch.export.load(path).module()
+
+    def run(pixel_values: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return module(pixel_values).float().numpy()
+
+    return run
+
+
+def _manifest(model, task, format, file, dtype, opset, input_size, dynamic_batch, dynamic_size) -> dict:
+    config = model.config
+    manifest = {
+        "task": task.name, "format": format, "file": file, "dtype": dtype, "input": "pixel_values",
+        "output": OUTPUTS[task.name], "input_size": list(input_size), "dynamic_batch": dynamic_batch,
+        "dynamic_size": dynamic_size, "opset": opset if format == "onnx" else None,
+        "model": {"class": type(model).__name__, "name_or_path": config.name_or_path},
+        "versions": {"sapiens_hf": __version__, "torch": torch.__version__},
+    }
+    if task.has_head and task.name != "depth":  # label names by index: keypoint names for pose, classes, x/y/z
+        manifest["labels"] = [config.id2label[index] for index in range(config.num_labels)]
+    if task.name == "pose":
+        manifest["flip_pairs"] = model_flip_pairs(config)
+    if format == "onnx":
+        import onnxruntime
+
+        manifest["versions"]["onnxruntime"] = onnxruntime.__version__
+    return manifest
+
+
+def quantize_int8(source: Path, target: Path, task, processor) -> dict:
+    """Dynamic int8 quantisation of an fp32 ONNX graph (weights int8, activations quantised at run time), with the
+    change against fp32 on the bundled photo in the task's terms: keypoint error (px), segmentation pixel agreement,
+    depth relative error, normal angular error (degrees), or the output's relative error for an encoder."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .geometry import decode_udp_heatmaps
+    from .image_processing_sapiens import read_image
+
+    # The linear layers' weights; onnxruntime's int8 attention (QAttention) does not take opset 23's Attention.
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    image = read_image(Path(__file__).parent / "data" / "astronaut.jpg")  # the photo shipped with the package
+    if task.name == "pose":
+        height, width = image.shape[:2]
+        pixel_values = processor(image, boxes=[[[0, 0, width, height]]], return_tensors="pt")["pixel_values"]
+    else:
+        pixel_values = processor(image, return_tensors="pt")["pixel_values"]
+    fp32, int8 = _onnx_runner(source)(pixel_values), _onnx_runner(target)(pixel_values)
+    if task.name == "pose":
+        input_size = (processor.size["width"], processor.size["height"])
+        change = {"keypoint_error_px_mean": float(np.linalg.norm(
+            decode_udp_heatmaps(fp32, input_size)[0] - decode_udp_heatmaps(int8, input_size)[0], axis=-1).mean())}
+    elif task.name == "segmentation":
+        change = {"pixel_agreement": float((fp32.argmax(1) == int8.argmax(1)).mean())}
+    elif task.name == "depth":
+        change = {"depth_relative_error_mean": float((np.abs(int8 - fp32) / (np.abs(fp32) + 1e-6)).mean())}
+    elif task.name == "normal":
+        a = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True)
+        b = int8 / np.linalg.norm(int8, axis=1, keepdims=True)
+        change = {"normal_angle_error_deg_mean": float(np.degrees(np.arccos(np.clip((a * b).sum(1), -1, 1))).mean())}
+    else:
+        change = {"relative_error_mean": float(np.abs(int8 - fp32).mean() / (np.abs(fp32).mean() + 1e-12))}
+    change["file"] = target.name
+    change["size_ratio"] = round(target.stat().st_size / math.fsum(
+        path.stat().st_size for path in source.parent.glob(f"{source.name}*")), 3)
+    return change

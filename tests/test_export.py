@@ -1,0 +1,125 @@
+"""`sapiens_hf.export`: ONNX (onnxruntime) and torch.export programs of the encoder and every task model equal the
+eager model; dynamic batch; int8 with its accuracy change; unsupported requests fail before any file is written."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from golden_utils import well_conditioned_keypoints
+from test_cli import MODELS, TINY, saved_model
+
+from sapiens_hf import SapiensConfig, SapiensModel
+from sapiens_hf.export import MANIFEST, ExportError, export
+from sapiens_hf.image_processing_sapiens import read_image
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.mark.parametrize("task", sorted(MODELS))
+@pytest.mark.parametrize("format", ["onnx", "exported-program"])
+def test_every_task_exports_equal_to_eager(task, format, tmp_path):
+    manifest = export(saved_model(task, tmp_path / "model"), tmp_path / "out", format=format, dynamic_batch=True)
+    assert set(manifest["max_abs_difference_to_eager"]) == {"1x128x96", "3x128x96"}
+    assert max(manifest["max_abs_difference_to_eager"].values()) <= 1e-4
+    assert json.loads((tmp_path / "out" / MANIFEST).read_text()) == manifest
+    assert (tmp_path / "out" / "preprocessor_config.json").is_file()
+    if task == "pose":
+        assert manifest["labels"][0] == "nose" and manifest["flip_pairs"][0] == [1, 2]
+
+
+def test_the_encoder_exports_and_int8_reports_its_accuracy_change(tmp_path):
+    torch.manual_seed(0)
+    SapiensModel(SapiensConfig(**TINY)).save_pretrained(tmp_path / "encoder")
+    assert export(tmp_path / "encoder", tmp_path / "encoder-onnx")["output"] == "last_hidden_state"
+    manifest = export(saved_model("pose", tmp_path / "pose"), tmp_path / "pose-onnx", quantize="int8")
+    assert (tmp_path / "pose-onnx" / "model.int8.onnx").is_file()
+    assert manifest["int8"]["keypoint_error_px_mean"] >= 0 and manifest["int8"]["size_ratio"] < 1
+    manifest = export(saved_model("seg", tmp_path / "seg"), tmp_path / "seg-onnx", quantize="int8")
+    assert 0 <= manifest["int8"]["pixel_agreement"] <= 1
+
+
+def test_unsupported_requests_fail_before_anything_is_written(tmp_path):
+    model = saved_model("depth", tmp_path / "model")
+    for request, message in [({"dtype": "bf16"}, "exported-program for bf16"),
+                             ({"format": "tflite"}, "Unknown format"),
+                             ({"quantize": "int8", "format": "exported-program"}, "fp32 ONNX"),
+                             ({"input_size": (100, 96)}, "multiple of the patch size")]:
+        with pytest.raises(ExportError, match=message):
+            export(model, tmp_path / "out", **request)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ExportError, match="--input-size"):  # the position-table resize is fixed when traced
+        export(model, tmp_path / "dynamic", dynamic_size=True)
+
+
+def test_a_bf16_program_and_another_input_size(tmp_path):
+    model = saved_model("normal", tmp_path / "model")
+    manifest = export(model, tmp_path / "bf16", format="exported-program", dtype="bf16")
+    assert manifest["dtype"] == "bf16" and max(manifest["max_abs_difference_to_eager"].values()) <= 2e-1
+    manifest = export(model, tmp_path / "fp16", dtype="fp16")  # for GPU runtimes; checked on onnxruntime's CPU
+    assert max(manifest["max_abs_difference_to_eager"].values()) <= 5e-2
+    manifest = export(model, tmp_path / "small", input_size=(64, 48))
+    assert manifest["input_size"] == [64, 48]
+    assert json.loads((tmp_path / "small" / "preprocessor_config.json").read_text())["size"] == {
+        "height": 64, "width": 48}
+    assert np.isfinite(list(manifest["max_abs_difference_to_eager"].values())).all()
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "run_exported.py"
+
+
+@pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
+def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(task, tmp_path):
+    """examples/run_exported.py in a fresh process: the ONNX graph with the NumPy/OpenCV pre- and post-processing
+    equals the torch pipeline (keypoints within 1e-3 px), and neither torch nor transformers was imported."""
+    from transformers import pipeline
+
+    import sapiens_hf  # noqa: F401  (registers the pipelines)
+    from sapiens_hf.cli import SAMPLE_IMAGE
+
+    model = saved_model(task, tmp_path / "model")
+    export(model, tmp_path / "onnx", dynamic_batch=True)
+    command = [sys.executable, str(EXAMPLE), str(tmp_path / "onnx"), str(SAMPLE_IMAGE)]
+    if task == "pose":
+        command += ["--box", "40", "20", "300", "480", "--box", "200", "60", "250", "400"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    output = json.loads(result.stdout.strip().splitlines()[-1])
+    assert output["imported"] == []
+    name = {"seg": "segmentation"}.get(task, task)
+    expected = pipeline(f"sapiens-{name}", model=model)
+    if task == "pose":
+        boxes = [[40, 20, 300, 480], [200, 60, 250, 400]]
+        people = expected(str(SAMPLE_IMAGE), boxes=boxes)
+        # Compared where the decoding is well conditioned (onnxruntime's kernels round differently from torch's;
+        # tests/golden_utils.py explains the tiny models' flat heatmaps), and most keypoints must be.
+        crops = expected.image_processor(read_image(SAMPLE_IMAGE), boxes=[boxes], return_tensors="pt")
+        with torch.no_grad():
+            heatmaps = expected.model(pixel_values=crops["pixel_values"]).heatmaps.numpy()
+        stable = well_conditioned_keypoints(heatmaps, input_size=(96, 128))
+        assert stable.mean() >= 0.5
+        for person, runner, keep in zip(people, output["result"], stable, strict=True):
+            np.testing.assert_allclose(np.asarray(runner["keypoints"])[keep], person["keypoints"].numpy()[keep],
+                                       rtol=0, atol=1e-3)
+            np.testing.assert_allclose(runner["scores"], person["scores"].numpy(), rtol=0, atol=1e-4)
+    elif task == "seg":
+        labels = expected(str(SAMPLE_IMAGE))["segmentation"].numpy()
+        assert (np.asarray(output["result"]["segmentation"]) == labels).mean() > 0.999
+    elif task == "depth":
+        depth = expected(str(SAMPLE_IMAGE))["predicted_depth"].numpy()
+        np.testing.assert_allclose(output["result"]["predicted_depth"], depth, rtol=0, atol=1e-4)
+    else:
+        normals = expected(str(SAMPLE_IMAGE))["normals"].numpy()
+        np.testing.assert_allclose(output["result"]["normals"], normals, rtol=0, atol=1e-4)
+
+
+def test_the_export_command(tmp_path, capsys):
+    from sapiens_hf.cli import main
+
+    model = saved_model("depth", tmp_path / "model")
+    assert main(["export", model, str(tmp_path / "out"), "--dynamic-batch"]) == 0
+    assert "largest difference to the eager model" in capsys.readouterr().out
+    assert main(["export", model, str(tmp_path / "bf16"), "--dtype", "bf16"]) == 2
+    assert "exported-program for bf16" in capsys.readouterr().err and not (tmp_path / "bf16").exists()
