@@ -1,0 +1,314 @@
+"""`sapiens-hf demo` in a real browser: the Gradio app with tiny saved models (`test_cli.saved_model`) on a free
+loopback port, driven by headless Chromium through Playwright — upload the bundled photo, run each task (pose with
+typed boxes and with a tiny local person detector), check the pictures shown and parse every download; a text file
+and an oversized image get a message in the page, and the app keeps serving afterwards. Also: the downloads equal
+`sapiens-hf predict`'s files, the wrong-task message, and the command line (`--help` without Gradio, torch or
+transformers; `python -m sapiens_hf.demo`; bad options).
+
+Chromium is Debian's (`apt-get install -y chromium`, done by the `chromium` fixture when it is missing and the tests
+run as root); without it the browser test is skipped with the reason. With SAPIENS_HF_DEMO_SCREENSHOTS=DIR (e.g.
+docs/demo) the screenshot of each task's result is also written there, as in docs/demo.md."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+from urllib.parse import urljoin
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the test's server
+
+from sapiens_hf import SapiensConfig  # noqa: E402
+from sapiens_hf.cli import SAMPLE_IMAGE, main  # noqa: E402
+from sapiens_hf.demo import DemoApp, build_demo  # noqa: E402
+from sapiens_hf.metadata import SEGMENTATION_CLASSES  # noqa: E402
+from test_cli import saved_model  # noqa: E402
+
+TASK_MODELS = {"pose": "pose", "segmentation": "seg", "depth": "depth", "normal": "normal"}  # saved_model's names
+SIZE = PIL.Image.open(SAMPLE_IMAGE).size  # (512, 512)
+TYPED_BOX = [100.0, 20.0, 300.0, 480.0]
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, installed with apt-get when missing (as root); else a skip that says why."""
+    path = shutil.which("chromium")
+    if path is None and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "chromium"]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900, check=False).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=600, check=False)
+            subprocess.run(install, env=env, capture_output=True, timeout=900, check=False)
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("the browser test needs Debian's chromium (`apt-get install -y chromium`), which is not on PATH "
+                    "and could not be installed here (not root, no apt-get, or the install failed)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("models")
+    models = {task: saved_model(name, folder / task) for task, name in TASK_MODELS.items()}
+    config = SapiensConfig.from_pretrained(models["segmentation"])  # the class names, for the legend
+    config.id2label = dict(enumerate(SEGMENTATION_CLASSES))
+    config.label2id = {name: index for index, name in config.id2label.items()}
+    config.save_pretrained(models["segmentation"])
+    return models
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory) -> str:
+    """A tiny random-weight YOLOS person detector saved locally (its boxes are arbitrary but valid)."""
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
+
+    folder = tmp_path_factory.mktemp("detector")
+    torch.manual_seed(0)
+    config = YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                         image_size=[64, 64], num_detection_tokens=4, id2label={0: "person"}, label2id={"person": 0})
+    YolosForObjectDetection(config).save_pretrained(folder)
+    YolosImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def server(models) -> str:
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    blocks = build_demo(models, device="cpu")
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/"
+    blocks.close()
+
+
+@pytest.fixture
+def page(chromium, server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        context = browser.new_context(viewport=VIEWPORT)
+        # Only the app's own server: web fonts and anything else outside loopback are refused at once.
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(server)
+                      else route.abort())
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(server)
+        page.locator("#run").wait_for()
+        yield page
+        browser.close()
+
+
+def upload(page, path) -> None:
+    """Puts `path` into the upload box (clearing the file there first, as a user would with its × button)."""
+    clear = page.locator("#upload button[aria-label='Clear']")
+    if clear.count():
+        clear.click()
+    page.locator("#upload input[type=file]").set_input_files(str(path))
+    page.locator("#upload").get_by_text(Path(path).name).wait_for()
+
+
+def run(page, tasks: list[str], expect: str) -> str:
+    """Ticks exactly `tasks`, presses Run and waits for the status line to show `expect`, which the status shown
+    before must not contain (while the request runs, the line shows a timer); returns the status."""
+    from playwright.sync_api import expect as playwright_expect
+
+    for task in TASK_MODELS:
+        page.locator("#tasks").get_by_label(task, exact=True).set_checked(task in tasks)
+    status = page.locator("#status")
+    assert expect not in status.inner_text()
+    page.locator("#run").click()
+    playwright_expect(status).to_contain_text(expect)
+    return status.inner_text()
+
+
+def shown_images(page) -> int:
+    """How many pictures the results gallery shows, once every one is loaded (decoded, non-empty)."""
+    page.wait_for_function("""() => {
+        const images = [...document.querySelectorAll("#results img")];
+        return images.length > 0 && images.every(image => image.complete && image.naturalWidth > 0);
+    }""")
+    return page.locator("#results img").count()
+
+
+def downloads(page) -> dict[str, bytes]:
+    """The files of the downloads list, fetched through their links, by name."""
+    links = page.locator("#downloads a")
+    links.first.wait_for()
+    files = {}
+    for index in range(links.count()):
+        link = links.nth(index)
+        response = page.request.get(urljoin(page.url, link.get_attribute("href")))
+        assert response.ok, response.status
+        files[link.get_attribute("download")] = response.body()
+    return files
+
+
+def screenshot(page, name: str, tmp_path) -> None:
+    """A small PNG (256 colours) of the page; also into $SAPIENS_HF_DEMO_SCREENSHOTS (docs/demo) when set."""
+    page.evaluate("window.scrollTo(0, 0)")
+    picture = PIL.Image.open(io.BytesIO(page.screenshot())).convert("RGB")
+    assert picture.size == (VIEWPORT["width"], VIEWPORT["height"])
+    for folder in [tmp_path, os.environ.get("SAPIENS_HF_DEMO_SCREENSHOTS")]:
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            picture.quantize(256).save(Path(folder) / f"{name}.png", optimize=True)
+
+
+def oversized_png(path: Path) -> Path:
+    """A PNG header of 12000×9000 = 108 MP without pixel data: refused from the header, before decoding."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 12000, 9000, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path
+
+
+def test_every_task_in_the_browser(page, detector, tmp_path):
+    upload(page, SAMPLE_IMAGE)
+
+    # Pose with a typed box and the flip test: the skeleton over the input, COCO keypoints in the box.
+    page.locator("#box-source").get_by_label("typed boxes").check()
+    page.locator("#boxes textarea").fill(", ".join(f"{v:g}" for v in TYPED_BOX))
+    page.locator("#flip-test input[type=checkbox]").check()
+    threshold = page.locator("#keypoint-threshold input[type=number]")
+    threshold.fill("0")  # every keypoint of the random model drawn and counted
+    threshold.press("Enter")
+    status = run(page, ["pose"], "pose ")
+    assert "total" in status and "astronaut.jpg (512×512)" in status
+    assert shown_images(page) == 2  # the input and the skeleton, side by side
+    screenshot(page, "pose", tmp_path)
+    (name, body), = downloads(page).items()
+    coco = json.loads(body)
+    assert name == "astronaut_keypoints.json" and coco["images"][0]["width"] == SIZE[0]
+    (person,) = coco["annotations"]
+    assert person["bbox"] == TYPED_BOX and person["bbox_score"] is None and len(person["keypoints"]) == 17 * 3
+    assert person["num_keypoints"] == 17
+    assert coco["categories"][0]["keypoints"][0] == "nose"
+
+    for task, suffix in [("segmentation", "_seg.png"), ("depth", "_depth.npy"), ("normal", "_normal.npy")]:
+        run(page, [task], f"{task} ")
+        assert shown_images(page) == 2
+        if task == "segmentation":
+            assert "Segmentation classes" in page.locator("#legend").inner_text()
+        screenshot(page, task, tmp_path)
+        (name, body), = downloads(page).items()
+        assert name == f"astronaut{suffix}"
+        if suffix.endswith(".png"):
+            labels = PIL.Image.open(io.BytesIO(body))
+            assert labels.mode == "P" and labels.size == SIZE and np.asarray(labels).max() < 28
+        else:
+            array = np.load(io.BytesIO(body))
+            assert array.dtype == np.float32 and array.shape[:2] == SIZE[::-1]
+            assert array.shape == (SIZE[1], SIZE[0], 3) if task == "normal" else array.ndim == 2
+
+    # All four at once, pose with a person detector (a local object-detection model): five pictures, four files.
+    page.locator("#box-source").get_by_label("person detector").check()
+    page.locator("#detector textarea").fill(detector)
+    status = run(page, list(TASK_MODELS), "pose ")
+    assert all(f"{task} " in status for task in TASK_MODELS) and "total" in status, status
+    assert shown_images(page) == 5
+    screenshot(page, "all_tasks", tmp_path)
+    files = downloads(page)
+    assert sorted(files) == sorted(["astronaut_keypoints.json", "astronaut_seg.png", "astronaut_depth.npy",
+                                    "astronaut_normal.npy"])
+    people = json.loads(files["astronaut_keypoints.json"])["annotations"]
+    assert people and all(person["bbox_score"] is not None for person in people)  # boxes from the detector
+
+
+def test_bad_uploads_get_a_message_and_the_app_keeps_serving(page, tmp_path):
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not an image")
+    upload(page, text_file)
+    status = run(page, ["pose"], "Error")
+    assert "Cannot read an image from 'notes.txt'" in status and "Traceback" not in page.content()
+    assert page.locator("#results img").count() == 0
+    screenshot(page, "error", tmp_path)
+
+    upload(page, oversized_png(tmp_path / "huge.png"))
+    status = run(page, ["depth"], "megapixels")
+    assert "Error" in status and "108.0 megapixels" in status and "100 MP" in status
+
+    upload(page, SAMPLE_IMAGE)  # the same page, the same server: still answering
+    assert "total" in run(page, ["pose"], "pose ")
+    assert shown_images(page) == 2
+
+
+def test_a_model_of_another_task_is_named_in_the_page(models):
+    app = DemoApp({"pose": models["pose"], "seg": models["pose"]}, device="cpu")  # an alias, as on the command line
+    gallery, legend, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation"], "whole image", "", "", 0.3,
+                                                 0.3, False)
+    assert status.startswith("**Error:**") and "needs a SapiensForSemanticSegmentation" in status
+    assert files is None and legend == ""
+    bad_boxes = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", "", 0.3, 0.3, False)[3]
+    assert "Box line 1" in bad_boxes
+
+
+def test_the_downloads_are_the_files_that_predict_writes(models, tmp_path):
+    """The demo writes its downloads itself (the command line imports it, not the reverse): they must be exactly what
+    `sapiens-hf predict` writes for the same image and models."""
+    photo = tmp_path / "astronaut.jpg"
+    shutil.copy(SAMPLE_IMAGE, photo)
+    app = DemoApp(models, device="cpu")
+    _, _, files, status = app.respond(str(photo), list(TASK_MODELS), "whole image", "", "", 0.3, 0.3, False)
+    assert "total" in status, status
+    downloads = {Path(file).name: Path(file) for file in files}
+    for task, model in models.items():
+        arguments = ["predict", "--task", task, "--model", model, str(photo), "--output", str(tmp_path / task)]
+        assert main([*arguments, "--device", "cpu", "--quiet"]) == 0
+
+    demo, predicted = (json.loads(path.read_text()) for path in (downloads["astronaut_keypoints.json"],
+                                                                 tmp_path / "pose" / "keypoints.json"))
+    assert demo["images"][0].pop("file_name") == "astronaut.jpg" and predicted["images"][0].pop("file_name")
+    assert demo == predicted and len(demo["annotations"]) == 1
+    demo_labels, predicted_labels = (PIL.Image.open(path) for path in (downloads["astronaut_seg.png"],
+                                                                       tmp_path / "segmentation" / "astronaut_seg.png"))
+    assert np.array_equal(np.asarray(demo_labels), np.asarray(predicted_labels))
+    assert demo_labels.getpalette() == predicted_labels.getpalette()
+    for task in ("depth", "normal"):
+        name = f"astronaut_{task}.npy"
+        assert np.array_equal(np.load(downloads[name]), np.load(tmp_path / task / name))
+
+
+def test_the_command_line(capsys):
+    """`sapiens-hf demo --help` imports neither Gradio nor torch nor transformers (nor does importing the module);
+    `python -m sapiens_hf.demo` is the same command; bad options are refused before anything loads."""
+    snippet = """
+import contextlib, io, json, sys
+import sapiens_hf.demo
+from sapiens_hf.cli import main
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        main(["demo", "--help"])
+    except SystemExit as exit:
+        assert exit.code == 0, exit.code
+print(json.dumps({"help": out.getvalue(), "heavy": sorted({"gradio", "torch", "transformers"} & set(sys.modules))}))
+"""
+    result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == []
+    module = subprocess.run([sys.executable, "-m", "sapiens_hf.demo", "--help"], capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert module.returncode == 0 and module.stdout == report["help"], module.stderr
+    assert "usage: sapiens-hf demo" in module.stdout and "--model TASK=MODEL" in module.stdout
+    assert "--port PORT" in module.stdout and "--share" in module.stdout and "--device" in module.stdout
+
+    assert main(["demo", "--model", "pretraining=some/model", "--device", "nonsense"]) == 2
+    err = capsys.readouterr().err
+    assert "--model pretraining=...: the demo runs pose, segmentation, depth, normal" in err
+    assert "--device 'nonsense' is not a device" in err
