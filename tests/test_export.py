@@ -121,5 +121,10 @@ def test_the_export_command(tmp_path, capsys):
     model = saved_model("depth", tmp_path / "model")
     assert main(["export", model, str(tmp_path / "out"), "--dynamic-batch"]) == 0
     assert "largest difference to the eager model" in capsys.readouterr().out
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert main(["export", model, str(tmp_path / "out")]) == 2  # an earlier export is not replaced unasked
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["export", model, str(tmp_path / "out"), "--overwrite"]) == 0
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
     assert main(["export", model, str(tmp_path / "bf16"), "--dtype", "bf16"]) == 2
     assert "exported-program for bf16" in capsys.readouterr().err and not (tmp_path / "bf16").exists()

@@ -29,6 +29,8 @@ OUTPUTS = {"pose": "heatmaps", "segmentation": "logits", "depth": "predicted_dep
 # Largest difference to the eager float32 model on the check input that the export accepts, per dtype.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}
 MANIFEST = "sapiens-export.json"
+# The files an export writes (besides external weight data, `model.onnx.data`), checked before anything is written.
+WRITTEN = {"model.onnx", "model.pt2", "model.int8.onnx", "preprocessor_config.json", MANIFEST}
 
 
 class ExportError(ValueError):
@@ -79,12 +81,18 @@ def _check_request(task, format: str, dtype: str, quantize: str | None) -> None:
 
 def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dynamic_batch: bool = False,
            dynamic_size: bool = False, input_size: tuple[int, int] | None = None, quantize: str | None = None,
-           opset: int = 23, config_overrides: dict | None = None) -> dict:
+           opset: int = 23, config_overrides: dict | None = None, overwrite: bool = False) -> dict:
     """Exports `model` (a Sapiens model or anything `from_pretrained` takes) into `output_dir` and returns the
     manifest. The graph takes `pixel_values` `(batch, 3, height, width)` in `dtype` — batch 1, or any batch with
     `dynamic_batch` — at the processor's input size (or `input_size` `(height, width)`), and returns the model's
-    main output. A model instance is cast to `dtype` in place. Every export is run against the eager model once;
+    main output. Files of an earlier export in `output_dir` are replaced only with `overwrite`, nothing else there is
+    touched. A model instance is cast to `dtype` in place. Every export is run against the eager model once;
     `ExportError` when it cannot work as asked."""
+    existing = [path.name for path in Path(output_dir).glob("*") if path.name in WRITTEN or
+                path.name.startswith(("model.onnx", "model.int8.onnx"))] if Path(output_dir).is_dir() else []
+    if existing and not overwrite:
+        raise ExportError(f"{output_dir} already holds {sorted(existing)}: pass overwrite=True (--overwrite) to "
+                          "replace them, or choose another folder")
     model = _load(model, config_overrides or {}).eval()
     task = task_of_class(type(model).__name__)
     _check_request(task, format, dtype, quantize)

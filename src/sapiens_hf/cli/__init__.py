@@ -140,7 +140,7 @@ def export(args) -> int:
         manifest = export(args.model, args.output_dir, format=args.format, dtype=args.dtype,
                           dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
                           input_size=args.input_size, quantize=args.quantize, opset=args.opset,
-                          config_overrides=dict(args.config))
+                          config_overrides=dict(args.config), overwrite=args.overwrite)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
@@ -269,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "processor's (e.g. 512x384)")
     exporting.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (dynamic int8) and "
                            "print its accuracy change against fp32")
+    exporting.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export there")
     exporting.add_argument("--opset", type=int, default=23, help="ONNX opset; 23 fuses attention into one operator")
     exporting.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                            help=config_help)
