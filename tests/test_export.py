@@ -128,3 +128,84 @@ def test_the_export_command(tmp_path, capsys):
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
     assert main(["export", model, str(tmp_path / "bf16"), "--dtype", "bf16"]) == 2
     assert "exported-program for bf16" in capsys.readouterr().err and not (tmp_path / "bf16").exists()
+
+
+@pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
+@pytest.mark.parametrize("format", ["onnx", "exported-program"])
+def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
+    """`pipeline("sapiens-…", model=export_folder)` runs the graph with the pipeline's own pre- and post-processing:
+    the results of the torch model, also for a graph of batch 1 given batches of 2, and with the flip test."""
+    from transformers import pipeline
+
+    import sapiens_hf  # noqa: F401  (registers the pipelines)
+    from sapiens_hf.cli import SAMPLE_IMAGE
+
+    model = saved_model(task, tmp_path / "model")
+    export(model, tmp_path / "export", format=format)  # batch 1: the pipelines' batches are split
+    name = {"seg": "segmentation"}.get(task, task)
+    expected, exported = pipeline(f"sapiens-{name}", model=model), pipeline(f"sapiens-{name}", model=str(tmp_path / "export"))
+    assert exported.model.config.num_labels == expected.model.config.num_labels
+    image = read_image(SAMPLE_IMAGE)
+    if task == "pose":
+        boxes = [[40, 20, 300, 480], [200, 60, 250, 400]]
+        crops = expected.image_processor(image, boxes=[boxes], return_tensors="pt")["pixel_values"]
+        for flip_test in (False, True):
+            heatmaps = []
+            for pipe in (expected, exported):
+                with torch.no_grad():
+                    maps = pipe.model(pixel_values=crops).heatmaps
+                    if flip_test:
+                        maps = 0.5 * (maps + pipe.model(pixel_values=crops.flip(-1), flip_pairs=pipe.flip_pairs).heatmaps)
+                heatmaps.append(maps.numpy())
+            np.testing.assert_allclose(heatmaps[1], heatmaps[0], rtol=0, atol=1e-4)
+            # Keypoints compared where the decoding is well conditioned, as in the runner's test above (the flip
+            # test's average of two flat maps leaves fewer such keypoints).
+            stable = well_conditioned_keypoints(heatmaps[0], input_size=(96, 128))
+            assert stable.mean() >= (0.2 if flip_test else 0.5)
+            people = zip(expected(image, boxes=boxes, flip_test=flip_test),
+                         exported(image, boxes=boxes, flip_test=flip_test, batch_size=2), stable, strict=True)
+            for person, from_export, keep in people:
+                np.testing.assert_allclose(from_export["keypoints"][keep], person["keypoints"][keep], rtol=0, atol=1e-3)
+                np.testing.assert_allclose(from_export["scores"], person["scores"], rtol=0, atol=1e-4)
+                assert from_export["bbox_xywh"].tolist() == person["bbox_xywh"].tolist()
+        return
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    key = {"seg": "segmentation", "depth": "predicted_depth", "normal": "normals"}[task]
+    for result, from_export in zip(expected([image, mirrored]), exported([image, mirrored], batch_size=2), strict=True):
+        if task == "seg":
+            assert (result[key] == from_export[key]).float().mean() > 0.999
+        else:
+            np.testing.assert_allclose(from_export[key], result[key], rtol=0, atol=1e-4)
+
+
+def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
+    """`predict --model export_folder` (through `load_task_pipeline`, as annotate and the demo), int8 by
+    `model_kwargs`, and a clear error for another task's export, another dtype or device, and overrides."""
+    from transformers import pipeline
+
+    from sapiens_hf.cli import SAMPLE_IMAGE, main
+    from sapiens_hf.exported_model import SapiensExportedModel
+    from sapiens_hf.pipelines import WrongModelError, load_task_pipeline
+
+    pose = tmp_path / "pose-onnx"
+    export(saved_model("pose", tmp_path / "pose"), pose, quantize="int8")
+    output = tmp_path / "out"
+    assert main(["predict", "--task", "pose", "--model", str(pose), str(SAMPLE_IMAGE), "--output", str(output),
+                 "--quiet"]) == 0
+    people = json.loads((output / "keypoints.json").read_text())["annotations"]
+    expected = load_task_pipeline("pose", str(tmp_path / "pose"))(str(SAMPLE_IMAGE))
+    assert len(people) == len(expected) == 1 and len(people[0]["keypoints"]) == 17 * 3
+    int8 = pipeline("sapiens-pose", model=str(pose), model_kwargs={"int8": True})
+    assert int8(str(SAMPLE_IMAGE))[0]["keypoints"].shape == (17, 2)
+
+    export(saved_model("seg", tmp_path / "seg"), tmp_path / "seg-onnx")
+    with pytest.raises(WrongModelError, match="a segmentation model"):
+        pipeline("sapiens-pose", model=str(tmp_path / "seg-onnx"))
+    with pytest.raises(ValueError, match="fixed"):
+        load_task_pipeline("seg", str(tmp_path / "seg-onnx"), num_labels=3)
+    with pytest.raises(ValueError, match="exported in fp32"):
+        SapiensExportedModel.from_pretrained(pose, dtype=torch.float16)
+    with pytest.raises(ValueError, match="runs on the CPU"):
+        SapiensExportedModel.from_pretrained(pose).to("cuda")
+    with pytest.raises(OSError, match="not a folder written by sapiens-hf export"):
+        SapiensExportedModel.from_pretrained(tmp_path / "pose")

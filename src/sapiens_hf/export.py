@@ -4,7 +4,8 @@
     sapiens-hf export facebook/sapiens-pose-0.3b out/pose-onnx --format onnx --dynamic-batch --quantize int8
 
 The output folder holds the graph (`model.onnx` / `model.pt2`, and `model.int8.onnx` with `--quantize int8`), the
-image processor's `preprocessor_config.json` (the same pre- and post-processing apply) and `sapiens-export.json`: the
+image processor's `preprocessor_config.json` (the same pre- and post-processing apply), the model's `config.json`
+(with which the `sapiens-*` pipelines take the folder as their model) and `sapiens-export.json`: the
 task, input and output names and sizes, labels (keypoint names and flip pairs for pose), dtype, opset, versions, and
 the measured differences to the eager model (and, for int8, the accuracy change in the task's own terms).
 """
@@ -30,7 +31,7 @@ OUTPUTS = {"pose": "heatmaps", "segmentation": "logits", "depth": "predicted_dep
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}
 MANIFEST = "sapiens-export.json"
 # The files an export writes (besides external weight data, `model.onnx.data`), checked before anything is written.
-WRITTEN = {"model.onnx", "model.pt2", "model.int8.onnx", "preprocessor_config.json", MANIFEST}
+WRITTEN = {"model.onnx", "model.pt2", "model.int8.onnx", "config.json", "preprocessor_config.json", MANIFEST}
 
 
 class ExportError(ValueError):
@@ -112,7 +113,7 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    graph = _Graph(model.to(DTYPES[dtype]), OUTPUTS[task.name])
+    graph = _Graph(model.to(DTYPES[dtype]), OUTPUTS[task.name]).eval()
     example = torch.randn(2 if dynamic_batch else 1, 3, height, width, generator=torch.Generator().manual_seed(0))
     shapes = {}
     if dynamic_batch:
@@ -134,6 +135,7 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
         torch.export.save(program, file)
         run = _program_runner(file)
     processor.save_pretrained(output_dir)
+    model.config.save_pretrained(output_dir)  # labels and sizes for `SapiensExportedModel` (the pipelines)
 
     sizes = [(height, width)] + ([(height + 2 * patch, width + patch)] if dynamic_size else [])
     batches = [1, 3] if dynamic_batch else [1]

@@ -8,7 +8,8 @@
 Each takes single images or lists (PIL images, arrays, tensors, file paths or URLs) and the usual `batch_size`,
 `device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
 `image-segmentation` pipelines work with the Sapiens models as well. `model=` may also name one of Meta's original
-releases (e.g. "facebook/sapiens-depth-1b"), converted once and cached (see `sapiens_hf.releases`).
+releases (e.g. "facebook/sapiens-depth-1b"), converted once and cached (see `sapiens_hf.releases`), or a folder
+written by `sapiens-hf export` (`sapiens_hf.exported_model`).
 `save_pretrained` writes a plain checkpoint (model + processor), `push_to_hub` goes through
 `sapiens_hf.hub.push_to_hub`.
 """
@@ -24,6 +25,7 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
+from .exported_model import SapiensExportedModel, is_export_folder
 from .geometry import check_boxes
 from .image_processing_sapiens import SapiensImageProcessorPil, check_kernel_size, check_number, read_image
 from .metadata import model_flip_pairs
@@ -57,7 +59,7 @@ class _SapiensPipelineMixin:
         (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
         model's 17 keypoints would become 17 segmentation classes), so the class alone does not tell. (An encoder
         checkpoint, pretraining or backbone, gives a new head to be fine-tuned: the model's own class counts.)"""
-        class_name = type(self.model).__name__
+        class_name = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
         saved_as = task_of_class((self.model.config.architectures or [None])[0])
         name = saved_as.model_class if saved_as is not None and saved_as.has_head else class_name
         wanted = TASKS[self.task_name]
@@ -352,7 +354,12 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
 
     task = get_task(task)
     model = model or task.default_checkpoint
-    loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype, **config_overrides)
+    if is_export_folder(model):
+        if config_overrides:
+            raise ValueError(f"{model} is an exported graph: its configuration is fixed ({sorted(config_overrides)})")
+        loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
+    else:
+        loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype, **config_overrides)
     try:
         processor = AutoImageProcessor.from_pretrained(model)
     except (OSError, ValueError):  # a folder saved without its processor: the released settings
@@ -366,7 +373,7 @@ def register_pipelines() -> None:
         PIPELINE_REGISTRY.register_pipeline(
             name,
             pipeline_class=globals()[task.pipeline_class],
-            pt_model=getattr(transformers, task.auto_class),
+            pt_model=(getattr(transformers, task.auto_class), SapiensExportedModel),  # a model, or an export folder
             default={"model": (task.default_checkpoint, "main")},
             type="image",
         )

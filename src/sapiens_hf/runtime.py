@@ -48,7 +48,7 @@ class ExportedModel:
         if boxes is not None:
             raise ValueError(f"boxes apply to pose; this is a {self.task} model")
         resized = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
-        output = self._run(self._normalize([resized]))[0]
+        output = self.run(self._normalize([resized]))[0]
         if self.task == "model":
             return {"last_hidden_state": output}
         maps = _resize_twice(output if output.ndim == 3 else output[None], self.size[::-1], image.shape[:2])
@@ -63,7 +63,7 @@ class ExportedModel:
         center, scale = get_box_center_scale(boxes, self.size, self.box_padding)
         crops = [warp_affine_bilinear(image, get_udp_warp_matrix(c, s, self.size), self.size)
                  for c, s in zip(center, scale)]
-        heatmaps = self._run(self._normalize(crops))
+        heatmaps = self.run(self._normalize(crops))
         keypoints, scores = decode_udp_heatmaps(heatmaps, self.size, kernel_size)
         center, scale = center.astype(np.float64), scale.astype(np.float64)
         keypoints = keypoints / np.asarray(self.size) * scale[:, None] + center[:, None] - 0.5 * scale[:, None]
@@ -75,10 +75,14 @@ class ExportedModel:
         pixels = np.stack(images).astype(np.float32).transpose(0, 3, 1, 2)
         return np.ascontiguousarray((pixels - self.mean[:, None, None]) / self.std[:, None, None])
 
-    def _run(self, pixel_values: np.ndarray) -> np.ndarray:
-        name = self.session.get_inputs()[0].name
-        dtype = np.float16 if "float16" in self.session.get_inputs()[0].type else np.float32
-        return np.asarray(self.session.run(None, {name: pixel_values.astype(dtype)})[0], dtype=np.float32)
+    def run(self, pixel_values: np.ndarray) -> np.ndarray:
+        """The graph's output (float32) for normalised `pixel_values` `(batch, 3, height, width)`; a graph exported
+        without `--dynamic-batch` runs one image at a time."""
+        graph_input = self.session.get_inputs()[0]
+        pixel_values = pixel_values.astype(np.float16 if "float16" in graph_input.type else np.float32)
+        batches = np.split(pixel_values, len(pixel_values)) if graph_input.shape[0] == 1 else [pixel_values]
+        outputs = [self.session.run(None, {graph_input.name: batch})[0] for batch in batches]
+        return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
 def _rgb(image) -> np.ndarray:

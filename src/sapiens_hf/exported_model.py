@@ -1,0 +1,119 @@
+"""An export folder (`sapiens-hf export`) as the model of a `sapiens-*` pipeline, so that the pipelines, `predict`,
+`annotate` and the demo run the exported graph with the same pre- and post-processing:
+
+    pose = pipeline("sapiens-pose", model="out/pose-onnx")                # model.onnx, with onnxruntime
+    pose = pipeline("sapiens-pose", model="out/pose-onnx", model_kwargs={"int8": True})  # model.int8.onnx
+    pose = pipeline("sapiens-pose", model=SapiensExportedModel.from_pretrained("out/pose-pt2"))  # a torch.export program
+
+`SapiensExportedModel` has what the pipelines use of a model: `config` (the exported model's, saved beside the graph),
+`device`, `dtype` and `forward(pixel_values)` returning the task model's output class. A graph exported without
+`--dynamic-batch` runs one image at a time. It runs on the CPU; to run an ONNX graph elsewhere, give onnxruntime's
+providers to `sapiens_hf.runtime.ExportedModel`, which needs neither torch nor transformers.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
+
+from .configuration_sapiens import SapiensConfig
+from .export import DTYPES, MANIFEST, OUTPUTS
+from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
+from .tasks import TASKS
+
+OUTPUT_CLASSES = {"pose": SapiensPoseEstimatorOutput, "segmentation": SemanticSegmenterOutput,
+                  "depth": DepthEstimatorOutput, "normal": SapiensNormalEstimatorOutput}
+# What `pipeline()` passes to every model class it tries: Hub options, which do not change how a local folder loads.
+_PIPELINE_KWARGS = {"_from_pipeline", "revision", "token", "trust_remote_code", "_commit_hash", "code_revision",
+                    "local_files_only", "cache_dir", "force_download", "proxies"}
+
+
+def is_export_folder(path) -> bool:
+    return isinstance(path, (str, Path)) and (Path(path) / MANIFEST).is_file()
+
+
+class SapiensExportedModel(nn.Module):
+    """The graph of an export folder behind a task model's interface (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, int8: bool = False):
+        super().__init__()
+        folder = Path(folder)
+        self.manifest = json.loads((folder / MANIFEST).read_text())
+        self.task = self.manifest["task"]
+        if self.task not in OUTPUT_CLASSES:
+            raise ValueError(f"{folder} holds an export of a {self.task} model, which no pipeline takes; run it with "
+                             "sapiens_hf.runtime.ExportedModel")
+        if not (folder / "config.json").is_file():
+            raise OSError(f"{folder} has no config.json (earlier versions of sapiens-hf export did not write it): "
+                          "export the model again")
+        self.config = SapiensConfig.from_pretrained(folder)
+        self.config.name_or_path = str(folder)
+        self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by
+        if self.manifest["format"] == "onnx":
+            from .runtime import ExportedModel
+
+            runtime = ExportedModel(folder, int8=int8)
+            self._graph = lambda pixel_values: torch.from_numpy(runtime.run(pixel_values.numpy()))
+        elif int8:
+            raise ValueError(f"{folder} holds a torch.export program; int8 graphs are ONNX (--quantize int8)")
+        else:
+            program = torch.export.load(folder / self.manifest["file"]).module()
+            self._graph = lambda pixel_values: torch.cat([program(batch) for batch in self._batches(pixel_values)])
+
+    @classmethod
+    def from_pretrained(cls, folder, *, int8: bool = False, dtype=None, device_map=None, **kwargs):
+        """Loads an export folder; OSError for anything else (so that `pipeline()` goes on to the model classes).
+        `dtype` must be the export's own, if given: the graph was traced in it."""
+        if not is_export_folder(folder):
+            raise OSError(f"{folder} is not a folder written by sapiens-hf export (no {MANIFEST})")
+        unknown = sorted(key for key, value in kwargs.items() if key not in _PIPELINE_KWARGS and value is not None)
+        if unknown:
+            raise TypeError(f"An exported model does not take {unknown}")
+        model = cls(folder, int8=int8)
+        if dtype not in (None, "auto", model.dtype):
+            raise ValueError(f"{folder} was exported in {model.manifest['dtype']}; export it again with --dtype for "
+                             f"{dtype}")
+        if device_map not in (None, "cpu"):
+            raise ValueError(f"An exported model runs on the CPU, not device_map={device_map!r}")
+        return model
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.manifest["dtype"]]
+
+    def to(self, *args, **kwargs):
+        device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if device is not None and torch.device(device).type != "cpu":
+            raise ValueError(f"An exported model runs on the CPU, not {device}: pass device='cpu' (for onnxruntime's "
+                             "other providers use sapiens_hf.runtime.ExportedModel(folder, providers=[...]))")
+        if dtype is not None and dtype != self.dtype:
+            raise ValueError(f"This model was exported in {self.manifest['dtype']}; export it again in {dtype}")
+        return self
+
+    def _batches(self, pixel_values: torch.Tensor):
+        return pixel_values.split(1) if not self.manifest["dynamic_batch"] else [pixel_values]
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor, flip_pairs=None):
+        """The task model's output for `pixel_values` (`flip_pairs`: pose crops that are mirrored, as the model's)."""
+        if pixel_values.dtype != self.dtype:
+            raise ValueError(f"pixel_values are {pixel_values.dtype}; this model was exported in {self.dtype}")
+        output = self._graph(pixel_values.cpu()).to(self.dtype)
+        if flip_pairs is not None:
+            if self.task != "pose":
+                raise TypeError(f"flip_pairs apply to pose; this is a {self.task} model")
+            output = flip_back(output, flip_pairs)
+        return OUTPUT_CLASSES[self.task](**{OUTPUTS[self.task]: output})
+
+    def __repr__(self) -> str:
+        task = TASKS[self.task]
+        return f"{type(self).__name__}({self.config.name_or_path!r}, {task.model_class}, {self.manifest['format']})"
+
+
+__all__ = ["SapiensExportedModel", "is_export_folder"]
