@@ -4,12 +4,12 @@ segmentation, depth, surface normals) on one uploaded image, e.g.
 `pip install "sapiens-hf[demo]"`).
 
 A thin layer over what `sapiens-hf predict` uses: the models load through `pipelines.load_task_pipeline` (any model
-`from_pretrained` takes, Meta's original releases included; a model of another task is refused with its
-`WrongModelError` message), the upload is read by the package's `read_image` with the documented pixel limit
-(`SapiensImageProcessorPil.max_image_pixels`), the pipelines predict, `visualization` draws, and the downloads are
-the files `predict` writes for the same image (COCO keypoints JSON, label PNG, depth and normals `.npy`;
-tests/test_demo.py compares them). Every problem of a request is shown in the page as one line; the traceback goes to
-the server's log only.
+`from_pretrained` takes, Meta's original releases and `sapiens-hf export` folders included; a model of another task
+is refused with its `WrongModelError` message), the upload is read by the package's `read_image` with the documented
+pixel limit (`SapiensImageProcessorPil.max_image_pixels`), the pipelines predict, `visualization` draws, and the
+downloads are the files `predict` writes for the same image (COCO keypoints JSON from `sapiens_hf.coco`, label PNG,
+depth and normals `.npy`; tests/test_demo.py compares them). Every problem of a request is shown in the page as one
+line; the traceback goes to the server's log only.
 
 The command line imports this module (its `demo` command checks the options, then calls `serve`), so this module
 imports nothing from `sapiens_hf.cli` (the package's modules form no import cycle): `python -m sapiens_hf.demo` runs
@@ -249,13 +249,16 @@ def save_result(task: str, result, image, output_dir: Path, file_name: str, keyp
     import numpy as np
 
     from . import visualization
+    from .coco import keypoints_document, person_annotation
 
     stem, tag = Path(file_name).stem, TASKS[task].file_tag
     if task == "pose":
         picture = visualization.draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
         download = output_dir / f"{stem}_keypoints.json"
         height, width = image.shape[:2]
-        document = coco_keypoints(result, file_name, height, width, keypoint_threshold, model_config)
+        record = {"image": {"file_name": file_name, "height": height, "width": width},
+                  "annotations": [person_annotation(person, keypoint_threshold) for person in result]}
+        document = keypoints_document([record], model_config)
         download.write_text(json.dumps(document))
     elif task == "segmentation":
         picture = visualization.overlay_segmentation(image, result["segmentation"])
@@ -270,35 +273,6 @@ def save_result(task: str, result, image, output_dir: Path, file_name: str, keyp
     picture_path = output_dir / f"{stem}_{tag}_vis.{'jpg' if task in ('pose', 'segmentation') else 'png'}"
     picture.save(picture_path)
     return str(picture_path), str(download)
-
-
-def coco_keypoints(people: list[dict], file_name: str, height: int, width: int, keypoint_threshold: float,
-                   model_config) -> dict:
-    """One image's people as COCO keypoints (`[x, y, score]` triplets), the document of `predict`'s keypoints.json
-    (`bbox_score`: the detector's score, None for typed boxes or the whole image)."""
-    from .metadata import KEYPOINT_SET_BY_COUNT, keypoint_set
-
-    annotations = [
-        {
-            "id": number,
-            "image_id": 1,
-            "category_id": 1,
-            "bbox": person["bbox_xywh"].tolist(),
-            "keypoints": [round(value, 3) for point, score in zip(person["keypoints"].tolist(),
-                                                                   person["scores"].float().tolist())
-                          for value in (*point, score)],
-            "num_keypoints": int((person["scores"] > keypoint_threshold).sum()),
-            "score": float(person["scores"].mean()),
-            "bbox_score": person["bbox_score"],
-        }
-        for number, person in enumerate(people, 1)
-    ]
-    category = {"id": 1, "name": "person", "keypoints": [model_config.id2label[i] for i in range(len(
-        model_config.id2label))]}
-    if model_config.num_labels in KEYPOINT_SET_BY_COUNT:  # COCO skeletons are 1-based
-        category["skeleton"] = [[a + 1, b + 1] for a, b in keypoint_set(model_config.num_labels)["skeleton_links"]]
-    image = {"id": 1, "file_name": file_name, "height": height, "width": width}
-    return {"images": [image], "annotations": annotations, "categories": [category]}
 
 
 def legend_html(model_config) -> str:

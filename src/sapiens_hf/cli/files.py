@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..coco import person_annotation
 from ..tasks import TASKS
 
 if TYPE_CHECKING:
@@ -223,23 +224,9 @@ class ResultWriter:
 
     def _pose_record(self, frame: Frame, people: list[dict]) -> dict:
         """The COCO image and annotations of one image/frame, without the ids (numbered in keypoints.json)."""
-        import torch
-
         height, width = frame.image.shape[:2]
         image = {"file_name": str(frame.source.file), "height": height, "width": width}
-        annotations = []
-        for person in people:
-            keypoints = torch.cat([person["keypoints"], person["scores"][:, None].float()], dim=1)
-            annotations.append(
-                {
-                    "category_id": 1,
-                    "bbox": person["bbox_xywh"].tolist(),
-                    "keypoints": [round(v, 3) for v in keypoints.flatten().tolist()],
-                    "num_keypoints": int((person["scores"] > self.keypoint_threshold).sum()),
-                    "score": float(person["scores"].mean()),
-                    "bbox_score": person["bbox_score"],
-                }
-            )
+        annotations = [person_annotation(person, self.keypoint_threshold) for person in people]
         return {"image": image if frame.index is None else {**image, "frame": frame.index}, "annotations": annotations}
 
     def finish(self, name: str) -> None:
@@ -251,23 +238,6 @@ class ResultWriter:
     def close(self) -> None:
         for name in list(self.videos):
             self.finish(name)
-
-
-def coco_document(records: list[dict], model_config) -> dict:
-    """keypoints.json (COCO format with `[x, y, score]` triplets) from the pose records, in order."""
-    from .. import metadata
-
-    images, annotations = [], []
-    for record in records:
-        images.append({"id": len(images) + 1, **record["image"]})
-        for annotation in record["annotations"]:
-            annotations.append({"id": len(annotations) + 1, "image_id": len(images), **annotation})
-    id2label = model_config.id2label
-    category = {"id": 1, "name": "person", "keypoints": [id2label[i] for i in range(len(id2label))]}
-    if model_config.num_labels in metadata.KEYPOINT_SET_BY_COUNT:
-        links = metadata.keypoint_set(model_config.num_labels)["skeleton_links"]
-        category["skeleton"] = [[a + 1, b + 1] for a, b in links]  # COCO skeletons are 1-based
-    return {"images": images, "annotations": annotations, "categories": [category]}
 
 
 class Progress:

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..coco import keypoints_document
 from ..tasks import TASKS
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 from .files import (
@@ -22,7 +23,6 @@ from .files import (
     Input,
     Progress,
     ResultWriter,
-    coco_document,
     collect_inputs,
     count_frames,
     name_clashes,
@@ -304,7 +304,7 @@ class PredictionRun:
         self.writer.close()
         self.progress.close()
         if self.args.task == "pose":
-            document = coco_document(self.progress.records_in_order(inputs), self.predictor.model.config)
+            document = keypoints_document(self.progress.records_in_order(inputs), self.predictor.model.config)
             write_atomically(self.writer.output_dir / KEYPOINTS_FILE, json.dumps(document))
 
 
