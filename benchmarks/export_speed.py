@@ -3,8 +3,9 @@
 
     python benchmarks/export_speed.py [--repeats 3] [--models encoder,pose]
 
-Each path gets one warm-up call, then the median of `--repeats` timed calls; images/s and the ratio to eager are
-printed. The int8 graph's keypoint change against fp32 is that of `sapiens-hf export --quantize int8` (the bundled
+Each path gets one warm-up call, then `--repeats` rounds that time every path once in turn (so that a shared
+machine whose speed drifts during the run slows all paths alike); the median per path, images/s and the ratio to
+eager are printed. The int8 graph's keypoint change against fp32 is that of `sapiens-hf export --quantize int8` (the bundled
 photo). Not a unit test; results in docs/deployment.md.
 """
 
@@ -23,14 +24,18 @@ from sapiens_hf.export import export
 from sapiens_hf.runtime import ExportedModel
 
 
-def timed(function, repeats: int) -> float:
-    function()  # warm-up (and compilation)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved(paths: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each path, the paths timed in turn within each round, after one warm-up call each
+    (which also compiles)."""
+    for function in paths.values():
         function()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+    seconds = {name: [] for name in paths}
+    for _ in range(repeats):
+        for name, function in paths.items():
+            start = time.perf_counter()
+            function()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def main() -> None:
@@ -46,27 +51,27 @@ def main() -> None:
             model = SapiensModel(SapiensConfig.from_preset("0.3b", "pose")).eval()
         else:
             model = SapiensForPoseEstimation(SapiensConfig.from_preset("0.3b", "pose", num_labels=308)).eval()
-        results = {}
-        with torch.inference_mode():
-            results["torch eager"] = timed(lambda: model(pixel_values=pixel_values), args.repeats)
-            compiled = torch.compile(model)
-            results["torch.compile"] = timed(lambda: compiled(pixel_values=pixel_values), args.repeats)
         with tempfile.TemporaryDirectory() as folder:
             started = time.perf_counter()
             manifest = export(model, folder, quantize="int8")
             print(f"{name}: export + check + int8 in {time.perf_counter() - started:.0f} s; "
                   f"int8 vs fp32: {manifest['int8']}")
-            inputs = pixel_values.numpy()
-            for label, int8 in (("onnxruntime fp32", False), ("onnxruntime int8", True)):
-                session = ExportedModel(folder, int8=int8).session
-                feed = {session.get_inputs()[0].name: inputs}
-                results[label] = timed(lambda: session.run(None, feed), args.repeats)
             size = sum(path.stat().st_size for path in Path(folder).glob("model.onnx*"))
+            sessions = {label: ExportedModel(folder, int8=int8).session
+                        for label, int8 in (("onnxruntime fp32", False), ("onnxruntime int8", True))}
+            feed = {sessions["onnxruntime fp32"].get_inputs()[0].name: pixel_values.numpy()}
+            compiled = torch.compile(model)
+            with torch.inference_mode():
+                results = interleaved({
+                    "torch eager": lambda: model(pixel_values=pixel_values),
+                    "torch.compile": lambda: compiled(pixel_values=pixel_values),
+                    **{label: lambda session=session: session.run(None, feed) for label, session in sessions.items()},
+                }, args.repeats)
         eager = results["torch eager"]
         print(f"{name} (1×3×1024×768, fp32 graph {size / 2**30:.2f} GiB)")
         for label, seconds in results.items():
             print(f"  {label:18s} {seconds:7.2f} s/image  {1 / seconds:6.3f} images/s  {eager / seconds:5.2f}× eager")
-        del model, compiled
+        del model, compiled, sessions
 
 
 if __name__ == "__main__":

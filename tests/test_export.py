@@ -29,6 +29,32 @@ def test_every_task_exports_equal_to_eager(task, format, tmp_path):
     assert (tmp_path / "out" / "preprocessor_config.json").is_file()
     if task == "pose":
         assert manifest["labels"][0] == "nose" and manifest["flip_pairs"][0] == [1, 2]
+    if format == "onnx":  # the head's transposed convolutions are traced as convolutions (see the next test)
+        import onnx
+
+        operators = {node.op_type for node in onnx.load(tmp_path / "out" / "model.onnx").graph.node}
+        assert "ConvTranspose" not in operators and "DepthToSpace" in operators
+
+
+def test_a_transposed_convolution_traced_as_a_convolution_is_the_same_layer():
+    """`ConvTranspose2d(4, 2, 1)` as one 2×2 convolution and a pixel shuffle (onnxruntime runs it faster): equal on
+    odd sizes and batches, and the model gets its own layers back after tracing."""
+    from sapiens_hf.export import _SubPixelConvTranspose, _transposed_convolutions_as_convolutions
+    from sapiens_hf.modeling_sapiens import SapiensDecodeHead
+
+    torch.manual_seed(0)
+    deconv = torch.nn.ConvTranspose2d(6, 5, kernel_size=4, stride=2, padding=1, bias=False)
+    hidden = torch.randn(3, 6, 7, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(_SubPixelConvTranspose(deconv)(hidden), deconv(hidden), rtol=0, atol=1e-6)
+    head = SapiensDecodeHead(6, [4, 4], [4], 3, 0.0).eval()
+    layers = list(head.modules())
+    with torch.no_grad():
+        expected = head(hidden)
+        with _transposed_convolutions_as_convolutions(head):
+            assert not any(isinstance(module, torch.nn.ConvTranspose2d) for module in head.modules())
+            torch.testing.assert_close(head(hidden), expected, rtol=0, atol=1e-5)
+    assert list(head.modules()) == layers
 
 
 def test_the_encoder_exports_and_int8_reports_its_accuracy_change(tmp_path):

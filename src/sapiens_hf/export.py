@@ -10,6 +10,7 @@ task, input and output names and sizes, labels (keypoint names and flip pairs fo
 the measured differences to the eager model (and, for int8, the accuracy change in the task's own terms).
 """
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -48,6 +49,46 @@ class _Graph(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         value = getattr(self.model(pixel_values=pixel_values), self.output)
         return value[-1] if isinstance(value, tuple) else value  # a backbone: its last feature map
+
+
+class _SubPixelConvTranspose(nn.Module):
+    """`ConvTranspose2d(kernel_size=4, stride=2, padding=1)` of the task heads as one 2×2 convolution that computes
+    the four output phases (even/odd rows × columns) side by side, interleaved by a pixel shuffle: the same products
+    and sums, which onnxruntime's CPU convolution runs faster than its transposed convolution
+    (benchmarks/export_speed.py). Output phase `a` of a row takes input rows `m - 1 + a` and `m + a` with kernel rows
+    `3 - a` and `1 - a`; likewise for columns."""
+
+    def __init__(self, deconv: nn.ConvTranspose2d):
+        super().__init__()
+        kernel = deconv.weight.detach()  # (in, out, 4, 4)
+        phases = [kernel[:, :, [3 - a, 1 - a]][:, :, :, [3 - b, 1 - b]] for a in (0, 1) for b in (0, 1)]
+        self.register_buffer("weight", torch.cat(phases, dim=1).transpose(0, 1).contiguous())  # (4·out, in, 2, 2)
+        self.out_channels = deconv.out_channels
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        height, width = hidden.shape[-2:]
+        phases = nn.functional.conv2d(hidden, self.weight, padding=1).unflatten(1, (4, self.out_channels))
+        # Phase (a, b) is the window of the padded output that starts at (a, b).
+        windows = [phases[:, 2 * a + b, :, a : a + height, b : b + width] for a in (0, 1) for b in (0, 1)]
+        return nn.functional.pixel_shuffle(torch.stack(windows, dim=2).flatten(1, 2), 2)
+
+
+@contextlib.contextmanager
+def _transposed_convolutions_as_convolutions(model: nn.Module):
+    """Swaps the heads' transposed convolutions for `_SubPixelConvTranspose` while the ONNX graph is traced."""
+    swapped = []
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.ConvTranspose2d) and child.bias is None and (
+                child.kernel_size, child.stride, child.padding, child.output_padding, child.dilation, child.groups
+            ) == ((4, 4), (2, 2), (1, 1), (0, 0), (1, 1), 1):
+                setattr(module, name, _SubPixelConvTranspose(child))
+                swapped.append((module, name, child))
+    try:
+        yield
+    finally:
+        for module, name, child in swapped:
+            setattr(module, name, child)
 
 
 def _load(model, config_overrides: dict):
@@ -124,8 +165,10 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     dynamic_shapes = {"pixel_values": shapes} if shapes else None
     example = example.to(DTYPES[dtype])
     if format == "onnx":
-        program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=dynamic_shapes, opset_version=opset,
-                                    input_names=["pixel_values"], output_names=[OUTPUTS[task.name]], verbose=False)
+        with _transposed_convolutions_as_convolutions(model):
+            program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
+                                        opset_version=opset, input_names=["pixel_values"],
+                                        output_names=[OUTPUTS[task.name]], verbose=False)
         file = output_dir / "model.onnx"
         program.save(str(file), external_data=_size_bytes(model) > 1.5 * 2**30)  # protobuf's 2 GB limit
         run = _onnx_runner(file)
