@@ -205,7 +205,7 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
 
 
 def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
-    """`predict --model export_folder` (through `load_task_pipeline`, as annotate and the demo), int8 by
+    """`predict --model export_folder` and `annotate` (through `load_task_pipeline`, as the demo), int8 by
     `model_kwargs`, and a clear error for another task's export, another dtype or device, and overrides."""
     from transformers import pipeline
 
@@ -221,6 +221,16 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
     people = json.loads((output / "keypoints.json").read_text())["annotations"]
     expected = load_task_pipeline("pose", str(tmp_path / "pose"))(str(SAMPLE_IMAGE))
     assert len(people) == len(expected) == 1 and len(people[0]["keypoints"]) == 17 * 3
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "photo.jpg").write_bytes(SAMPLE_IMAGE.read_bytes())
+    assert main(["annotate", str(photos), "--task", "pose", "--model", f"pose={pose}", "--output",
+                 str(tmp_path / "shards"), "--device", "cpu", "--quiet"]) == 0
+    import datasets
+
+    row = datasets.load_dataset("parquet", data_dir=str(tmp_path / "shards"), split="train")[0]
+    np.testing.assert_allclose(np.ravel(row["pose_keypoints"]), np.ravel(np.asarray(people[0]["keypoints"]).reshape(
+        -1, 3)[:, :2]), atol=1e-3)
     int8 = pipeline("sapiens-pose", model=str(pose), model_kwargs={"int8": True})
     assert int8(str(SAMPLE_IMAGE))[0]["keypoints"].shape == (17, 2)
 

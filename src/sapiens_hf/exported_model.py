@@ -6,7 +6,7 @@
     pose = pipeline("sapiens-pose", model=SapiensExportedModel.from_pretrained("out/pose-pt2"))  # a torch.export program
 
 `SapiensExportedModel` has what the pipelines use of a model: `config` (the exported model's, saved beside the graph),
-`device`, `dtype` and `forward(pixel_values)` returning the task model's output class. A graph exported without
+`name_or_path`, `device`, `dtype` and `forward(pixel_values)` returning the task model's output class. A graph exported without
 `--dynamic-batch` runs one image at a time. It runs on the CPU; to run an ONNX graph elsewhere, give onnxruntime's
 providers to `sapiens_hf.runtime.ExportedModel`, which needs neither torch nor transformers.
 """
@@ -78,6 +78,10 @@ class SapiensExportedModel(nn.Module):
         if device_map not in (None, "cpu"):
             raise ValueError(f"An exported model runs on the CPU, not device_map={device_map!r}")
         return model
+
+    @property
+    def name_or_path(self) -> str:
+        return self.config.name_or_path
 
     @property
     def device(self) -> torch.device:

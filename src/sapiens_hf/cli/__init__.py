@@ -205,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="pose, segmentation (or seg), depth or normal")
     run.add_argument(
         "--model",
-        help="Hub id (converted, or Meta's original release), local folder (converted, or laid out like an original "
-        "repo) or original .pth/.pt2 file (default: the task's original 0.3B release, facebook/sapiens-<task>-0.3b)",
+        help="Hub id (converted, or Meta's original release), local folder (converted, laid out like an original "
+        "repo, or written by sapiens-hf export) or original .pth/.pt2 file (default: the task's original 0.3B "
+        "release, facebook/sapiens-<task>-0.3b)",
     )
     run.add_argument("inputs", nargs="+", help=f"images, folders or videos (e.g. {SAMPLE_IMAGE})")
     run.add_argument("--output", required=True, help="output folder (never searched for inputs)")
