@@ -169,7 +169,9 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
     model = saved_model(task, tmp_path / "model")
     export(model, tmp_path / "export", format=format)  # batch 1: the pipelines' batches are split
     name = {"seg": "segmentation"}.get(task, task)
-    expected, exported = pipeline(f"sapiens-{name}", model=model), pipeline(f"sapiens-{name}", model=str(tmp_path / "export"))
+    trusted = {} if format == "onnx" else {"trust_remote_code": True}  # a program's loading can unpickle
+    expected = pipeline(f"sapiens-{name}", model=model)
+    exported = pipeline(f"sapiens-{name}", model=str(tmp_path / "export"), **trusted)
     assert exported.model.config.num_labels == expected.model.config.num_labels
     image = read_image(SAMPLE_IMAGE)
     if task == "pose":
@@ -181,7 +183,8 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
                 with torch.no_grad():
                     maps = pipe.model(pixel_values=crops).heatmaps
                     if flip_test:
-                        maps = 0.5 * (maps + pipe.model(pixel_values=crops.flip(-1), flip_pairs=pipe.flip_pairs).heatmaps)
+                        mirrored = pipe.model(pixel_values=crops.flip(-1), flip_pairs=pipe.flip_pairs).heatmaps
+                        maps = 0.5 * (maps + mirrored)
                 heatmaps.append(maps.numpy())
             np.testing.assert_allclose(heatmaps[1], heatmaps[0], rtol=0, atol=1e-4)
             # Keypoints compared where the decoding is well conditioned, as in the runner's test above (the flip
@@ -243,5 +246,8 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
         SapiensExportedModel.from_pretrained(pose, dtype=torch.float16)
     with pytest.raises(ValueError, match="runs on the CPU"):
         SapiensExportedModel.from_pretrained(pose).to("cuda")
+    export(saved_model("depth", tmp_path / "depth"), tmp_path / "depth-pt2", format="exported-program")
+    with pytest.raises(ValueError, match="trust_remote_code=True"):
+        SapiensExportedModel.from_pretrained(tmp_path / "depth-pt2")
     with pytest.raises(OSError, match="not a folder written by sapiens-hf export"):
         SapiensExportedModel.from_pretrained(tmp_path / "pose")

@@ -3,12 +3,12 @@
 
     pose = pipeline("sapiens-pose", model="out/pose-onnx")                # model.onnx, with onnxruntime
     pose = pipeline("sapiens-pose", model="out/pose-onnx", model_kwargs={"int8": True})  # model.int8.onnx
-    pose = pipeline("sapiens-pose", model=SapiensExportedModel.from_pretrained("out/pose-pt2"))  # a torch.export program
+    depth = pipeline("sapiens-depth", model="out/depth-pt2", trust_remote_code=True)     # a torch.export program
 
 `SapiensExportedModel` has what the pipelines use of a model: `config` (the exported model's, saved beside the graph),
-`name_or_path`, `device`, `dtype` and `forward(pixel_values)` returning the task model's output class. A graph exported without
-`--dynamic-batch` runs one image at a time. It runs on the CPU; to run an ONNX graph elsewhere, give onnxruntime's
-providers to `sapiens_hf.runtime.ExportedModel`, which needs neither torch nor transformers.
+`name_or_path`, `device`, `dtype` and `forward(pixel_values)` returning the task model's output class. A graph
+exported without `--dynamic-batch` runs one image at a time. It runs on the CPU; to run an ONNX graph elsewhere, give
+onnxruntime's providers to `sapiens_hf.runtime.ExportedModel`, which needs neither torch nor transformers.
 """
 
 import json
@@ -26,8 +26,8 @@ from .tasks import TASKS
 OUTPUT_CLASSES = {"pose": SapiensPoseEstimatorOutput, "segmentation": SemanticSegmenterOutput,
                   "depth": DepthEstimatorOutput, "normal": SapiensNormalEstimatorOutput}
 # What `pipeline()` passes to every model class it tries: Hub options, which do not change how a local folder loads.
-_PIPELINE_KWARGS = {"_from_pipeline", "revision", "token", "trust_remote_code", "_commit_hash", "code_revision",
-                    "local_files_only", "cache_dir", "force_download", "proxies"}
+_PIPELINE_KWARGS = {"_from_pipeline", "revision", "token", "_commit_hash", "code_revision", "local_files_only",
+                    "cache_dir", "force_download", "proxies"}
 
 
 def is_export_folder(path) -> bool:
@@ -63,11 +63,16 @@ class SapiensExportedModel(nn.Module):
             self._graph = lambda pixel_values: torch.cat([program(batch) for batch in self._batches(pixel_values)])
 
     @classmethod
-    def from_pretrained(cls, folder, *, int8: bool = False, dtype=None, device_map=None, **kwargs):
+    def from_pretrained(cls, folder, *, int8: bool = False, dtype=None, device_map=None, trust_remote_code=False,
+                        **kwargs):
         """Loads an export folder; OSError for anything else (so that `pipeline()` goes on to the model classes).
-        `dtype` must be the export's own, if given: the graph was traced in it."""
+        `dtype` must be the export's own, if given: the graph was traced in it. A `torch.export` program can hold
+        pickled objects, which run code when loaded, so it needs `trust_remote_code=True`; ONNX graphs do not."""
         if not is_export_folder(folder):
             raise OSError(f"{folder} is not a folder written by sapiens-hf export (no {MANIFEST})")
+        if json.loads((Path(folder) / MANIFEST).read_text())["format"] != "onnx" and not trust_remote_code:
+            raise ValueError(f"{folder} holds a torch.export program, whose loading can run code from the file "
+                             "(pickled objects): pass trust_remote_code=True if you trust it, or export ONNX")
         unknown = sorted(key for key, value in kwargs.items() if key not in _PIPELINE_KWARGS and value is not None)
         if unknown:
             raise TypeError(f"An exported model does not take {unknown}")
