@@ -207,7 +207,7 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
             np.testing.assert_allclose(from_export[key], result[key], rtol=0, atol=1e-4)
 
 
-def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
+def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, monkeypatch):
     """`predict --model export_folder` and `annotate` (through `load_task_pipeline`, as the demo), int8 by
     `model_kwargs`, and a clear error for another task's export, another dtype or device, and overrides."""
     from transformers import pipeline
@@ -236,8 +236,16 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
         -1, 3)[:, :2]), atol=1e-3)
     int8 = pipeline("sapiens-pose", model=str(pose), model_kwargs={"int8": True})
     assert int8(str(SAMPLE_IMAGE))[0]["keypoints"].shape == (17, 2)
+    assert "SapiensExportedModel" in repr(int8)
+    with pytest.raises(TypeError, match="saved already"):
+        int8.save_pretrained(tmp_path / "copy")
+    with pytest.raises(ValueError, match="exported in fp32"):  # transformers' loader would fall back to float32
+        pipeline("sapiens-pose", model=str(pose), dtype=torch.float16)
+    assert SapiensExportedModel.from_pretrained(pose, dtype="float32").dtype == torch.float32
 
     export(saved_model("seg", tmp_path / "seg"), tmp_path / "seg-onnx")
+    with pytest.raises(ValueError, match="no int8 graph"):
+        SapiensExportedModel.from_pretrained(tmp_path / "seg-onnx", int8=True)
     with pytest.raises(WrongModelError, match="a segmentation model"):
         pipeline("sapiens-pose", model=str(tmp_path / "seg-onnx"))
     with pytest.raises(ValueError, match="fixed"):
@@ -246,6 +254,11 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys):
         SapiensExportedModel.from_pretrained(pose, dtype=torch.float16)
     with pytest.raises(ValueError, match="runs on the CPU"):
         SapiensExportedModel.from_pretrained(pose).to("cuda")
+    # On a machine with a GPU, where a pipeline's default device is the GPU, an export's pipeline is on the CPU.
+    import transformers.pipelines.base
+
+    monkeypatch.setattr(transformers.pipelines.base, "is_torch_cuda_available", lambda *args, **kwargs: True)
+    assert pipeline("sapiens-segmentation", model=str(tmp_path / "seg-onnx")).device == torch.device("cpu")
     export(saved_model("depth", tmp_path / "depth"), tmp_path / "depth-pt2", format="exported-program")
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         SapiensExportedModel.from_pretrained(tmp_path / "depth-pt2")

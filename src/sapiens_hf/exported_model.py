@@ -35,9 +35,13 @@ def is_export_folder(path) -> bool:
 
 
 class SapiensExportedModel(nn.Module):
-    """The graph of an export folder behind a task model's interface (see the module docstring)."""
+    """The graph of an export folder behind a task model's interface (see the module docstring). A `torch.export`
+    program can hold pickled objects, which run code when loaded, so it needs `trust_remote_code=True`; ONNX graphs
+    do not. `dtype`, if given, must be the export's own: the graph was traced in it."""
 
-    def __init__(self, folder: str | Path, int8: bool = False):
+    input_modalities = "image"
+
+    def __init__(self, folder: str | Path, int8: bool = False, trust_remote_code: bool = False, dtype=None):
         super().__init__()
         folder = Path(folder)
         self.manifest = json.loads((folder / MANIFEST).read_text())
@@ -48,41 +52,49 @@ class SapiensExportedModel(nn.Module):
         if not (folder / "config.json").is_file():
             raise OSError(f"{folder} has no config.json (earlier versions of sapiens-hf export did not write it): "
                           "export the model again")
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype, dtype)
+        if dtype not in (None, "auto", self.dtype):
+            raise ValueError(f"{folder} was exported in {self.manifest['dtype']}; export it again with --dtype for "
+                             f"{dtype}")
+        program = self.manifest["format"] != "onnx"
+        if program and not trust_remote_code:
+            raise ValueError(f"{folder} holds a torch.export program, whose loading can run code from the file "
+                             "(pickled objects): from Python, pass trust_remote_code=True if you trust it; or export "
+                             "ONNX, which predict, annotate and the demo take")
+        if program and int8:
+            raise ValueError(f"{folder} holds a torch.export program; int8 graphs are ONNX (--quantize int8)")
         self.config = SapiensConfig.from_pretrained(folder)
         self.config.name_or_path = str(folder)
         self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by
-        if self.manifest["format"] == "onnx":
+        if program:
+            module = torch.export.load(folder / self.manifest["file"]).module()
+            self._graph = lambda pixel_values: torch.cat([module(batch) for batch in self._batches(pixel_values)])
+        else:
             from .runtime import ExportedModel
 
             runtime = ExportedModel(folder, int8=int8)
             self._graph = lambda pixel_values: torch.from_numpy(runtime.run(pixel_values.numpy()))
-        elif int8:
-            raise ValueError(f"{folder} holds a torch.export program; int8 graphs are ONNX (--quantize int8)")
-        else:
-            program = torch.export.load(folder / self.manifest["file"]).module()
-            self._graph = lambda pixel_values: torch.cat([program(batch) for batch in self._batches(pixel_values)])
 
     @classmethod
-    def from_pretrained(cls, folder, *, int8: bool = False, dtype=None, device_map=None, trust_remote_code=False,
-                        **kwargs):
-        """Loads an export folder; OSError for anything else (so that `pipeline()` goes on to the model classes).
-        `dtype` must be the export's own, if given: the graph was traced in it. A `torch.export` program can hold
-        pickled objects, which run code when loaded, so it needs `trust_remote_code=True`; ONNX graphs do not."""
+    def from_pretrained(cls, folder, *, device_map=None, **kwargs):
+        """Loads an export folder (keyword arguments as `__init__`); OSError for anything else, so that `pipeline()`
+        goes on to the model classes."""
         if not is_export_folder(folder):
             raise OSError(f"{folder} is not a folder written by sapiens-hf export (no {MANIFEST})")
-        if json.loads((Path(folder) / MANIFEST).read_text())["format"] != "onnx" and not trust_remote_code:
-            raise ValueError(f"{folder} holds a torch.export program, whose loading can run code from the file "
-                             "(pickled objects): pass trust_remote_code=True if you trust it, or export ONNX")
+        if device_map not in (None, "cpu"):
+            raise ValueError(f"An exported model runs on the CPU, not device_map={device_map!r}")
+        own = {key: kwargs.pop(key) for key in ("int8", "trust_remote_code", "dtype") if key in kwargs}
         unknown = sorted(key for key, value in kwargs.items() if key not in _PIPELINE_KWARGS and value is not None)
         if unknown:
             raise TypeError(f"An exported model does not take {unknown}")
-        model = cls(folder, int8=int8)
-        if dtype not in (None, "auto", model.dtype):
-            raise ValueError(f"{folder} was exported in {model.manifest['dtype']}; export it again with --dtype for "
-                             f"{dtype}")
-        if device_map not in (None, "cpu"):
-            raise ValueError(f"An exported model runs on the CPU, not device_map={device_map!r}")
-        return model
+        return cls(folder, **own)
+
+    def can_generate(self) -> bool:
+        return False
+
+    def save_pretrained(self, *args, **kwargs):
+        raise TypeError(f"An exported model is saved already: copy {self.name_or_path}, or export the model again")
 
     @property
     def name_or_path(self) -> str:
@@ -99,8 +111,9 @@ class SapiensExportedModel(nn.Module):
     def to(self, *args, **kwargs):
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
         if device is not None and torch.device(device).type != "cpu":
-            raise ValueError(f"An exported model runs on the CPU, not {device}: pass device='cpu' (for onnxruntime's "
-                             "other providers use sapiens_hf.runtime.ExportedModel(folder, providers=[...]))")
+            raise ValueError(f"An exported model runs on the CPU, not {device}: pass device='cpu' (--device cpu on the "
+                             "command line; for onnxruntime's other providers use "
+                             "sapiens_hf.runtime.ExportedModel(folder, providers=[...]))")
         if dtype is not None and dtype != self.dtype:
             raise ValueError(f"This model was exported in {self.manifest['dtype']}; export it again in {dtype}")
         return self

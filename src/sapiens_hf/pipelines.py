@@ -49,6 +49,14 @@ class _SapiensPipelineMixin:
     task_name: str  # in `sapiens_hf.tasks.TASKS`
 
     def __init__(self, *args, **kwargs):
+        model = kwargs.get("model", args[0] if args else None)
+        if isinstance(model, SapiensExportedModel):
+            # An export runs on the CPU whatever accelerator the machine has, in the dtype it was traced in
+            # (transformers' loader loads it for another dtype anyway, with a warning only).
+            kwargs["device"] = "cpu" if kwargs.get("device") is None else kwargs["device"]
+            if kwargs.get("dtype") not in (None, "auto", model.dtype):
+                raise ValueError(f"{model.name_or_path} was exported in {model.manifest['dtype']}, not "
+                                 f"{kwargs['dtype']}: export it again with --dtype")
         super().__init__(*args, **kwargs)
         self._check_model()
         if self.image_processor is None:  # a pipeline class built directly: the released checkpoints use the defaults

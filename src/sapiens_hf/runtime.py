@@ -38,6 +38,8 @@ class ExportedModel:
         self.mean = np.asarray(processor["image_mean"], np.float32)
         self.std = np.asarray(processor["image_std"], np.float32)
         self.box_padding = processor.get("box_padding", 1.25)
+        if int8 and "int8" not in self.manifest:
+            raise ValueError(f"{folder} has no int8 graph: export the model with --quantize int8")
         file = self.manifest["int8"]["file"] if int8 else self.manifest["file"]
         self.session = onnxruntime.InferenceSession(str(folder / file), providers=providers or ["CPUExecutionProvider"])
 
