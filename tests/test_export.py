@@ -242,6 +242,10 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, m
     with pytest.raises(ValueError, match="exported in fp32"):  # transformers' loader would fall back to float32
         pipeline("sapiens-pose", model=str(pose), dtype=torch.float16)
     assert SapiensExportedModel.from_pretrained(pose, dtype="float32").dtype == torch.float32
+    export(saved_model("depth", tmp_path / "depth"), tmp_path / "depth-fp16", dtype="fp16")  # runs in its own dtype
+    assert main(["predict", "--task", "depth", "--model", str(tmp_path / "depth-fp16"), str(SAMPLE_IMAGE), "--output",
+                 str(tmp_path / "fp16-out"), "--quiet"]) == 0
+    assert np.isfinite(np.load(tmp_path / "fp16-out" / f"{SAMPLE_IMAGE.stem}_depth.npy")).all()
 
     export(saved_model("seg", tmp_path / "seg"), tmp_path / "seg-onnx")
     with pytest.raises(ValueError, match="no int8 graph"):

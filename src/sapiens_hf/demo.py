@@ -173,15 +173,13 @@ class DemoApp:
 
     def pipeline(self, task: str):
         """The task's pipeline, loaded on first use, and the seconds its loading took now (0 when cached)."""
-        import torch
-
         from .pipelines import WrongModelError, load_task_pipeline
 
         if task in self.pipelines:
             return self.pipelines[task], 0.0
         model, started = self.models[task], time.perf_counter()
         try:
-            pipe = load_task_pipeline(task, model, device=self.device, dtype=torch.float32)
+            pipe = load_task_pipeline(task, model, device=self.device)
         except WrongModelError as error:
             raise DemoError(f"The {task} model {model} does not fit: {error}") from None
         except Exception as error:  # noqa: BLE001  (a missing, unreachable or broken checkpoint)

@@ -354,8 +354,9 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, **config_overrides):
     """The `sapiens-*` pipeline of `task` for a model id or path (`from_pretrained` takes it; default: the task's
     released 0.3B model), with its processor (the released settings when the checkpoint has none). The model is
-    loaded through the task's Sapiens class and the pipeline refuses a model of another task (`WrongModelError`)
-    before any prediction. Used by `sapiens-hf predict` and `annotate`."""
+    loaded through the task's Sapiens class in `dtype` (default float32), a folder of `sapiens-hf export` as
+    `SapiensExportedModel` (default: the dtype it was exported in), and the pipeline refuses a model of another task
+    (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo."""
     from transformers import AutoImageProcessor
 
     from . import modeling_sapiens
@@ -367,7 +368,8 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
             raise ValueError(f"{model} is an exported graph: its configuration is fixed ({sorted(config_overrides)})")
         loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
     else:
-        loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype, **config_overrides)
+        loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype or torch.float32,
+                                                                             **config_overrides)
     try:
         processor = AutoImageProcessor.from_pretrained(model)
     except (OSError, ValueError):  # a folder saved without its processor: the released settings

@@ -96,7 +96,7 @@ def _unbatched(item):
 
 
 def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chunk_size: int = 128,
-             dense_size: tuple[int, int] | None = (256, 192), dtype: str = "float32", workers: int | None = None,
+             dense_size: tuple[int, int] | None = (256, 192), dtype: str | None = None, workers: int | None = None,
              device: str | None = None, config_overrides: dict | None = None, overwrite: bool = False,
              quiet: bool = False, push_to_hub: str | None = None) -> dict:
     """Annotates every input of `source` (`sources.FileSource` / `DatasetSource`) with each task's model
@@ -113,7 +113,7 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     settings = {"tasks": {task: models[task] for task in tasks}, "input": source.describe(), "dtype": dtype,
                 "batch_size": batch_size, "chunk_size": chunk_size, "config": config_overrides or {},
                 "dense_size": list(dense_size) if dense_size else "image"}
-    pipelines = {task: load_task_pipeline(task, models[task], device=accelerator.device, dtype=getattr(torch, dtype),
+    pipelines = {task: load_task_pipeline(task, models[task], device=accelerator.device, dtype=dtype and getattr(torch, dtype),
                                           **(config_overrides or {})) for task in tasks}
     if accelerator.is_main_process:
         folder.start(_manifest(settings, pipelines), overwrite)

@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace existing files that this run did not write, and start afresh instead of resuming")
     run.add_argument("--batch-size", type=int, default=1, help="images/frames per forward pass")
     run.add_argument("--device", help='"cpu", "cuda", "cuda:1", ... (default: the first GPU if any, else the CPU)')
-    run.add_argument("--dtype", choices=DTYPES, default="float32")
+    run.add_argument("--dtype", choices=DTYPES, help="float32 unless given (an export folder runs in the dtype it was exported in)")
     run.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                      help=config_help)
     run.add_argument("--flip-test", action="store_true", help="average with the mirrored input (pose, depth)")
@@ -250,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--workers", type=int, help="DataLoader workers decoding per process (default: none on the "
                        "CPU, else the process's spare cores, at most 4)")
     notes.add_argument("--device", help='"cpu" to stay on the CPU (default: what accelerate picks)')
-    notes.add_argument("--dtype", choices=DTYPES, default="float32")
+    notes.add_argument("--dtype", choices=DTYPES, help="float32 unless given (an export folder runs in the dtype it was exported in)")
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")

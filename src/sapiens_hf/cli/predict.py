@@ -114,7 +114,7 @@ def load_pipeline(args):
     return load_or_explain(args.task, args.model, args.device, args.dtype, args.config)
 
 
-def load_or_explain(task: str, model: str | None, device, dtype: str, config: list):
+def load_or_explain(task: str, model: str | None, device, dtype: str | None, config: list):
     """`pipelines.load_task_pipeline`, its failures as one-line CLI errors: a model of another task is a usage error,
     any other loading failure says how to use a local or converted checkpoint (SAPIENS_HF_DEBUG=1: traceback)."""
     import torch
@@ -123,7 +123,8 @@ def load_or_explain(task: str, model: str | None, device, dtype: str, config: li
 
     model_id = model or TASKS[task].default_checkpoint
     try:
-        return load_task_pipeline(task, model_id, device=device, dtype=getattr(torch, dtype), **dict(config))
+        return load_task_pipeline(task, model_id, device=device, dtype=dtype and getattr(torch, dtype),
+                                  **dict(config))
     except WrongModelError as error:
         raise usage_error([f"--model {model_id} does not fit --task {task}: {error}"]) from None
     except Exception as error:
