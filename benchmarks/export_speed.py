@@ -65,7 +65,7 @@ def main() -> None:
                 results = interleaved({
                     "torch eager": lambda: model(pixel_values=pixel_values),
                     "torch.compile": lambda: compiled(pixel_values=pixel_values),
-                    **{label: lambda session=session: session.run(None, feed) for label, session in sessions.items()},
+                    **{label: lambda run=graph.run: run(None, feed) for label, graph in sessions.items()},
                 }, args.repeats)
         eager = results["torch eager"]
         print(f"{name} (1×3×1024×768, fp32 graph {size / 2**30:.2f} GiB)")
