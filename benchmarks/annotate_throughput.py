@@ -25,6 +25,7 @@ import torch
 from sapiens_hf import SapiensConfig, SapiensImageProcessorPil
 from sapiens_hf.tasks import get_task
 
+
 CONFIGURATIONS = [("1 process, no workers", 1, 0), ("1 process, 1 worker", 1, 1), ("2 processes, no workers", 2, 0),
                   ("2 processes, 1 worker each", 2, 1)]
 

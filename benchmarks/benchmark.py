@@ -59,6 +59,7 @@ from sapiens_hf import (
 )
 from sapiens_hf.modeling_sapiens import attention_with_padded_head_dim
 
+
 SIZES = [name.removeprefix("sapiens-") for name in SAPIENS_PRESETS]  # 0.3b, 0.6b, 1b, 2b
 # "tiny": 2 layers and narrow heads, for smoke runs and for timing the pose pipeline's CPU stages (crop, decode), whose
 # cost depends on the input size, the number of people and keypoints, not on the backbone.

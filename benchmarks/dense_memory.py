@@ -12,6 +12,7 @@ import argparse
 import subprocess
 import sys
 
+
 CASE = r"""
 import resource, sys, time
 import torch

@@ -63,9 +63,9 @@ def main() -> None:
             compiled = torch.compile(model)
             with torch.inference_mode():
                 results = interleaved({
-                    "torch eager": lambda: model(pixel_values=pixel_values),
-                    "torch.compile": lambda: compiled(pixel_values=pixel_values),
-                    **{label: lambda run=graph.run: run(None, feed) for label, graph in sessions.items()},
+                    "torch eager": lambda model=model: model(pixel_values=pixel_values),
+                    "torch.compile": lambda compiled=compiled: compiled(pixel_values=pixel_values),
+                    **{label: lambda run=graph.run, feed=feed: run(None, feed) for label, graph in sessions.items()},
                 }, args.repeats)
         eager = results["torch eager"]
         print(f"{name} (1×3×1024×768, fp32 graph {size / 2**30:.2f} GiB)")

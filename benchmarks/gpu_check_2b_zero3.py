@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+
 REPO = Path(__file__).resolve().parents[1]
 DEEPSPEED_CONFIGS = {
     "plain": None,  # in order of priority: the default --modes runs them in this order

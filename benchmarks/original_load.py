@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+
 FILES = {"0.3b": "sapiens_0.3b_goliath_best_goliath_AP_573.pth", "1b": "sapiens_1b_goliath_best_goliath_AP_639.pth"}
 
 LOAD = r"""

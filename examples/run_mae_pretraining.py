@@ -38,13 +38,14 @@ from sapiens_hf.training import (
     ModelArguments,
     SapiensTrainer,
     TransformedDataset,
-    parse_config_overrides,
     load_image_processor,
     load_model,
     parse_arguments,
+    parse_config_overrides,
     read_image,
     train_and_evaluate,
 )
+
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Another set made by tests/fixtures/make_fixtures.py can be tested by pointing SAPIENS_FIXTURES_DIR at it.
 GOLDEN_DIR = Path(os.environ.get("SAPIENS_FIXTURES_DIR", REPO_ROOT / "tests" / "fixtures"))

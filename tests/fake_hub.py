@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
+
 USER = "tester"  # the namespace of repo ids created without one
 # Files the fake stores through the LFS path, like the Hub's default .gitattributes does for weights.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".pt2", ".ckpt", ".npz")

@@ -7,8 +7,8 @@ from functools import cache
 
 import numpy as np
 import torch
-
 from conftest import golden_path, load_golden, normalize, random_image, recipe
+
 
 ATOL = RTOL = 1e-4  # tests/fixtures/README.md §4: parity thresholds for features and head outputs
 TASK_OF = {"pose17": "pose", "pose308": "pose", "seg": "segmentation", "depth": "depth", "normal": "normal"}
@@ -81,13 +81,13 @@ def assert_matches_golden(output: torch.Tensor, file: str, prefix: str, atol: fl
             assert ((actual[..., 0] - expected[..., 0]).abs() <= sum_tol).all(), f"{key}: sums differ"
             torch.testing.assert_close(actual[..., 1:], expected[..., 1:], rtol=1e-5, atol=atol, msg=f"{key} stats")
         elif kind == "":
-            torch.testing.assert_close(output, expected, atol=atol, rtol=rtol, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(output, expected, atol=atol, rtol=rtol, msg=lambda m, key=key: f"{key}: {m}")
         elif kind.startswith("b") and kind[1:].isdigit():
             index = int(kind[1:])
-            torch.testing.assert_close(output[index : index + 1], expected, atol=atol, rtol=rtol, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(output[index : index + 1], expected, atol=atol, rtol=rtol, msg=lambda m, key=key: f"{key}: {m}")
         elif "X[" in notes.get(key, {}).get("note", ""):
             actual = output[subset_slices(notes[key]["note"])]
-            torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m: f"{key}: {m}")
+            torch.testing.assert_close(actual, expected, atol=atol, rtol=rtol, msg=lambda m, key=key: f"{key}: {m}")
         else:
             continue
         checked += 1

@@ -21,6 +21,7 @@ from test_cli import saved_model
 from sapiens_hf.annotate import output
 from sapiens_hf.cli import main
 
+
 TASKS = ("pose", "seg", "depth")
 # Each process the same single thread: equal numerics whatever the process count (docs/inference.md).
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}

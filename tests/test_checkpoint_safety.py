@@ -6,11 +6,11 @@ import zipfile
 
 import pytest
 import torch
+from golden_utils import arch, golden_weights
 from safetensors.torch import save_file
 from torch import nn
 
 import sapiens_hf
-from golden_utils import arch, golden_weights
 from sapiens_hf.convert import convert_to_folder, load_original_state_dict
 
 

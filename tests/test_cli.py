@@ -25,6 +25,7 @@ from sapiens_hf import (
 from sapiens_hf.cli import SAMPLE_IMAGE, main
 from sapiens_hf.metadata import keypoint_set
 
+
 TINY = {
     "hidden_size": 32,
     "num_hidden_layers": 1,

@@ -3,11 +3,11 @@ flat `_clean.pth`, TorchScript `*_torchscript.pt2`, safetensors and in-memory di
 
 import pytest
 import torch
+from golden_utils import arch, golden_weights, load_golden
 from safetensors.torch import save_file
 from torch import nn
 
 import sapiens_hf
-from golden_utils import arch, golden_weights, load_golden
 from sapiens_hf.convert import load_original_state_dict
 
 

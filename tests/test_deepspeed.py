@@ -17,6 +17,7 @@ from test_examples import make_pose_data, save_tiny_model
 
 from sapiens_hf import SapiensForPoseEstimation
 
+
 pytest.importorskip("deepspeed")
 
 ENV = dict(

@@ -26,13 +26,16 @@ import PIL.Image
 import pytest
 import torch
 
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the test's server
+
+from test_cli import saved_model  # noqa: E402
 
 from sapiens_hf import SapiensConfig  # noqa: E402
 from sapiens_hf.cli import SAMPLE_IMAGE, main  # noqa: E402
 from sapiens_hf.demo import DemoApp, build_demo  # noqa: E402
 from sapiens_hf.metadata import SEGMENTATION_CLASSES  # noqa: E402
-from test_cli import saved_model  # noqa: E402
+
 
 TASK_MODELS = {"pose": "pose", "segmentation": "seg", "depth": "depth", "normal": "normal"}  # saved_model's names
 SIZE = PIL.Image.open(SAMPLE_IMAGE).size  # (512, 512)

@@ -27,14 +27,15 @@ from sapiens_hf import (
 from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil
 from sapiens_hf.training import SapiensTrainer
 
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=[128, 96])
+
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "image_size": [128, 96]}
 TASK_MODELS = {
-    "pose": (SapiensForPoseEstimation, dict(num_labels=17, patch_embed_padding=2, decoder_deconv_channels=[16, 16])),
-    "segmentation": (SapiensForSemanticSegmentation, dict(num_labels=28, decoder_deconv_channels=[16, 16, 16])),
-    "depth": (SapiensForDepthEstimation, dict(num_labels=1, decoder_deconv_channels=[16, 16, 16, 16])),
+    "pose": (SapiensForPoseEstimation, {"num_labels": 17, "patch_embed_padding": 2, "decoder_deconv_channels": [16, 16]}),
+    "segmentation": (SapiensForSemanticSegmentation, {"num_labels": 28, "decoder_deconv_channels": [16, 16, 16]}),
+    "depth": (SapiensForDepthEstimation, {"num_labels": 1, "decoder_deconv_channels": [16, 16, 16, 16]}),
     "normal": (
         SapiensForNormalEstimation,
-        dict(num_labels=3, patch_embed_padding=2, decoder_deconv_channels=[16, 16, 16]),
+        {"num_labels": 3, "patch_embed_padding": 2, "decoder_deconv_channels": [16, 16, 16]},
     ),
 }
 # Rough COCO-17 keypoints (x, y) of the two photos, for boxes [x, y, w, h].

@@ -16,6 +16,7 @@ from sapiens_hf import SapiensConfig, SapiensModel
 from sapiens_hf.export import MANIFEST, ExportError, export
 from sapiens_hf.image_processing_sapiens import read_image
 
+
 pytest.importorskip("onnxruntime")
 
 

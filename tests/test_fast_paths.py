@@ -24,6 +24,7 @@ from sapiens_hf import (
 )
 from sapiens_hf.modeling_sapiens import SapiensDecodeHead, attention_with_padded_head_dim, eager_attention_forward
 
+
 IMAGE = (64, 48)  # 4×3 patches: tiny, but not square, as the real 1024×768
 
 

@@ -17,6 +17,7 @@ from huggingface_hub import ModelCard
 from sapiens_hf import hub, releases
 from sapiens_hf.tasks import TASKS
 
+
 CLIENT = """
 import json, sys
 import numpy as np

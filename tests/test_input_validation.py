@@ -25,6 +25,7 @@ from sapiens_hf import (
 )
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
 
+
 TINY = {
     "hidden_size": 32,
     "num_hidden_layers": 1,

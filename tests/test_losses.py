@@ -1,8 +1,8 @@
 """The task losses against the original mmpose/mmseg losses (golden case 6), values and gradients."""
 
 import torch
-
 from conftest import load_golden
+
 from sapiens_hf.metadata import CLASS_WEIGHTS
 from sapiens_hf.modeling_sapiens import (
     keypoint_mse_loss,
@@ -11,6 +11,7 @@ from sapiens_hf.modeling_sapiens import (
     segmentation_loss,
     silog_loss,
 )
+
 
 GOLDEN = "case6_losses.safetensors"
 

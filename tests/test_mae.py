@@ -13,6 +13,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from conftest import REPO_ROOT, load_golden, normalize, recipe
+from golden_utils import ATOL, RTOL, arch, images, manifest
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedImageModeling, AutoModelForPreTraining
 
@@ -28,13 +30,12 @@ from sapiens_hf import (
     SapiensModel,
 )
 from sapiens_hf.modeling_sapiens import convert_position_embeddings, sincos_position_embeddings
-from conftest import REPO_ROOT, load_golden, normalize, recipe
-from golden_utils import ATOL, RTOL, arch, images, manifest
 
-TINY = dict(
-    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, decoder_hidden_size=16,
-    decoder_num_hidden_layers=1, decoder_num_attention_heads=2, decoder_intermediate_size=32,
-)
+
+TINY = {
+    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "decoder_hidden_size": 16,
+    "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2, "decoder_intermediate_size": 32,
+}
 TINY_DECODER = {key: value for key, value in TINY.items() if key.startswith("decoder_")}
 TINY_OVERRIDES = ",".join(f"{key}={value}" for key, value in TINY.items())
 
@@ -239,16 +240,16 @@ def test_auto_classes(auto_class, tmp_path):
 # Encoders into every model class, and `_clean` checkpoints into the MAE
 # ---------------------------------------------------------------------------------------------------------------
 
-FINE_TUNE_LAYOUT = dict(use_cls_token=False, image_size=[64, 48])
+FINE_TUNE_LAYOUT = {"use_cls_token": False, "image_size": [64, 48]}
 
 
 @pytest.mark.parametrize(
     "model_class, overrides",
     [
-        (SapiensForPoseEstimation, dict(patch_embed_padding=2, num_labels=17)),
-        (SapiensForSemanticSegmentation, dict(num_labels=28)),
+        (SapiensForPoseEstimation, {"patch_embed_padding": 2, "num_labels": 17}),
+        (SapiensForSemanticSegmentation, {"num_labels": 28}),
         (SapiensForDepthEstimation, {}),
-        (SapiensForNormalEstimation, dict(patch_embed_padding=2)),
+        (SapiensForNormalEstimation, {"patch_embed_padding": 2}),
         (SapiensModel, {}),
         (SapiensBackbone, {}),
     ],

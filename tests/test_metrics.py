@@ -24,6 +24,7 @@ from sapiens_hf.metrics import (
     pck,
 )
 
+
 SIGMAS = np.asarray(keypoint_set(17)["sigmas"])
 
 

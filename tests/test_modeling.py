@@ -14,10 +14,10 @@ from sapiens_hf.convert import load_original_state_dict
 
 
 def tiny_config(**kwargs) -> SapiensConfig:
-    values = dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=[64, 48],
-        decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], num_labels=17,
-    )
+    values = {
+        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "image_size": [64, 48],
+        "decoder_deconv_channels": [8, 8], "decoder_conv_channels": [8], "num_labels": 17,
+    }
     values.update(kwargs)
     return SapiensConfig(**values)
 

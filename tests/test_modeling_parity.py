@@ -2,8 +2,6 @@
 
 import pytest
 import torch
-
-import sapiens_hf
 from golden_utils import (
     TASK_OF,
     arch,
@@ -15,6 +13,8 @@ from golden_utils import (
     pose_batch,
     seg_batch,
 )
+
+import sapiens_hf
 
 
 def _convert(weights, name, **overrides):

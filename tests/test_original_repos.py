@@ -37,6 +37,7 @@ from sapiens_hf import (
 )
 from sapiens_hf.convert import TASK_TO_CLASS
 
+
 POSE_FILE = "sapiens_0.3b_goliath_best_goliath_AP_573.pth"  # a released name, tiny weights
 
 

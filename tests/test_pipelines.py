@@ -42,6 +42,7 @@ from sapiens_hf.visualization import (
     visualize_normals,
 )
 
+
 TINY = {
     "hidden_size": 64,
     "num_hidden_layers": 1,

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import load_golden
-from golden_utils import subset_slices, arch, assert_matches_golden, golden_weights, manifest, well_conditioned_keypoints
+from golden_utils import (
+    arch,
+    assert_matches_golden,
+    golden_weights,
+    manifest,
+    subset_slices,
+    well_conditioned_keypoints,
+)
 from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 
 from sapiens_hf import metadata
@@ -20,6 +27,7 @@ from sapiens_hf.image_processing_sapiens import (
     refine_keypoints_dark_udp,
 )
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
+
 
 KEYPOINT_ATOL = 1e-3  # pixels (tests/fixtures/README.md §4)
 SCORE_ATOL = 1e-5

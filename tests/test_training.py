@@ -38,7 +38,8 @@ from sapiens_hf.training import (
     segmentation_flip_pairs,
 )
 
-TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128, image_size=[128, 96])
+
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "image_size": [128, 96]}
 
 
 def load_example(name: str, folder: str = "examples"):
@@ -71,12 +72,12 @@ def grouped(model, groups) -> dict[str, tuple]:
         (
             "pose17",
             SapiensForPoseEstimation,
-            dict(num_labels=17, decoder_deconv_channels=[32, 32], decoder_conv_channels=[32, 32]),
+            {"num_labels": 17, "decoder_deconv_channels": [32, 32], "decoder_conv_channels": [32, 32]},
         ),
         (
             "seg",
             SapiensForSemanticSegmentation,
-            dict(num_labels=28, decoder_deconv_channels=[32] * 3, decoder_conv_channels=[32] * 3),
+            {"num_labels": 28, "decoder_deconv_channels": [32] * 3, "decoder_conv_channels": [32] * 3},
         ),
     ],
 )
@@ -168,17 +169,17 @@ def test_trainer_builds_layer_decay_groups_from_its_arguments(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 PROCESSOR = SapiensImageProcessorPil(size={"height": 128, "width": 96})
-NO_AUGMENTATION = dict(
-    flip_prob=0.0,
-    half_body_prob=0.0,
-    shift_prob=0.0,
-    scale_prob=0.0,
-    rotate_prob=0.0,
-    photometric_prob=0.0,
-    blur_prob=0.0,
-    median_blur_prob=0.0,
-    dropout_prob=0.0,
-)
+NO_AUGMENTATION = {
+    "flip_prob": 0.0,
+    "half_body_prob": 0.0,
+    "shift_prob": 0.0,
+    "scale_prob": 0.0,
+    "rotate_prob": 0.0,
+    "photometric_prob": 0.0,
+    "blur_prob": 0.0,
+    "median_blur_prob": 0.0,
+    "dropout_prob": 0.0,
+}
 
 
 def astronaut_person(num_keypoints=17) -> dict:
@@ -312,7 +313,7 @@ def dense_example(task: str) -> dict:
 def test_dense_flip_swaps_labels_and_negates_normal_x(task):
     example = dense_example(task)
     plain = DenseTransform(task, PROCESSOR, train=False)(example, np.random.default_rng(0))
-    no_aug = dict(background_prob=0.0, scale_range=(1.0, 1.0), rotate_degrees=0.0, flip_prob=0.0, photometric_prob=0.0)
+    no_aug = {"background_prob": 0.0, "scale_range": (1.0, 1.0), "rotate_degrees": 0.0, "flip_prob": 0.0, "photometric_prob": 0.0}
     same = DenseTransform(
         task, PROCESSOR, True, DenseAugmentation(**no_aug), flip_pairs=segmentation_flip_pairs(ID2LABEL)
     )

@@ -15,6 +15,7 @@ import importlib
 import sys
 import threading
 
+
 __version__ = "0.1.0"
 
 # Public name -> the submodule that defines it (loaded on first access).

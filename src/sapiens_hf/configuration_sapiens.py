@@ -7,6 +7,7 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
+
 # The four released backbones (arXiv 2408.12569 Table 1; facebookresearch/sapiens
 # `pretrain/mmpretrain/models/backbones/vision_transformer.py`, `arch_zoo`): hidden size, depth, heads. MLP ratio 4.
 SAPIENS_PRESETS = {

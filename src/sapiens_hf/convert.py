@@ -29,6 +29,7 @@ from .image_processing_sapiens import SapiensImageProcessorPil
 from .modeling_sapiens import _infer_grid, convert_position_embeddings
 from .tasks import TASKS, get_task
 
+
 logger = logging.get_logger(__name__)
 
 # The model class each task converts into (`sapiens_hf.tasks`).

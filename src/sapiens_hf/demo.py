@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .tasks import PIPELINE_TASKS, TASKS, get_task
 
+
 DEMO_TASKS = tuple(task.name for task in PIPELINE_TASKS.values())  # the tasks with a pipeline
 FLIP_TEST_TASKS = ("pose", "depth")
 BOX_SOURCES = ("whole image", "typed boxes", "person detector")

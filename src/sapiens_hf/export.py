@@ -23,6 +23,7 @@ from . import __version__
 from .metadata import model_flip_pairs
 from .tasks import task_of_class
 
+
 FORMATS = ("onnx", "exported-program")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # The tensor each exported graph returns.

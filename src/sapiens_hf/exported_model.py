@@ -23,6 +23,7 @@ from .export import DTYPES, MANIFEST, OUTPUTS
 from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
 from .tasks import TASKS
 
+
 OUTPUT_CLASSES = {"pose": SapiensPoseEstimatorOutput, "segmentation": SemanticSegmenterOutput,
                   "depth": DepthEstimatorOutput, "normal": SapiensNormalEstimatorOutput}
 # What `pipeline()` passes to every model class it tries: Hub options, which do not change how a local folder loads.

@@ -19,6 +19,7 @@ from itertools import pairwise
 import cv2
 import numpy as np
 
+
 # ImageNet mean/std on the 0–255 scale: the original normalises un-rescaled pixel values.
 SAPIENS_MEAN = (123.675, 116.28, 103.53)
 SAPIENS_STD = (58.395, 57.12, 57.375)

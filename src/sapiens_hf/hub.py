@@ -38,6 +38,7 @@ from .configuration_sapiens import SapiensConfig
 from .releases import OriginalCheckpoint, file_sha256
 from .tasks import task_of_class
 
+
 logger = logging.get_logger(__name__)
 
 LICENSE = "cc-by-nc-4.0"

@@ -46,6 +46,7 @@ from .geometry import (  # noqa: F401  (re-exported: the processor's public help
     warp_affine_bilinear,
 )
 
+
 logger = logging.get_logger(__name__)
 
 

@@ -31,6 +31,7 @@ from transformers.utils import logging
 from .configuration_sapiens import SapiensConfig
 from .tasks import TASKS, get_task, task_of_class
 
+
 logger = logging.get_logger(__name__)
 
 # Where converted originals would be published (nothing has been uploaded there by this project).
@@ -112,8 +113,8 @@ def _releases() -> list[OriginalCheckpoint]:
     table = []
     for kind, task, labels, converted, files in families:
         for size, (stem, score) in files.items():
-            common = dict(task=task, model_size=size, label_set=labels, score=score,
-                          converted_repo=f"{CONVERTED_NAMESPACE}/sapiens-{converted}-{size}")
+            common = {"task": task, "model_size": size, "label_set": labels, "score": score,
+                          "converted_repo": f"{CONVERTED_NAMESPACE}/sapiens-{converted}-{size}"}
             table.append(OriginalCheckpoint(f"facebook/sapiens-{kind}-{size}", f"{stem}.pth", **common))
             torchscript = f"{stem.removesuffix('_clean')}_torchscript.pt2"
             table.append(OriginalCheckpoint(f"facebook/sapiens-{kind}-{size}-torchscript", torchscript, **common))
@@ -131,8 +132,8 @@ def _releases() -> list[OriginalCheckpoint]:
     for labels, converted, files, dataset in coco_families:
         for size, (suffix, ap) in files.items():
             stem = f"sapiens_{size}_{suffix}"
-            common = dict(task="pose", model_size=size, label_set=labels, score=Score(dataset, "AP", ap),
-                          converted_repo=f"{CONVERTED_NAMESPACE}/sapiens-{converted}-{size}")
+            common = {"task": "pose", "model_size": size, "label_set": labels, "score": Score(dataset, "AP", ap),
+                          "converted_repo": f"{CONVERTED_NAMESPACE}/sapiens-{converted}-{size}"}
             table.append(OriginalCheckpoint(
                 "noahcao/sapiens-pose-coco", f"sapiens_host/pose/checkpoints/sapiens_{size}/{stem}.pth", **common
             ))

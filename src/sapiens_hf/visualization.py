@@ -8,6 +8,7 @@ import torch
 
 from .metadata import KEYPOINT_SET_BY_COUNT, SEGMENTATION_PALETTE, keypoint_set
 
+
 # Colour of keypoints and links of keypoint sets without a released colour table, and of person boxes.
 _DEFAULT_COLOR = (51, 153, 255)
 _BOX_COLOR = (0, 255, 0)

@@ -9,4 +9,5 @@ from .output import OutputFolder
 from .run import annotate
 from .sources import DatasetSource, FileSource, read_list_file
 
+
 __all__ = ["DatasetSource", "FileSource", "OutputFolder", "annotate", "read_list_file"]

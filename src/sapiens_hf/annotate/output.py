@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+
 STATE_DIR = ".sapiens-hf"
 MANIFEST = "annotate.json"
 ERRORS = "errors.jsonl"

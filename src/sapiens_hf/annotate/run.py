@@ -21,6 +21,7 @@ from ..tasks import PIPELINE_TASKS, TASKS
 from .output import TASK_SCHEMA, OutputFolder, npy_bytes
 from .sources import ChunkEnd, ChunkReader, Prepared, worker_count
 
+
 TASK_ORDER = [task.name for task in PIPELINE_TASKS.values()]
 
 

@@ -20,6 +20,7 @@ from ..tasks import TASKS, get_task
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
 
+
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes, resolved when the model is loaded
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]

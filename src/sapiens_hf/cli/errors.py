@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 
+
 DEBUG_ENV = "SAPIENS_HF_DEBUG"  # set to 1: tracebacks instead of one-line errors
 EXIT_FAILED, EXIT_USAGE = 1, 2  # some inputs failed / the model cannot be loaded; bad arguments
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ..coco import person_annotation
 from ..tasks import TASKS
 
+
 if TYPE_CHECKING:
     import cv2
     import numpy as np

@@ -17,6 +17,7 @@ from .functional import (
     segmentation_scores,
 )
 
+
 METRIC_NAMES = ("keypoint_ap", "pck", "mean_iou", "depth_error", "normal_error")
 
 

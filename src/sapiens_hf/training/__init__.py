@@ -50,6 +50,7 @@ from .optimization import (
 )
 from .pose_data import PoseAugmentation, PoseTransform, load_coco_keypoints
 
+
 __all__ = [
     # optimization
     "NO_DECAY_NAMES",

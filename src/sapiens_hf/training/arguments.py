@@ -18,6 +18,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from ..configuration_sapiens import SapiensConfig
 from ..image_processing_sapiens import SapiensImageProcessorPil
 
+
 # The package's one logger ("sapiens_hf.training"), as before the split: `parse_arguments` sets its level for
 # every module here.
 logger = logging.getLogger(__package__)

@@ -24,6 +24,7 @@ from transformers import TrainingArguments
 
 from ..image_processing_sapiens import read_image  # noqa: F401  (image columns: path, PIL image or array)
 
+
 # ---------------------------------------------------------------------------------------------------------------
 # Datasets with reproducible per-sample randomness, the readers of their columns, the check before training
 # ---------------------------------------------------------------------------------------------------------------

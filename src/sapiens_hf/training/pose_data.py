@@ -25,6 +25,7 @@ from ..geometry import (
 from ..image_processing_sapiens import SapiensImageProcessorPil
 from .data import _albumentations, _apply, photometric_distortion, read_image
 
+
 # ---------------------------------------------------------------------------------------------------------------
 # Top-down pose: COCO-format data, the original train augmentations, UDP crops and heatmap targets
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import numpy as np
 
 from sapiens_hf.metrics.functional import depth_metrics
 
+
 _DESCRIPTION = "Depth errors per image (optionally after least-squares scale / scale+shift alignment), averaged."
 
 _KWARGS_DESCRIPTION = """

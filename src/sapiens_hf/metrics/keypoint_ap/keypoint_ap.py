@@ -6,6 +6,7 @@ import evaluate
 from sapiens_hf.metadata import keypoint_set
 from sapiens_hf.metrics.functional import keypoint_ap
 
+
 _DESCRIPTION = "COCO keypoint AP/AR: detections matched to ground-truth people by object keypoint similarity (OKS)."
 
 _KWARGS_DESCRIPTION = """

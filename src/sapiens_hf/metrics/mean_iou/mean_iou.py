@@ -6,6 +6,7 @@ import numpy as np
 
 from sapiens_hf.metrics.functional import mean_iou
 
+
 _DESCRIPTION = "Semantic segmentation IoU and accuracy per class over the whole set (mmseg's IoUMetric)."
 
 _KWARGS_DESCRIPTION = """

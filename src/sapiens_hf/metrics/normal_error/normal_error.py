@@ -6,6 +6,7 @@ import numpy as np
 
 from sapiens_hf.metrics.functional import normal_metrics
 
+
 _DESCRIPTION = "Angular error between predicted and reference surface normals, pooled over all valid pixels."
 
 _KWARGS_DESCRIPTION = """

@@ -6,6 +6,7 @@ import numpy as np
 
 from sapiens_hf.metrics.functional import pck
 
+
 _DESCRIPTION = "PCK: share of labelled keypoints closer to the reference than `threshold` × the box's longer side."
 
 _KWARGS_DESCRIPTION = """
