@@ -1,14 +1,20 @@
-"""The Sapiens tasks, in one table that everything else reads: the config's head defaults (by task name, in
-`configuration_sapiens.TASK_DEFAULTS`), the converter, the registration with transformers' Auto classes and
-pipelines, the command line's choices, the model cards and the training scripts.
+"""The Sapiens tasks, each declared once: one `Task` object per task holds everything that differs between tasks —
+names, model and Auto classes, pipeline, default checkpoint, the model output and its class, flip-test support,
+the result files and visualisation that `predict` and the demo write, the columns `annotate` writes, and how a
+graph's raw output becomes a result in the torch-free runtime. Everything else reads these objects; no other module
+compares a task name with a literal.
 
-Adding a task means one `Task` entry here, its model class and head in `modeling_sapiens.py`, its head defaults in
-`TASK_DEFAULTS` and, for a pipeline, its class in `pipelines.py`. Classes are named, not imported, so that reading
-the table imports neither torch nor transformers (the command line builds its `--help` from it).
+Adding a task: a `Task` (or a subclass with its result methods) in `TASKS`; its model class and head in
+`modeling_sapiens.py`, its head defaults in `configuration_sapiens.TASK_DEFAULTS` and, for a pipeline, its class in
+`pipelines.py`. Classes are named, not imported, and the methods import what they draw or write with, so that reading
+the table imports neither torch nor transformers (the torch-free runtime reads it).
 """
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -19,7 +25,9 @@ class Task:
     accepted wherever a task name is typed. `model_class` is the `modeling_sapiens` class and `auto_class` the
     transformers Auto class it is registered with; `hub_tag` is the Hub `pipeline_tag` of its model cards.
     `pipeline`/`pipeline_class` name its `sapiens-*` pipeline and `default_checkpoint` what that pipeline loads without
-    `model=`. `training_target` is where the dense training scripts find its labels: `(Hub dataset column, folder)`.
+    `model=`. `output` is the model output field that carries the prediction (also the exported graph's output) and
+    `output_class` the `ModelOutput` holding it. `flip_test`: the task averages with the mirrored input.
+    `training_target` is where the dense training scripts find its labels: `(Hub dataset column, folder)`.
     `file_tag` names its results in the files the command line writes (`photo_seg.png`).
     """
 
@@ -28,6 +36,8 @@ class Task:
     auto_class: str
     hub_tag: str
     description: str
+    output: str
+    output_class: str = "BaseModelOutput"
     aliases: tuple[str, ...] = ()
     pipeline: str | None = None
     pipeline_class: str | None = None
@@ -35,6 +45,8 @@ class Task:
     training_target: tuple[str, str] | None = None
     extra_auto_classes: tuple[str, ...] = ()
     file_tag: str = ""
+    flip_test: bool = False
+    top_down: bool = False  # boxes in, one crop per person (pose)
 
     def __post_init__(self):
         if not self.file_tag:
@@ -45,32 +57,104 @@ class Task:
         """Whether the model ends in a task head that the pipelines and the post-processing read."""
         return self.pipeline is not None
 
+    def output_type(self) -> type:
+        """The `ModelOutput` class of `output_class` (the package's own, else transformers')."""
+        from transformers import modeling_outputs
+
+        from . import modeling_sapiens
+
+        return getattr(modeling_sapiens, self.output_class, None) or getattr(modeling_outputs, self.output_class)
+
+    # --- what `predict` and the demo write for one image (see `write_result`) -------------------------------------
+    result_suffix: str | None = None  # the machine-readable result file, `<stem>_<file_tag><suffix>`
+    visual_suffix: str = ".png"  # the visualisation, `<stem>_<file_tag>_vis<suffix>`
+
+    def result_path(self, folder: Path, stem: str) -> Path | None:
+        return None if self.result_suffix is None else folder / f"{stem}_{self.file_tag}{self.result_suffix}"
+
+    def visual_path(self, folder: Path, stem: str) -> Path:
+        return folder / f"{stem}_{self.file_tag}_vis{self.visual_suffix}"
+
+    def save_result(self, result, path: Path) -> None:
+        """Writes the machine-readable result of one image to `path` (`result_path`)."""
+        raise NotImplementedError(f"The {self.name} task writes no result file")
+
+    def visualize(self, image: np.ndarray, result, keypoint_threshold: float = 0.3):
+        """The picture of a pipeline result over its `(H, W, 3)` RGB image, as a PIL image."""
+        raise NotImplementedError(f"The {self.name} task has no visualisation")
+
+
+@dataclass(frozen=True)
+class PoseTask(Task):
+    """Top-down pose: keypoints per person box; its results go to a COCO keypoints file, not one file an image."""
+
+    def visualize(self, image, result, keypoint_threshold=0.3):
+        from .visualization import draw_keypoints
+
+        return draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
+
+
+@dataclass(frozen=True)
+class SegmentationTask(Task):
+    def save_result(self, result, path):
+        result["label_map"].save(path)  # pixel values = class indices
+
+    def visualize(self, image, result, keypoint_threshold=0.3):
+        from .visualization import overlay_segmentation
+
+        return overlay_segmentation(image, result["segmentation"])
+
+
+@dataclass(frozen=True)
+class DepthTask(Task):
+    def save_result(self, result, path):
+        np.save(path, result["predicted_depth"].float().numpy())
+
+    def visualize(self, image, result, keypoint_threshold=0.3):
+        return result["depth"]
+
+
+@dataclass(frozen=True)
+class NormalTask(Task):
+    def save_result(self, result, path):
+        np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3)
+
+    def visualize(self, image, result, keypoint_threshold=0.3):
+        return result["normal_map"]
+
 
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("pose", "SapiensForPoseEstimation", "AutoModelForPoseEstimation", "keypoint-detection",
-             "top-down 2D human pose estimation", pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
-             default_checkpoint="facebook/sapiens-pose-0.3b"),
-        Task("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
-             "image-segmentation", "body-part segmentation", aliases=("seg",), file_tag="seg",
-             pipeline="sapiens-segmentation",
-             pipeline_class="SapiensSegmentationPipeline", default_checkpoint="facebook/sapiens-seg-0.3b",
-             training_target=("label", "labels")),
-        Task("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
-             "relative depth estimation of people", pipeline="sapiens-depth", pipeline_class="SapiensDepthPipeline",
-             default_checkpoint="facebook/sapiens-depth-0.3b", training_target=("depth", "depth")),
-        Task("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
-             "surface normal estimation of people", aliases=("normals",), pipeline="sapiens-normal",
-             pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-             training_target=("normal", "normals")),
+        PoseTask("pose", "SapiensForPoseEstimation", "AutoModelForPoseEstimation", "keypoint-detection",
+                 "top-down 2D human pose estimation", output="heatmaps", output_class="SapiensPoseEstimatorOutput",
+                 pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
+                 default_checkpoint="facebook/sapiens-pose-0.3b", flip_test=True, top_down=True,
+                 visual_suffix=".jpg"),
+        SegmentationTask("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
+                         "image-segmentation", "body-part segmentation", output="logits",
+                         output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
+                         pipeline="sapiens-segmentation", pipeline_class="SapiensSegmentationPipeline",
+                         default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
+                         result_suffix=".png", visual_suffix=".jpg"),
+        DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
+                  "relative depth estimation of people", output="predicted_depth",
+                  output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
+                  pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
+                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy"),
+        NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
+                   "surface normal estimation of people", output="normals",
+                   output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
+                   pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
+                   training_target=("normal", "normals"), result_suffix=".npy"),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
-             "image-feature-extraction", "MAE pretraining (encoder + decoder)", aliases=("mae", "pretrain"),
+             "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
+             output_class="SapiensMaskedImageModelingOutput", aliases=("mae", "pretrain"),
              extra_auto_classes=("AutoModelForPreTraining",)),
         Task("model", "SapiensModel", "AutoModel", "image-feature-extraction", "human-centric image features",
-             aliases=("encoder",)),
+             output="last_hidden_state", output_class="SapiensModelOutput", aliases=("encoder",)),
         Task("backbone", "SapiensBackbone", "AutoBackbone", "image-feature-extraction",
-             "feature maps for dense heads"),
+             "feature maps for dense heads", output="feature_maps", output_class="BackboneOutput"),
     )
 }
 PIPELINE_TASKS: dict[str, Task] = {task.pipeline: task for task in TASKS.values() if task.pipeline}
