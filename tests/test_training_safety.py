@@ -322,3 +322,50 @@ def test_bf16_without_a_gpu_exits_with_a_hint(tmp_path):
         args=["--output_dir", str(tmp_path), "--bf16", "--use_cpu"],
     )[0]
     assert training_args.bf16 and training_args.use_cpu
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A rerun resumes only the same work
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_a_rerun_on_other_data_or_labels_does_not_resume_the_old_checkpoint(tmp_path, caplog):
+    """The finished run's checkpoint-4 is resumed by the same command only: with other training data, or another
+    seed, the rerun stops before training and names the checkpoint, what differs and the two ways
+    on; `--resume_from_checkpoint` continues from it on purpose."""
+    output_dir = tmp_path / "out"
+    args = pose_args(tmp_path, output_dir)
+    run_example("run_pose", args)
+    record = json.loads((output_dir / "sapiens-hf-run.json").read_text())
+    assert rerun_resumes_from(args, caplog) == str(output_dir / "checkpoint-4")
+
+    annotations, images = make_pose_data(tmp_path / "other", copies=3)  # other rows, same layout
+    other_data = [*args]
+    other_data[other_data.index("--train_annotation_file") + 1] = str(annotations)
+    other_data[other_data.index("--train_image_dir") + 1] = str(images)
+    with patch.object(SapiensTrainer, "train") as train, pytest.raises(ValueError) as refused:
+        run_example("run_pose", other_data)
+    train.assert_not_called()
+    message = str(refused.value)
+    assert str(output_dir / "checkpoint-4") in message and "train_data.rows: 4 → 6" in message
+    assert "--output_dir" in message and f"--resume_from_checkpoint {output_dir / 'checkpoint-4'}" in message
+    assert json.loads((output_dir / "sapiens-hf-run.json").read_text()) == record  # the record is kept
+
+    other_seed = [*args]
+    other_seed[other_seed.index("--seed") + 1] = "1"
+    with patch.object(SapiensTrainer, "train") as train, pytest.raises(ValueError, match=r"training\.seed: 0 → 1"):
+        run_example("run_pose", other_seed)
+    train.assert_not_called()
+
+    on_purpose = [*other_data, "--resume_from_checkpoint", str(output_dir / "checkpoint-4"), "--max_steps", "6"]
+    assert rerun_resumes_from(on_purpose, caplog) == str(output_dir / "checkpoint-4")
+
+
+def test_checkpoints_without_a_run_record_are_not_resumed(tmp_path):
+    output_dir = tmp_path / "out"
+    args = pose_args(tmp_path, output_dir)
+    run_example("run_pose", args)
+    (output_dir / "sapiens-hf-run.json").unlink()
+    with patch.object(SapiensTrainer, "train") as train, pytest.raises(ValueError, match="no sapiens-hf-run.json"):
+        run_example("run_pose", args)
+    train.assert_not_called()

@@ -215,17 +215,89 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
     return None
 
 
+# The work a run's checkpoints belong to, kept in its output folder: a rerun resumes them only for the same work.
+RUN_RECORD = "sapiens-hf-run.json"
+# The training arguments that change what is learnt (the others, e.g. logging, saving and evaluation, do not).
+_WORK_ARGUMENTS = (
+    "learning_rate", "weight_decay", "layer_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
+    "optim", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
+    "warmup_steps", "lr_milestones", "lr_milestone_gamma", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "seed", "data_seed", "bf16", "fp16",
+)
+
+
+def run_record(trainer: Trainer) -> dict:
+    """What defines a training run's work: the model's configuration (labels, classes, sizes and the checkpoint it
+    starts from), the training data (the `datasets` fingerprint of the rows and their count) and the arguments that
+    change what is learnt. JSON-safe, as read back from `RUN_RECORD`."""
+    data = getattr(trainer.train_dataset, "dataset", trainer.train_dataset)
+    config = trainer.model.config.to_dict()
+    config.pop("transformers_version", None)
+    record = {
+        "model": config,
+        "train_data": {"rows": len(data), "fingerprint": getattr(data, "_fingerprint", None)},
+        "training": {name: getattr(trainer.args, name, None) for name in _WORK_ARGUMENTS},
+    }
+    return json.loads(json.dumps(record, default=str))
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [item for key in sorted(set(old) | set(new), key=str)
+                for item in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix[:-1]}: {old!r} → {new!r}"]
+
+
+def _check_same_work(output_dir: str | os.PathLike, checkpoint: str, record: dict) -> None:
+    """Raises unless `output_dir`'s run record shows that its checkpoints were made for the same work."""
+    path = Path(output_dir) / RUN_RECORD
+    try:
+        earlier = json.loads(path.read_text())
+    except FileNotFoundError:
+        earlier = None
+    except ValueError:
+        earlier = {}
+    if earlier == record:
+        return
+    if earlier is None:
+        reason = f"there is no {RUN_RECORD} to show what it was trained on"
+    else:
+        changes = _differences(earlier, record)
+        listed = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+        reason = f"it was made for other work ({listed})"
+    raise ValueError(
+        f"{output_dir} holds {checkpoint}, which this run will not resume: {reason}. Use another --output_dir, or "
+        f"pass --resume_from_checkpoint {checkpoint} to continue from it anyway"
+    )
+
+
+def _train(trainer: Trainer, checkpoint: str | None):
+    """`trainer.train`, with a checkpoint of another model's shapes named in the error."""
+    try:
+        return trainer.train(resume_from_checkpoint=checkpoint)
+    except RuntimeError as error:
+        if checkpoint is None or "size mismatch" not in str(error):
+            raise
+        raise ValueError(f"{checkpoint} holds weights of other shapes than this model (other labels, classes or "
+                         f"sizes?): {str(error).splitlines()[0]}") from error
+
+
 def train_and_evaluate(trainer: Trainer, training_args: TrainingArguments, image_processor=None) -> dict:
-    """The end of every example script: train (resuming from `--resume_from_checkpoint` or the last checkpoint in
-    `output_dir`), save the model (consolidated under ZeRO-3) and processor, evaluate, log and save the metrics."""
+    """The end of every example script: train (resuming from `--resume_from_checkpoint`, or from the last checkpoint
+    in `output_dir` when it was made for the same work, see `run_record`), save the model (consolidated under
+    ZeRO-3) and processor, evaluate, log and save the metrics."""
     metrics = {}
     if training_args.do_train:
-        checkpoint = training_args.resume_from_checkpoint
+        checkpoint, record = training_args.resume_from_checkpoint, run_record(trainer)
         if checkpoint is None:
             checkpoint = last_complete_checkpoint(training_args.output_dir)
             if checkpoint is not None:
+                _check_same_work(training_args.output_dir, checkpoint, record)
                 logger.info(f"Resuming training from {checkpoint}")
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        if trainer.is_world_process_zero():
+            Path(training_args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(training_args.output_dir) / RUN_RECORD).write_text(json.dumps(record, indent=1))
+        result = _train(trainer, checkpoint)
         trainer.save_model()
         if image_processor is not None and trainer.is_world_process_zero():
             image_processor.save_pretrained(training_args.output_dir)
