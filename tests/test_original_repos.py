@@ -6,6 +6,8 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -559,3 +561,24 @@ def test_an_unreachable_hub_is_reported_as_an_oserror(monkeypatch):
         releases.download_original(releases.find_original("facebook/sapiens-pose-0.3b"))
     with pytest.raises(OSError, match="Could not reach the Hugging Face Hub for facebook/sapiens-pose-0.3b"):
         SapiensForPoseEstimation.from_pretrained("facebook/sapiens-pose-0.3b")
+
+
+def test_a_local_original_replaced_with_its_size_and_modification_time_kept_is_converted_anew(tmp_path):
+    """`cp -p`, `rsync -t` and `tar` keep a file's modification time: another checkpoint of the same size copied
+    over the converted one with the old time must not be served from the conversion cache as the old one."""
+    path = tmp_path / "release" / POSE_FILE
+    save_original(path, seed=0)
+    first = SapiensForPoseEstimation.from_pretrained(path, num_attention_heads=2)
+    stat = path.stat()
+    other = tmp_path / "other" / POSE_FILE  # the same tensors and name (torch.save records it), other values
+    other.parent.mkdir()
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({**checkpoint, "state_dict": {key: value + 1 for key, value in checkpoint["state_dict"].items()}}, other)
+    assert other.stat().st_size == stat.st_size
+    shutil.copyfile(other, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `cp -p` leaves it
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+
+    second = SapiensForPoseEstimation.from_pretrained(path, num_attention_heads=2)
+    assert_same_weights(second, convert_original_checkpoint(other, num_attention_heads=2))
+    assert not torch.equal(second.model.layers[0].mlp.fc1.weight, first.model.layers[0].mlp.fc1.weight)

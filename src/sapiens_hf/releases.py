@@ -362,8 +362,8 @@ def converted_folder(
 
     A Hub file is keyed by its content id (its LFS sha256), so a second load makes one metadata request (none
     offline) and neither downloads, hashes nor converts; a new revision of the file is a new key. A local file is
-    keyed by its path, size and modification time. The source is verified (table pin, else the Hub's announced
-    sha256 and size) once, when it is converted. `num_attention_heads` is needed only for a width that is not a
+    keyed by its path, size, modification and status-change times and inode. The source is verified (table pin,
+    else the Hub's announced sha256 and size) once, when it is converted. `num_attention_heads` is needed only for a width that is not a
     released size (it is not visible in the weights).
     """
     source = _original_source(name_or_path, filename)
@@ -371,8 +371,10 @@ def converted_folder(
         return None
     local, checkpoint = source
     if local is not None:
+        # The status-change time and inode are set by the file system, never restored by `cp -p`, `rsync -t` or
+        # `tar`: a file replaced by another of the same size and modification time is a new key.
         stat = local.stat()
-        identity = f"{local.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        identity = f"{local.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}"
         key = "local-" + hashlib.sha256(identity.encode()).hexdigest()[:32]
     else:
         key, revision = _hub_content_id(checkpoint, revision, token, local_files_only)
