@@ -228,3 +228,32 @@ def test_pose_pth_with_mmengine_meta_loads_safely_and_other_globals_are_refused(
     assert list(loaded) == ["backbone.patch_embed.projection.weight"]
     with pytest.raises(ValueError, match="Refusing to load"):
         load_original_state_dict(tmp_path / "evil.pth")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"num_labels": 10**9}, "at most 65536 labels"),  # a name for each would fill memory
+        ({"hidden_size": 2**20}, "about 1.1e\\+14 weights.*hidden_size \\(1048576\\)"),
+        ({"num_labels": 1e9}, "num_labels must be a positive integer"),
+        ({"num_hidden_layers": 200_000}, "num_hidden_layers is 200000; at most 1024 blocks"),
+        ({"num_attention_heads": 0}, "num_attention_heads must be a positive integer, got 0"),  # not "modulo by zero"
+        ({"hidden_size": -8}, "hidden_size must be a positive integer"),
+        ({"image_size": [1024, 0]}, "image_size\\[1\\] must be a positive integer"),
+        ({"patch_embed_padding": -1}, "patch_embed_padding must be an integer ≥ 0"),
+        ({"decoder_conv_channels": [768, 0]}, "decoder_conv_channels\\[1\\] must be a positive integer"),
+    ],
+)
+def test_a_config_json_with_absurd_sizes_is_refused_before_anything_is_built(tmp_path, edit, message):
+    import json
+    import time
+
+    SapiensConfig(hidden_size=64, num_attention_heads=2, intermediate_size=128).save_pretrained(tmp_path)
+    values = json.loads((tmp_path / "config.json").read_text())
+    if "num_labels" in edit:
+        values.pop("id2label", None), values.pop("label2id", None)
+    (tmp_path / "config.json").write_text(json.dumps({**values, **edit}))
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=message):
+        SapiensForPoseEstimation.from_pretrained(tmp_path)
+    assert time.perf_counter() - started < 5  # refused from the numbers, not after allocating

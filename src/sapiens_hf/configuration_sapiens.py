@@ -42,6 +42,16 @@ TASK_DEFAULTS = {
 }
 
 
+# Counts that must be positive integers, and the most weights a config may describe (45× the largest release):
+# larger values come from a damaged or mistyped config.json, and would fill memory before failing.
+_POSITIVE_COUNTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "patch_size",
+                    "num_channels", "ohkm_topk", "decoder_hidden_size", "decoder_num_hidden_layers",
+                    "decoder_num_attention_heads", "decoder_intermediate_size")
+MAX_PARAMETERS = 100_000_000_000
+MAX_LABELS = 65_536  # the most classes a 16-bit label map holds; transformers names each label in memory
+MAX_LAYERS = 1024  # transformer blocks (the releases have 24 to 48), each built as its own modules
+
+
 @strict
 class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""
@@ -115,6 +125,9 @@ class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        # Checked before label names and stage names are built from the counts (a `num_labels` of 1e9 would fill
+        # memory with label names).
+        self._check_sizes(kwargs.get("num_labels") if self.id2label is None else len(self.id2label))
         self.image_size = list(self.image_size)
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
@@ -122,8 +135,48 @@ class SapiensConfig(BackboneConfigMixin, PreTrainedConfig):
         )
         super().__post_init__(**kwargs)
 
+    def _check_sizes(self, num_labels: int | None) -> None:
+        """Every count is a positive integer and the model they describe has at most `MAX_PARAMETERS` weights, so
+        that a damaged or hand-edited config.json is refused before anything is allocated."""
+        counts = {name: getattr(self, name) for name in _POSITIVE_COUNTS}
+        counts.update({f"image_size[{i}]": size for i, size in enumerate(self.image_size)})
+        counts.update({f"decoder_deconv_channels[{i}]": c for i, c in enumerate(self.decoder_deconv_channels or [])})
+        counts.update({f"decoder_conv_channels[{i}]": c for i, c in enumerate(self.decoder_conv_channels or [])})
+        if num_labels is not None:
+            counts["num_labels"] = num_labels
+        for name, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if num_labels is not None and num_labels > MAX_LABELS:
+            raise ValueError(f"num_labels is {num_labels}; at most {MAX_LABELS} labels (keypoints or classes) are "
+                             "supported: check config.json")
+        for name in ("num_hidden_layers", "decoder_num_hidden_layers"):
+            if getattr(self, name) > MAX_LAYERS:
+                raise ValueError(f"{name} is {getattr(self, name)}; at most {MAX_LAYERS} blocks are built (the "
+                                 "released models have 24 to 48): check config.json")
+        if not isinstance(self.patch_embed_padding, int) or self.patch_embed_padding < 0:
+            raise ValueError(f"patch_embed_padding must be an integer ≥ 0, got {self.patch_embed_padding!r}")
+        hidden, width = self.hidden_size, self.intermediate_size
+        encoder = self.num_hidden_layers * (4 * hidden * hidden + 2 * hidden * width)
+        head, channels = 0, hidden
+        for out in self.decoder_deconv_channels or []:
+            head, channels = head + 16 * channels * out, out
+        for out in self.decoder_conv_channels or []:
+            head, channels = head + channels * out, out
+        head += channels * (num_labels or 0)
+        mae = self.decoder_num_hidden_layers * (4 * self.decoder_hidden_size**2
+                                                + 2 * self.decoder_hidden_size * self.decoder_intermediate_size)
+        parameters = encoder + head + mae + self.num_channels * self.patch_size**2 * hidden
+        if parameters > MAX_PARAMETERS:
+            raise ValueError(
+                f"These sizes describe a model of about {parameters:.2g} weights (the largest Sapiens has 2.2e+09; "
+                f"at most {MAX_PARAMETERS:.0e} are built): check num_hidden_layers ({self.num_hidden_layers}), "
+                f"hidden_size ({hidden}), intermediate_size ({width}) and num_labels ({num_labels})"
+            )
+
     def validate_architecture(self):
         """Checks that the dimensions fit together (called by `PreTrainedConfig.validate`)."""
+        self._check_sizes(self.num_labels)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
