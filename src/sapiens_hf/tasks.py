@@ -14,8 +14,6 @@ import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class Task:
@@ -79,7 +77,7 @@ class Task:
         """Writes the machine-readable result of one image to `path` (`result_path`)."""
         raise NotImplementedError(f"The {self.name} task writes no result file")
 
-    def visualize(self, image: np.ndarray, result, keypoint_threshold: float = 0.3):
+    def visualize(self, image, result, keypoint_threshold: float = 0.3):
         """The picture of a pipeline result over its `(H, W, 3)` RGB image, as a PIL image."""
         raise NotImplementedError(f"The {self.name} task has no visualisation")
 
@@ -108,6 +106,8 @@ class SegmentationTask(Task):
 @dataclass(frozen=True)
 class DepthTask(Task):
     def save_result(self, result, path):
+        import numpy as np
+
         np.save(path, result["predicted_depth"].float().numpy())
 
     def visualize(self, image, result, keypoint_threshold=0.3):
@@ -117,6 +117,8 @@ class DepthTask(Task):
 @dataclass(frozen=True)
 class NormalTask(Task):
     def save_result(self, result, path):
+        import numpy as np
+
         np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3)
 
     def visualize(self, image, result, keypoint_threshold=0.3):
