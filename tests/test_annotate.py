@@ -18,7 +18,7 @@ import pytest
 import skimage.data
 from test_cli import saved_model
 
-from sapiens_hf.annotate import output
+from sapiens_hf.batch import writers as output
 from sapiens_hf.cli import main
 
 

@@ -6,10 +6,10 @@ segmentation, depth, surface normals) on one uploaded image, e.g.
 A thin layer over what `sapiens-hf predict` uses: the models load through `pipelines.load_task_pipeline` (any model
 `from_pretrained` takes, Meta's original releases and `sapiens-hf export` folders included; a model of another task
 is refused with its `WrongModelError` message), the upload is read by the package's `read_image` with the documented
-pixel limit (`SapiensImageProcessorPil.max_image_pixels`), the pipelines predict, `visualization` draws, and the
-downloads are the files `predict` writes for the same image (COCO keypoints JSON from `sapiens_hf.coco`, label PNG,
-depth and normals `.npy`; tests/test_demo.py compares them). Every problem of a request is shown in the page as one
-line; the traceback goes to the server's log only.
+pixel limit (`SapiensImageProcessorPil.max_image_pixels`), the pipelines predict, and `predict`'s writer
+(`batch.writers.FileWriter`) draws and writes the downloads: the files `predict` writes for the same image (COCO
+keypoints JSON, label PNG, depth and normals `.npy`; tests/test_demo.py compares them). Every problem of a request is
+shown in the page as one line; the traceback goes to the server's log only.
 
 The command line imports this module (its `demo` command checks the options, then calls `serve`), so this module
 imports nothing from `sapiens_hf.cli` (the package's modules form no import cycle): `python -m sapiens_hf.demo` runs
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import html
-import json
 import logging
 import shutil
 import signal
@@ -30,11 +29,10 @@ import threading
 import time
 from pathlib import Path
 
-from .tasks import PIPELINE_TASKS, TASKS, get_task
+from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
 
 
 DEMO_TASKS = tuple(task.name for task in PIPELINE_TASKS.values())  # the tasks with a pipeline
-FLIP_TEST_TASKS = ("pose", "depth")
 BOX_SOURCES = ("whole image", "typed boxes", "person detector")
 DEFAULT_DETECTOR = "hustvl/yolos-tiny"
 KEEP_RESULTS_S = 3600  # results (and Gradio's copies of them) older than this are deleted
@@ -81,7 +79,7 @@ def build_demo(models: dict, device: str | None = None):
             with gr.Column(scale=1):
                 upload = gr.File(label=f"Image (at most {limit / 1e6:g} megapixels)", type="filepath",
                                  elem_id="upload")
-                tasks = gr.CheckboxGroup(list(DEMO_TASKS), value=["pose"], label="Tasks", elem_id="tasks")
+                tasks = gr.CheckboxGroup(list(DEMO_TASKS), value=list(DEMO_TASKS[:1]), label="Tasks", elem_id="tasks")
                 with gr.Accordion("Pose", open=True):
                     box_source = gr.Radio(list(BOX_SOURCES), value=BOX_SOURCES[0], label="People",
                                           elem_id="box-source")
@@ -92,7 +90,8 @@ def build_demo(models: dict, device: str | None = None):
                     detector_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Detector threshold")
                     keypoint_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Keypoint threshold (drawn and "
                                                    "counted above it)", elem_id="keypoint-threshold")
-                flip_test = gr.Checkbox(label="Flip test: average with the mirrored image (pose, depth)",
+                flip_names = ", ".join(task.name for task in PIPELINE_TASKS.values() if task.flip_test)
+                flip_test = gr.Checkbox(label=f"Flip test: average with the mirrored image ({flip_names})",
                                         elem_id="flip-test")
                 run = gr.Button("Run", variant="primary", elem_id="run")
             with gr.Column(scale=2):
@@ -147,25 +146,27 @@ class DemoApp:
             raise DemoError("Upload an image first.")
         if not tasks:
             raise DemoError("Choose at least one task.")
-        pose_kwargs = pose_arguments(box_source, boxes, detector, detector_threshold) if "pose" in tasks else {}
+        chosen = [TASKS[task] for task in DEMO_TASKS if task in tasks]
+        top_down = any(task.top_down for task in chosen)
+        pose_kwargs = pose_arguments(box_source, boxes, detector, detector_threshold) if top_down else {}
         started = time.perf_counter()
         image, name = read_upload(upload), Path(upload).name
         output_dir = self.new_results_dir()
         gallery, downloads, timings, legend = [(upload, "input")], [], [], ""
-        for task in [task for task in DEMO_TASKS if task in tasks]:
-            pipe, load_seconds = self.pipeline(task)
-            kwargs = dict(pose_kwargs) if task == "pose" else {}
-            if flip_test and task in FLIP_TEST_TASKS:
+        for task in chosen:
+            pipe, load_seconds = self.pipeline(task.name)
+            kwargs = dict(pose_kwargs) if task.top_down else {}
+            if flip_test and task.flip_test:
                 kwargs["flip_test"] = True
             predicted = time.perf_counter()
             result = pipe(image, **kwargs)
-            timings.append(f"{task} {time.perf_counter() - predicted:.2f} s"
+            timings.append(f"{task.name} {time.perf_counter() - predicted:.2f} s"
                            + (f" (+ loading the model {load_seconds:.2f} s)" if load_seconds else ""))
             picture, download = save_result(task, result, image, output_dir, name, keypoint_threshold,
                                             pipe.model.config)
-            gallery.append((picture, task))
+            gallery.append((picture, task.name))
             downloads.append(download)
-            if task == "segmentation":
+            if task.class_colours:
                 legend = legend_html(pipe.model.config)
         height, width = image.shape[:2]
         status = (f"{html.escape(name)} ({width}×{height}) on {pipe.device}: "
@@ -240,38 +241,20 @@ def parse_boxes(text: str) -> list[list[float]]:
     return boxes
 
 
-def save_result(task: str, result, image, output_dir: Path, file_name: str, keypoint_threshold: float,
+def save_result(task: Task, result, image, output_dir: Path, file_name: str, keypoint_threshold: float,
                 model_config) -> tuple[str, str]:
-    """Writes the picture and the download of one task's result into `output_dir`, named and made as `predict`
-    makes them (`photo_pose_vis.jpg`, `photo_keypoints.json`, `photo_seg.png`, `photo_depth.npy`, ...); returns
-    their paths."""
-    import numpy as np
+    """Writes the picture and the download of one task's result into `output_dir` with `predict`'s writer, named as
+    `predict` names them but for the records file (`photo_pose_vis.jpg`, `photo_keypoints.json`, `photo_seg.png`,
+    `photo_depth.npy`, ...); returns their paths."""
+    from .batch.inputs import Frame, Input
+    from .batch.writers import FileWriter
 
-    from . import visualization
-    from .coco import keypoints_document, person_annotation
-
-    stem, tag = Path(file_name).stem, TASKS[task].file_tag
-    if task == "pose":
-        picture = visualization.draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
-        download = output_dir / f"{stem}_keypoints.json"
-        height, width = image.shape[:2]
-        record = {"image": {"file_name": file_name, "height": height, "width": width},
-                  "annotations": [person_annotation(person, keypoint_threshold) for person in result]}
-        document = keypoints_document([record], model_config)
-        download.write_text(json.dumps(document))
-    elif task == "segmentation":
-        picture = visualization.overlay_segmentation(image, result["segmentation"])
-        download = output_dir / f"{stem}_{tag}.png"
-        result["label_map"].save(download)  # pixel values = class indices
-    elif task == "depth":
-        picture, download = result["depth"], output_dir / f"{stem}_{tag}.npy"
-        np.save(download, result["predicted_depth"].float().numpy())
-    else:
-        picture, download = result["normal_map"], output_dir / f"{stem}_{tag}.npy"
-        np.save(download, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3)
-    picture_path = output_dir / f"{stem}_{tag}_vis.{'jpg' if task in ('pose', 'segmentation') else 'png'}"
-    picture.save(picture_path)
-    return str(picture_path), str(download)
+    stem = Path(file_name).stem
+    writer = FileWriter(task, output_dir, keypoint_threshold, task.records_file and f"{stem}_{task.records_file}")
+    kept = writer.write(Frame(Input(Path(file_name), stem), None, image), result)
+    if writer.records_path is not None:
+        writer.write_records([kept], model_config)
+    return str(task.visual_path(output_dir, stem)), str(writer.records_path or task.result_path(output_dir, stem))
 
 
 def legend_html(model_config) -> str:

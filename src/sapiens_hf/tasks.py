@@ -1,8 +1,8 @@
 """The Sapiens tasks, each declared once: one `Task` object per task holds everything that differs between tasks —
 names, model and Auto classes, pipeline, default checkpoint, the model output and its class, flip-test support,
-the result files and visualisation that `predict` and the demo write, the columns `annotate` writes, and how a
-graph's raw output becomes a result in the torch-free runtime. Everything else reads these objects; no other module
-compares a task name with a literal.
+the result files and visualisation that `predict` and the demo write, the columns `annotate` writes and the
+post-processing that fills them, and how a graph's raw output becomes a result in the torch-free runtime.
+Everything else reads these objects; no other module compares a task name with a literal.
 
 Adding a task: a `Task` (or a subclass with its result methods) in `TASKS`; its model class and head in
 `modeling_sapiens.py`, its head defaults in `configuration_sapiens.TASK_DEFAULTS` and, for a pipeline, its class in
@@ -13,8 +13,6 @@ the table imports neither torch nor transformers (the torch-free runtime reads i
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -65,23 +63,52 @@ class Task:
 
         return getattr(modeling_sapiens, self.output_class, None) or getattr(modeling_outputs, self.output_class)
 
-    # --- what `predict` and the demo write for one image (see `write_result`) -------------------------------------
+    # --- what `predict` and the demo write for one image (`batch.writers.FileWriter`) -------------------------------
     result_suffix: str | None = None  # the machine-readable result file, `<stem>_<file_tag><suffix>`
     visual_suffix: str = ".png"  # the visualisation, `<stem>_<file_tag>_vis<suffix>`
+    records_file: str | None = None  # one file for the `record`s of every image (pose: keypoints.json)
+    class_colours: bool = False  # the visualisation colours the classes of `config.id2label` (the demo's legend)
 
     def result_path(self, folder: Path, stem: str) -> Path | None:
         return None if self.result_suffix is None else folder / f"{stem}_{self.file_tag}{self.result_suffix}"
 
-    def visual_path(self, folder: Path, stem: str) -> Path:
-        return folder / f"{stem}_{self.file_tag}_vis{self.visual_suffix}"
+    def visual_path(self, folder: Path, stem: str, video: bool = False) -> Path:
+        return folder / f"{stem}_{self.file_tag}_vis{'.mp4' if video else self.visual_suffix}"
 
     def save_result(self, result, path: Path) -> None:
         """Writes the machine-readable result of one image to `path` (`result_path`)."""
         raise NotImplementedError(f"The {self.name} task writes no result file")
 
-    def visualize(self, image: np.ndarray, result, keypoint_threshold: float = 0.3):
+    def visualize(self, image, result, keypoint_threshold: float = 0.3):
         """The picture of a pipeline result over its `(H, W, 3)` RGB image, as a PIL image."""
         raise NotImplementedError(f"The {self.name} task has no visualisation")
+
+    def record(self, result, image: dict, keypoint_threshold: float) -> dict | None:
+        """What `records_file` keeps of one image's result (`image`: its file name and size), if anything."""
+        return None
+
+    def records_document(self, records: list[dict], model_config) -> dict:
+        raise NotImplementedError(f"The {self.name} task writes no records file")
+
+    # --- what `annotate` stores for one image (`batch.engine.predict_rows`) ----------------------------------------
+    post_process: str = ""  # the image processor's method from `output` to results, as in the task's pipeline
+
+    def prepare(self, processor, image) -> dict:
+        """The model input of one `(H, W, 3)` image, with what `post_process_arguments` needs of it."""
+        return {"pixel_values": processor(image, return_tensors="pt")["pixel_values"]}
+
+    def post_process_arguments(self, prepared: list[dict], sizes: list, dense_sizes: list) -> dict:
+        """`post_process`'s arguments besides the output for a batch: `prepare`'s dicts, the images' `(H, W)` and
+        the sizes the dense maps are stored at."""
+        return {"target_sizes": dense_sizes}
+
+    def columns(self) -> list:
+        """The Parquet columns (name, pyarrow type) that `row` fills."""
+        raise NotImplementedError(f"The {self.name} task has no annotate columns")
+
+    def row(self, result, model_config) -> dict:
+        """The column values of one image's post-processed result."""
+        raise NotImplementedError(f"The {self.name} task has no annotate columns")
 
 
 @dataclass(frozen=True)
@@ -92,6 +119,44 @@ class PoseTask(Task):
         from .visualization import draw_keypoints
 
         return draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
+
+    def record(self, result, image, keypoint_threshold):
+        """The COCO image and annotations of one image, without the ids (numbered in the document)."""
+        from .coco import person_annotation
+
+        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result]}
+
+    def records_document(self, records, model_config):
+        from .coco import keypoints_document
+
+        return keypoints_document(records, model_config)
+
+    def prepare(self, processor, image):
+        from .geometry import check_boxes
+
+        boxes = check_boxes(None, *image.shape[:2])  # the whole image is the person's box, as without a detector
+        data = processor(image, boxes=[boxes], return_tensors="pt")
+        return {"pixel_values": data["pixel_values"], "boxes": boxes, "crop_center": data["crop_center"],
+                "crop_scale": data["crop_scale"]}
+
+    def post_process_arguments(self, prepared, sizes, dense_sizes):
+        import torch
+
+        return {"boxes": [entry["boxes"].tolist() for entry in prepared],
+                "crop_center": torch.cat([entry["crop_center"] for entry in prepared]),
+                "crop_scale": torch.cat([entry["crop_scale"] for entry in prepared])}
+
+    def columns(self):
+        import pyarrow as pa
+
+        return [("pose_boxes", pa.list_(pa.list_(pa.float32(), 4))),  # (x, y, width, height) per person
+                ("pose_keypoints", pa.list_(pa.list_(pa.list_(pa.float32(), 2)))),  # person × keypoint × (x, y)
+                ("pose_scores", pa.list_(pa.list_(pa.float32())))]
+
+    def row(self, result, model_config):
+        return {"pose_boxes": [person["bbox_xywh"].tolist() for person in result],
+                "pose_keypoints": [person["keypoints"].tolist() for person in result],
+                "pose_scores": [person["scores"].tolist() for person in result]}
 
 
 @dataclass(frozen=True)
@@ -104,10 +169,47 @@ class SegmentationTask(Task):
 
         return overlay_segmentation(image, result["segmentation"])
 
+    def post_process_arguments(self, prepared, sizes, dense_sizes):
+        return {"target_sizes": sizes}  # labels at the image's size
+
+    def columns(self):
+        import pyarrow as pa
+
+        return [("segmentation_png", pa.binary())]  # class indices, 8-bit PNG at the image's size
+
+    def row(self, labels, model_config):
+        import cv2
+        import numpy as np
+
+        labels = labels.numpy().astype(np.uint8 if model_config.num_labels <= 256 else np.uint16)
+        return {"segmentation_png": cv2.imencode(".png", labels)[1].tobytes()}
+
 
 @dataclass(frozen=True)
-class DepthTask(Task):
+class MapTask(Task):
+    """A float32 map per image: `output` is also the key of the post-processed result; stored as `.npy` bytes in
+    the column `<name>_npy` at the dense size."""
+
+    def columns(self):
+        import pyarrow as pa
+
+        return [(f"{self.name}_npy", pa.binary())]
+
+    def row(self, result, model_config):
+        import io
+
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.save(buffer, result[self.output].numpy().astype(np.float32), allow_pickle=False)
+        return {f"{self.name}_npy": buffer.getvalue()}
+
+
+@dataclass(frozen=True)
+class DepthTask(MapTask):
     def save_result(self, result, path):
+        import numpy as np
+
         np.save(path, result["predicted_depth"].float().numpy())
 
     def visualize(self, image, result, keypoint_threshold=0.3):
@@ -115,9 +217,11 @@ class DepthTask(Task):
 
 
 @dataclass(frozen=True)
-class NormalTask(Task):
+class NormalTask(MapTask):
     def save_result(self, result, path):
-        np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3)
+        import numpy as np
+
+        np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3); annotate keeps (3, H, W)
 
     def visualize(self, image, result, keypoint_threshold=0.3):
         return result["normal_map"]
@@ -130,23 +234,26 @@ TASKS: dict[str, Task] = {
                  "top-down 2D human pose estimation", output="heatmaps", output_class="SapiensPoseEstimatorOutput",
                  pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
                  default_checkpoint="facebook/sapiens-pose-0.3b", flip_test=True, top_down=True,
-                 visual_suffix=".jpg"),
+                 visual_suffix=".jpg", records_file="keypoints.json", post_process="post_process_pose_estimation"),
         SegmentationTask("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
                          "image-segmentation", "body-part segmentation", output="logits",
                          output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
                          pipeline="sapiens-segmentation", pipeline_class="SapiensSegmentationPipeline",
                          default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
-                         result_suffix=".png", visual_suffix=".jpg"),
+                         result_suffix=".png", visual_suffix=".jpg", class_colours=True,
+                         post_process="post_process_semantic_segmentation"),
         DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
                   pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
-                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy"),
+                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy",
+                  post_process="post_process_depth_estimation"),
         NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-                   training_target=("normal", "normals"), result_suffix=".npy"),
+                   training_target=("normal", "normals"), result_suffix=".npy",
+                   post_process="post_process_normal_estimation"),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
              "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
              output_class="SapiensMaskedImageModelingOutput", aliases=("mae", "pretrain"),

@@ -1,12 +1,12 @@
 """`sapiens-hf` command line: batch prediction on images, folders and videos, dataset-scale annotation into Parquet
-shards (`annotate`, see `sapiens_hf.annotate`), and checkpoint conversion, e.g.
+shards (`annotate`), and checkpoint conversion, e.g.
 `sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b photo.jpg clips/ --output out/` or
 `sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose`. This module
-holds the entry point (`main`, the parser, the checks of the arguments alone) and the `convert` command; `predict`
-is in `predict` (its files in `files`), the error plumbing in `errors`. The parser and everything at module level
-use the standard library only, and so does `import sapiens_hf` (see its `__init__`): `sapiens-hf --help` and a
-mistyped option answer at once. torch, transformers, OpenCV and the models are imported inside the commands that
-need them."""
+holds the entry point (`main`, the parser, the checks of the arguments alone) and the `convert` command; `predict`'s
+checks and messages are in `predict`, the error plumbing in `errors`; both batch commands run on `sapiens_hf.batch`.
+The parser and everything at module level use the standard library only, and so does `import sapiens_hf` (see its
+`__init__`): `sapiens-hf --help` and a mistyped option answer at once. torch, transformers, OpenCV and the models
+are imported inside the commands that need them."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging,
 DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes, resolved when the model is loaded
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
+FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
+TOP_DOWN_TASKS = [name for name, task in TASKS.items() if task.top_down]
 
 
 def task_name(text: str) -> str:
@@ -59,10 +61,10 @@ def argument_problems(args) -> list[str]:
         return problems + annotate_problems(args)
     if args.command != "predict":
         return problems
-    if args.flip_test and args.task not in ("pose", "depth"):
-        problems.append("--flip-test applies to --task pose and depth")
-    if args.detector and args.task != "pose":
-        problems.append("--detector applies to --task pose")
+    if args.flip_test and not TASKS[args.task].flip_test:
+        problems.append(f"--flip-test applies to --task {' and '.join(FLIP_TEST_TASKS)}")
+    if args.detector and not TASKS[args.task].top_down:
+        problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -155,7 +157,8 @@ def export(args) -> int:
 
 
 def annotate(args) -> int:
-    from ..annotate import DatasetSource, FileSource, annotate, read_list_file
+    from ..batch.engine import annotate
+    from ..batch.inputs import DatasetSource, FileSource, read_list_file
 
     try:
         if args.dataset:
@@ -219,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dtype", choices=DTYPES, help="float32 unless given (an export folder runs in the dtype it was exported in)")
     run.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                      help=config_help)
-    run.add_argument("--flip-test", action="store_true", help="average with the mirrored input (pose, depth)")
+    run.add_argument("--flip-test", action="store_true",
+                     help=f"average with the mirrored input ({', '.join(FLIP_TEST_TASKS)})")
     run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
     run.add_argument("--detector-threshold", type=float, default=0.3)
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")

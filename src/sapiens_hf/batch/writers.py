@@ -1,0 +1,340 @@
+"""What the batch engine writes, and its record of what is finished, in the output folder.
+
+`FileWriter`, the files of `sapiens-hf predict` (and the demo's downloads), for each image / video frame: the task's
+machine-readable result (`<name>_seg.png` class-index maps; `<name>_depth.npy`, `<name>_normal.npy` float32 maps;
+video frames under `<name>/frame_NNNNNN`), a visualisation (`<name>_<task>_vis.jpg|png`, `<name>_<task>_vis.mp4` for
+a video) and, for pose, the COCO keypoints.json of every image. Its record is `ProgressFile`,
+`sapiens-hf-<task>-progress.jsonl`.
+
+`ShardWriter`, the folder of `sapiens-hf annotate`, readable with `datasets.load_dataset("parquet", data_dir=OUT)`:
+
+    OUT/shard-000000.parquet, shard-000001.parquet, …   one per chunk with a readable image, rows in input order
+    OUT/.sapiens-hf/annotate.json                       the manifest: models and revisions, versions, settings
+    OUT/.sapiens-hf/chunks/000000.json, …               one per finished chunk (`ChunkRecords`): rows and errors
+    OUT/.sapiens-hf/errors.jsonl                        every unreadable input with the reason (rebuilt at the end)
+
+(`datasets` reads every file of `data_dir`, so everything but the shards lives in the hidden folder.) A chunk counts
+as done only once its record exists, written after its shard: a run killed at any point and started again redoes
+exactly the chunks without a record, and replaces (never duplicates) a shard written just before the kill. Nothing
+else in the folder is read or touched.
+
+Every file that a reader may see while it changes is written with `write_atomically`. OpenCV, numpy and pyarrow are
+imported inside the functions that use them."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..tasks import Task
+
+
+STATE_DIR = ".sapiens-hf"
+MANIFEST = "annotate.json"
+ERRORS = "errors.jsonl"
+PROGRESS_FILE = "sapiens-hf-{task}-progress.jsonl"
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(temporary_path)` next to `path`, then the rename (atomic): readers see the old file or the new one,
+    never half. Each file is written by one process only (an annotate chunk belongs to one process), so the
+    temporary name can be fixed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The record of a run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ResumeRecord:
+    """What a run has done, kept in its output folder so that the same command resumes it: its units (the input
+    files of `predict`, the chunks of `annotate`) as they start, what is kept of each (`add`: predict's keypoints
+    records) and, once all their outputs are written, as done with a summary. A resumed run skips the done units; a
+    unit started again drops what was kept of it. Subclasses store the entries (`_store`)."""
+
+    def __init__(self):
+        self.kept: dict[Any, list] = {}  # of the started units
+        self.done: set = set()
+
+    def start(self, unit) -> None:
+        self._store({"start": unit})
+
+    def add(self, unit, value) -> None:
+        self._store({"name": unit, "record": value})
+
+    def finish(self, unit, summary: dict) -> None:
+        self._store({"done": unit, **summary})
+
+    def close(self) -> None:
+        """Ends the run's writing."""
+
+    def _apply(self, entry: dict) -> None:
+        if "start" in entry:
+            self.kept[entry["start"]] = []
+            self.done.discard(entry["start"])
+        elif "done" in entry:
+            self.done.add(entry["done"])
+        else:
+            self.kept.setdefault(entry["name"], []).append(entry["record"])
+
+    def _store(self, entry: dict) -> None:
+        raise NotImplementedError
+
+
+class ProgressFile(ResumeRecord):
+    """`predict`'s record, one JSON Lines file appended and flushed as results are written by its one process: a
+    first line with the run's settings, then the entries (`{"start": name}`, `{"name": name, "record": ...}`,
+    `{"done": name}`). It also tells which existing files this run (or the interrupted run it resumes) wrote: those
+    of started inputs."""
+
+    def __init__(self, folder: Path, task: Task, settings: dict):
+        super().__init__()
+        self.path = folder / PROGRESS_FILE.format(task=task.file_tag)
+        self.settings = json.loads(json.dumps(settings))  # as read back
+        self.file = None
+
+    def load(self) -> str | None:
+        """Reads an earlier run's record; returns why it cannot be resumed (other settings), else None."""
+        if not self.path.is_file():
+            return None
+        lines = self.path.read_text().splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("settings") != self.settings:
+            return (f"{self.path} records a run with other settings ({header.get('settings')}): use another --output "
+                    "folder, or --overwrite to start afresh")
+        for line in lines[1:]:
+            try:
+                self._apply(json.loads(line))
+            except json.JSONDecodeError:  # the last line, cut by the interruption
+                break
+        return None
+
+    def open(self) -> None:
+        """Rewrites the record without an earlier run's cut line, then appends to it."""
+        lines = [{"settings": self.settings}]
+        for name, records in self.kept.items():
+            lines += [{"start": name}] + [{"name": name, "record": r} for r in records]
+            lines += [{"done": name}] if name in self.done else []
+        text = "".join(json.dumps(line) + "\n" for line in lines)
+        write_atomically(self.path, lambda path: path.write_text(text))
+        self.file = self.path.open("a")
+
+    def _store(self, entry: dict) -> None:
+        self._apply(entry)
+        self.file.write(json.dumps(entry) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def kept_in_order(self, units: list) -> list:
+        return [value for unit in units for value in self.kept.get(unit, [])]
+
+
+class ChunkRecords(ResumeRecord):
+    """`annotate`'s record: a file per done chunk, `chunks/NNNNNN.json` (its row count and errors), so that any number
+    of processes can write theirs; the settings are in the manifest (`ShardWriter.start`)."""
+
+    def __init__(self, state: Path):
+        super().__init__()
+        self.folder = state / "chunks"
+        self.done = {int(path.stem) for path in self.folder.glob("*.json") if path.stem.isdigit()}
+
+    def _store(self, entry: dict) -> None:
+        self._apply(entry)
+        if "done" in entry:
+            summary = {key: value for key, value in entry.items() if key != "done"}
+            text = json.dumps(summary)
+            write_atomically(self.folder / f"{entry['done']:06d}.json", lambda path: path.write_text(text))
+
+    def summaries(self) -> list[dict]:
+        return [json.loads(path.read_text()) for path in sorted(self.folder.glob("*.json"))]
+
+    def remove(self) -> None:
+        for path in self.folder.glob("*.json"):
+            path.unlink()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# predict: files per image
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def frame_stem(name: str, frame_index: int | None) -> str:
+    return name if frame_index is None else f"{name}/frame_{frame_index:06d}"
+
+
+class FileWriter:
+    """Writes each image's / video frame's result files (see the module's docstring) into `folder`; the task's
+    records (pose: keypoints.json, or `records_name`) are written by `write_records`. A failed input is reported in
+    `failures` and not finished, so a resumed run redoes it."""
+
+    def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None):
+        self.task, self.folder, self.keypoint_threshold = task, folder, keypoint_threshold
+        self.records_path = folder / (records_name or task.records_file) if task.records_file else None
+        self.videos: dict = {}
+        self.failed: set[str] = set()
+        self.failures: list[tuple[str, str]] = []
+        self.written = 0
+
+    def planned(self, entry) -> list[Path]:
+        """The files that an input writes (for a video, with its announced frame count)."""
+        frames = range(entry.frames) if entry.is_video else [None]
+        results = [self.task.result_path(self.folder, frame_stem(entry.name, index)) for index in frames]
+        return [self.task.visual_path(self.folder, entry.name, entry.is_video)] + [path for path in results if path]
+
+    def write(self, frame, result) -> dict | None:
+        """Writes the files of one prediction; returns what the task's records keep of it."""
+        import cv2
+        import numpy as np
+
+        target = self.task.result_path(self.folder, frame_stem(frame.source.name, frame.index))
+        if target is not None:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.task.save_result(result, target)
+        visual = self.task.visualize(frame.image, result, self.keypoint_threshold)
+        if frame.index is None:
+            path = self.task.visual_path(self.folder, frame.source.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            visual.save(path)
+        else:
+            self._video(frame.source.name, visual.size, frame.fps).write(
+                cv2.cvtColor(np.asarray(visual), cv2.COLOR_RGB2BGR)
+            )
+        self.written += 1
+        height, width = frame.image.shape[:2]
+        image = {"file_name": str(frame.source.file), "height": height, "width": width}
+        return self.task.record(result, image if frame.index is None else {**image, "frame": frame.index},
+                                self.keypoint_threshold)
+
+    def _video(self, name: str, size: tuple[int, int], fps: float):
+        import cv2
+
+        if name not in self.videos:
+            path = self.task.visual_path(self.folder, name, video=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.videos[name] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, size)
+        return self.videos[name]
+
+    def fail(self, frame, error: str) -> None:
+        self.failed.add(frame.source.name)
+        where = str(frame.source.file) if frame.index is None else f"{frame.source.file} (frame {frame.index})"
+        self.failures.append((where, error))
+
+    def finish(self, name: str) -> dict | None:
+        """Closes the visualisation video of an input, if any; the input is done unless it failed."""
+        video = self.videos.pop(name, None)
+        if video is not None:
+            video.release()
+        return None if name in self.failed else {}
+
+    def close(self) -> None:
+        for name in list(self.videos):
+            self.videos.pop(name).release()
+
+    def write_records(self, records: list[dict], model_config) -> None:
+        document = self.task.records_document(records, model_config)
+        write_atomically(self.records_path, lambda path: path.write_text(json.dumps(document)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# annotate: Parquet shards per chunk
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class ShardWriter:
+    """Collects each chunk's rows (the `id`, `index`, `height`, `width` columns and those of each task,
+    `Task.columns`) and unreadable inputs, and writes the chunk's shard when it is finished."""
+
+    def __init__(self, folder: str | os.PathLike, tasks: list[Task]):
+        import pyarrow as pa
+
+        self.folder = Path(folder)
+        self.state = self.folder / STATE_DIR
+        base = [("id", pa.string()), ("index", pa.int64()), ("height", pa.int32()), ("width", pa.int32())]
+        self.schema = pa.schema(base + [column for task in tasks for column in task.columns()])
+        self.rows: dict[int, list[dict]] = {}
+        self.errors: dict[int, list[dict]] = {}
+        self.finished = 0  # inputs of the chunks finished by this writer
+
+    def shard(self, number: int) -> Path:
+        return self.folder / f"shard-{number:06d}.parquet"
+
+    def existing_manifest(self) -> dict | None:
+        path = self.state / MANIFEST
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def start(self, manifest: dict, overwrite: bool) -> None:
+        """Writes the manifest of a new run; a folder holding a run with other settings is an error unless
+        `overwrite` (then only this command's files are removed)."""
+        existing = self.existing_manifest()
+        if existing is not None and existing["settings"] != manifest["settings"]:
+            if not overwrite:
+                changed = sorted(key for key in {**existing["settings"], **manifest["settings"]}
+                                 if existing["settings"].get(key) != manifest["settings"].get(key))
+                raise ValueError(f"{self.folder} holds an annotation run with other settings ({', '.join(changed)}): "
+                                 "re-run the same command to resume it, pass --overwrite to start afresh, or choose "
+                                 "another output folder")
+            for path in self.folder.glob("shard-*.parquet"):
+                path.unlink()
+            ChunkRecords(self.state).remove()
+            for name in (MANIFEST, ERRORS):
+                (self.state / name).unlink(missing_ok=True)
+        if self.existing_manifest() is None:
+            text = json.dumps(manifest, indent=2)
+            write_atomically(self.state / MANIFEST, lambda path: path.write_text(text))
+
+    def write(self, item, row: dict) -> None:
+        self.rows.setdefault(item.unit, []).append(row)
+
+    def fail(self, item, error: str) -> None:
+        self.errors.setdefault(item.unit, []).append({"index": item.index, "id": item.id, "error": error})
+
+    def finish(self, number: int) -> dict:
+        """Writes the chunk's shard (when a row was read); returns its record's summary."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows, errors = self.rows.pop(number, []), self.errors.pop(number, [])
+        if rows:
+            table = pa.Table.from_pylist(sorted(rows, key=lambda row: row["index"]), schema=self.schema)
+            write_atomically(self.shard(number), lambda path: pq.write_table(table, path))
+        else:
+            self.shard(number).unlink(missing_ok=True)
+        self.finished += len(rows) + len(errors)
+        return {"rows": len(rows), "errors": errors}
+
+    def close(self) -> None:
+        """Nothing is open between chunks."""
+
+    def collect_errors(self, records: ChunkRecords) -> tuple[int, int]:
+        """Rebuilds errors.jsonl from the chunk records, in input order; returns (rows, errors) of the finished
+        chunks."""
+        summaries = records.summaries()
+        errors = sorted((error for summary in summaries for error in summary["errors"]), key=lambda e: e["index"])
+        lines = "".join(json.dumps(error) + "\n" for error in errors)
+        write_atomically(self.state / ERRORS, lambda path: path.write_text(lines))
+        return sum(summary["rows"] for summary in summaries), len(errors)
+
+    def push_to_hub(self, repo_id: str, token=None, private: bool | None = None):
+        """Uploads the shards and the manifest and error list as a dataset repo (nothing else in the folder)."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        repo_id = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True).repo_id
+        return api.upload_folder(
+            repo_id=repo_id, repo_type="dataset", folder_path=self.folder,
+            allow_patterns=["shard-*.parquet", f"{STATE_DIR}/{MANIFEST}", f"{STATE_DIR}/{ERRORS}"],
+            commit_message="Sapiens annotations (sapiens-hf annotate)",
+        )
