@@ -166,7 +166,7 @@ class DemoApp:
                                             pipe.model.config)
             gallery.append((picture, task.name))
             downloads.append(download)
-            if task.class_colours:
+            if task.classes:
                 legend = legend_html(pipe.model.config)
         height, width = image.shape[:2]
         status = (f"{html.escape(name)} ({width}×{height}) on {pipe.device}: "

@@ -67,7 +67,7 @@ class Task:
     result_suffix: str | None = None  # the machine-readable result file, `<stem>_<file_tag><suffix>`
     visual_suffix: str = ".png"  # the visualisation, `<stem>_<file_tag>_vis<suffix>`
     records_file: str | None = None  # one file for the `record`s of every image (pose: keypoints.json)
-    class_colours: bool = False  # the visualisation colours the classes of `config.id2label` (the demo's legend)
+    classes: bool = False  # one class of `config.id2label` per pixel (class colours and legend, label targets)
 
     def result_path(self, folder: Path, stem: str) -> Path | None:
         return None if self.result_suffix is None else folder / f"{stem}_{self.file_tag}{self.result_suffix}"
@@ -89,6 +89,11 @@ class Task:
 
     def records_document(self, records: list[dict], model_config) -> dict:
         raise NotImplementedError(f"The {self.name} task writes no records file")
+
+    # --- dense training (`training.dense_data`) ---------------------------------------------------------------------
+    output_channels: int | None = None  # channels of a dense map of fixed width (depth 1, normals 3)
+    target_argument: str = ""  # the image processor's argument for this task's training targets
+    augmentation: tuple[tuple[str, float], ...] = ()  # `DenseAugmentation` fields of the original's train config
 
     # --- what `annotate` stores for one image (`batch.engine.predict_rows`) ----------------------------------------
     post_process: str = ""  # the image processor's method from `output` to results, as in the task's pipeline
@@ -240,20 +245,22 @@ TASKS: dict[str, Task] = {
                          output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
                          pipeline="sapiens-segmentation", pipeline_class="SapiensSegmentationPipeline",
                          default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
-                         result_suffix=".png", visual_suffix=".jpg", class_colours=True,
-                         post_process="post_process_semantic_segmentation"),
+                         result_suffix=".png", visual_suffix=".jpg", classes=True,
+                         post_process="post_process_semantic_segmentation", target_argument="segmentation_maps",
+                         augmentation=(("background_prob", 0.8), ("rotate_degrees", 45.0))),
         DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
                   pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
                   training_target=("depth", "depth"), flip_test=True, result_suffix=".npy",
-                  post_process="post_process_depth_estimation"),
+                  post_process="post_process_depth_estimation", output_channels=1, target_argument="depth_maps",
+                  augmentation=(("rotate_degrees", 60.0),)),
         NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
                    training_target=("normal", "normals"), result_suffix=".npy",
-                   post_process="post_process_normal_estimation"),
+                   post_process="post_process_normal_estimation", output_channels=3, target_argument="normal_maps"),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
              "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
              output_class="SapiensMaskedImageModelingOutput", aliases=("mae", "pretrain"),

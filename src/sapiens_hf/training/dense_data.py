@@ -92,11 +92,8 @@ class DenseAugmentation:
 
     @classmethod
     def for_task(cls, task: str) -> "DenseAugmentation":
-        return {
-            "segmentation": cls(background_prob=0.8, rotate_degrees=45.0),
-            "depth": cls(rotate_degrees=60.0),
-            "normal": cls(),  # the normal configs do not rotate
-        }[task]
+        """The settings of the task's original train config (`Task.augmentation`; the normal configs do not rotate)."""
+        return cls(**dict(TASKS[task].augmentation))
 
 
 class DenseTransform:
@@ -124,7 +121,7 @@ class DenseTransform:
     ):
         if task not in DENSE_TASKS:
             raise ValueError(f"task must be one of {DENSE_TASKS}, got {task!r}")
-        self.task, self.processor, self.train, self.ignore_index = task, processor, train, ignore_index
+        self.task, self.processor, self.train, self.ignore_index = TASKS[task], processor, train, ignore_index
         self.num_labels = num_labels  # segmentation labels are checked to be < num_labels (or ignore_index)
         self.aug = augmentation or DenseAugmentation.for_task(task)
         self.background_images = list(background_images or [])
@@ -135,7 +132,7 @@ class DenseTransform:
             A = _albumentations()
             height, width = processor.size["height"], processor.size["width"]
             # Padding of small images: ignored label for segmentation, background (mask 0) for depth/normals.
-            fill_mask = ignore_index if task == "segmentation" else 0
+            fill_mask = ignore_index if self.task.classes else 0
             low, high = self.aug.scale_range
             spatial = [
                 A.LongestMaxSize(max_size_hw=(height, width), p=1.0),
@@ -158,11 +155,11 @@ class DenseTransform:
     def _read(self, example: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image, target and foreground mask (uint8, 1 = person) with checked shapes and values."""
         image = read_image(example["image"])
-        target = read_array(example["target"], f"{self.task} target")
-        if self.task == "segmentation":
+        target = read_array(example["target"], f"{self.task.name} target")
+        if self.task.classes:
             target = self._class_indices(target, example["target"])
             foreground = ((target != 0) & (target != self.ignore_index)).astype(np.uint8)
-        elif self.task == "depth":
+        elif self.task.output_channels == 1:  # depth
             target = target.astype(np.float32)
             if target.ndim == 3:
                 target = target[..., 0]
@@ -175,14 +172,14 @@ class DenseTransform:
             target = target.astype(np.float32)
             foreground = (np.isfinite(target).all(-1) & (np.abs(target).sum(-1) > 0)).astype(np.uint8)
         if target.shape[:2] != image.shape[:2]:
-            raise ValueError(f"Image {image.shape[:2]} and {self.task} target {target.shape[:2]} differ in size")
+            raise ValueError(f"Image {image.shape[:2]} and {self.task.name} target {target.shape[:2]} differ in size")
         if example.get("mask") is not None:
             mask = read_array(example["mask"], "mask")
             mask = mask[..., 0] if mask.ndim == 3 else mask
             if mask.shape != image.shape[:2]:
                 raise ValueError(f"Image {image.shape[:2]} and mask {mask.shape} differ in size")
             foreground &= (mask > 0).astype(np.uint8)
-        if self.task != "segmentation":
+        if not self.task.classes:
             target = np.where(foreground[..., None] if target.ndim == 3 else foreground, target, 0).astype(np.float32)
         return image, target, foreground
 
@@ -216,21 +213,20 @@ class DenseTransform:
             out = _apply(self.spatial, rng, image=image, mask=foreground, target=target)
             image, foreground, target = out["image"], out["mask"], out["target"]
             if any(name == "HorizontalFlip" for name, _ in out["applied_transforms"]):
-                if self.task == "segmentation":
+                if self.task.classes:
                     target = self.label_map[target]
-                elif self.task == "normal":
+                elif self.task.output_channels == 3:  # normals: x points the other way
                     target = target * np.array([-1.0, 1.0, 1.0], dtype=np.float32)
             image = _apply(self.photometric, rng, image=image)["image"]
-        kwargs = {"segmentation": "segmentation_maps", "depth": "depth_maps", "normal": "normal_maps"}
         data = self.processor(
-            images=image, **{kwargs[self.task]: self._target(target, foreground)}, return_tensors="pt"
+            images=image, **{self.task.target_argument: self._target(target, foreground)}, return_tensors="pt"
         )
         return {"pixel_values": data["pixel_values"][0], "labels": data["labels"][0]}
 
     def _target(self, target: np.ndarray, foreground: np.ndarray) -> np.ndarray:
-        if self.task == "segmentation":
+        if self.task.classes:
             return target
-        if self.task == "depth":  # GenerateDepthTarget
+        if self.task.output_channels == 1:  # GenerateDepthTarget
             target = target.copy()
             values = target[foreground > 0]
             if values.size and values.max() > values.min():
