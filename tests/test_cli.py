@@ -461,3 +461,45 @@ def test_convert_failures_are_one_line_and_config_overrides_reach_the_converter(
     monkeypatch.setenv("SAPIENS_HF_DEBUG", "1")
     with pytest.raises(FileNotFoundError):
         main(["convert", str(missing), str(tmp_path / "o3")])
+
+
+def test_predict_never_writes_over_an_input_even_with_overwrite(seg_model, tmp_path, capsys):
+    """`a_seg_vis.jpg` given as an input beside `a.jpg`, outputs into their folder: the visualisation of a.jpg would
+    replace that input (and then be read back as it). --overwrite replaces outputs only, so this is refused too."""
+    folder = photos(tmp_path / "photos", ["a.jpg", "a_seg_vis.jpg"])
+    before = {name: (folder / name).read_bytes() for name in ("a.jpg", "a_seg_vis.jpg")}
+    seg = ["predict", "--task", "seg", "--model", seg_model, "--quiet", str(folder / "a.jpg"),
+           str(folder / "a_seg_vis.jpg"), "--output", str(folder)]
+    for extra in ([], ["--overwrite"]):
+        assert main(seg + extra) == 2
+        err = capsys.readouterr().err
+        assert f"would replace the input {folder / 'a_seg_vis.jpg'}" in err and "another --output" in err
+        assert {name: (folder / name).read_bytes() for name in before} == before
+        assert files_under(folder) == ["a.jpg", "a_seg_vis.jpg"]
+
+
+def test_a_resumed_predict_does_again_the_inputs_that_changed(seg_model, tmp_path, capsys):
+    """A rerun into the same output folder skips an input only if it is the same file as the earlier run's: a
+    photo replaced under the same name, or another folder with the same file names, is predicted again (and said
+    so); the results equal a fresh run's."""
+    folder = photos(tmp_path / "in", ["x.jpg", "y.jpg"])
+    seg = ["predict", "--task", "seg", "--model", seg_model, "--quiet", "--output"]
+    assert main(seg + [str(tmp_path / "out"), str(folder)]) == 0
+    first_x = (tmp_path / "out" / "x_seg.png").read_bytes()
+
+    PIL.Image.fromarray(np.full((30, 40, 3), 200, np.uint8)).save(folder / "y.jpg")  # same name, other photo
+    capsys.readouterr()
+    assert main(seg + [str(tmp_path / "out"), str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "skipped 1 input(s)" in out and "Predicted again 1 input(s)" in out and ": y" in out
+    assert main(seg + [str(tmp_path / "fresh"), str(folder)]) == 0
+    for name in ("x_seg.png", "y_seg.png", "y_seg_vis.jpg"):
+        assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+    assert (tmp_path / "out" / "x_seg.png").read_bytes() == first_x
+
+    other = photos(tmp_path / "other", ["x.jpg", "y.jpg"], size=(50, 20))  # another folder, the same names
+    capsys.readouterr()
+    assert main(seg + [str(tmp_path / "out"), str(other)]) == 0
+    assert "Predicted again 2 input(s)" in capsys.readouterr().out
+    with PIL.Image.open(tmp_path / "out" / "x_seg.png") as written:
+        assert written.size == (50, 20)

@@ -66,6 +66,12 @@ def find_files(paths: list[str], suffixes: set[str], exclude: Path | None) -> tu
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def file_identity(path: Path) -> list:
+    """What tells a file apart for resuming: its resolved path, size and modification time (as `make` and rsync)."""
+    status = path.stat()
+    return [str(path.resolve()), status.st_size, status.st_mtime_ns]
+
+
 @dataclass
 class Input:
     file: Path

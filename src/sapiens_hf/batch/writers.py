@@ -62,9 +62,12 @@ class ResumeRecord:
     def __init__(self):
         self.kept: dict[Any, list] = {}  # of the started units
         self.done: set = set()
+        self.sources: dict[Any, Any] = {}  # what each recorded unit was read from, where the record knows it
+        self.current: dict[Any, Any] = {}  # what this run reads each unit from (`forget_changed`)
 
     def start(self, unit) -> None:
-        self._store({"start": unit})
+        source = self.current.get(unit)
+        self._store({"start": unit} if source is None else {"start": unit, "source": source})
 
     def add(self, unit, value) -> None:
         self._store({"name": unit, "record": value})
@@ -79,6 +82,7 @@ class ResumeRecord:
         if "start" in entry:
             self.kept[entry["start"]] = []
             self.done.discard(entry["start"])
+            self.sources[entry["start"]] = entry.get("source")
         elif "done" in entry:
             self.done.add(entry["done"])
         else:
@@ -137,6 +141,14 @@ class ProgressFile(ResumeRecord):
     def close(self) -> None:
         if self.file is not None:
             self.file.close()
+
+    def forget_changed(self, sources: dict) -> list:
+        """Units recorded as done from another source than `sources[unit]` (`inputs.file_identity`) — another file
+        of the same name, or the file changed since: they are done again. Returns them."""
+        changed = [unit for unit in sorted(self.done, key=str)
+                   if unit in sources and self.sources.get(unit) != sources[unit]]
+        self.done.difference_update(changed)
+        return changed
 
     def kept_in_order(self, units: list) -> list:
         return [value for unit in units for value in self.kept.get(unit, [])]

@@ -56,6 +56,15 @@ def config_problems(overrides: list[tuple[str, object]]) -> list[str]:
     return problems
 
 
+def input_problems(writer, inputs: list) -> list[str]:
+    """Outputs that would replace an input file: refused even with --overwrite, which replaces only outputs."""
+    files = {entry.file.resolve(): entry.file for entry in inputs}
+    clashes = [(path, files[path.resolve()]) for entry in inputs for path in writer.planned(entry)
+               if path.resolve() in files]
+    return [f"the outputs of this run would replace the input {source} ({path}): choose another --output folder"
+            for path, source in clashes[:5]]
+
+
 def overwrite_problems(writer, inputs: list, record) -> list[str]:
     """Existing files that the run would replace although neither it nor the run it resumes wrote them."""
     existing = [path for entry in inputs if entry.name not in record.kept
@@ -135,7 +144,7 @@ def run_settings(args) -> dict:
 
 def predict(args) -> int:
     from ..batch.engine import Interrupted, predict_files
-    from ..batch.inputs import collect_inputs, name_clashes
+    from ..batch.inputs import collect_inputs, file_identity, name_clashes
     from ..batch.writers import FileWriter, ProgressFile
 
     output_dir, task = Path(args.output), TASKS[args.task]
@@ -144,10 +153,13 @@ def predict(args) -> int:
         raise usage_error([f"no images or videos found (the output folder {output_dir} is never searched)"])
     writer = FileWriter(task, output_dir, args.keypoint_threshold)
     record = ProgressFile(output_dir, task, run_settings(args))
-    problems = name_clashes(inputs) + [p for p in [device_problem(args.device)] if p] + config_problems(args.config)
+    problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
+    problems += [p for p in [device_problem(args.device)] if p]
+    record.current, changed = {entry.name: file_identity(entry.file) for entry in inputs}, []
     if not args.overwrite:  # else: start afresh
         mismatch = record.load()
         problems += [mismatch] if mismatch else overwrite_problems(writer, inputs, record)
+        changed = record.forget_changed(record.current)
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
@@ -169,6 +181,10 @@ def predict(args) -> int:
         print(f"error: cannot write the results: {error}", file=sys.stderr)
     if skipped:
         print(f"Resumed: skipped {skipped} input(s) finished by an earlier run")
+    if changed:
+        listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        print(f"Predicted again {len(changed)} input(s) that the earlier run read from another or a changed file: "
+              f"{listed}")
     print(f"Wrote results for {writer.written} image(s)/frame(s) to {output_dir}")
     for path, reason in failures + writer.failures:
         print(f"FAILED {path}: {reason}", file=sys.stderr)
