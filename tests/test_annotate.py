@@ -202,3 +202,50 @@ assert main(["annotate", "{photos}", "--task", "depth", "--model", "depth={model
     assert {name: data for name, data in files.items() if name != ".gitattributes"} == local
     assert sorted(local) == [".sapiens-hf/annotate.json", ".sapiens-hf/errors.jsonl", "shard-000000.parquet",
                              "shard-000001.parquet"]
+
+
+def small_folder(folder: Path, seed: int) -> Path:
+    folder.mkdir(parents=True)
+    for index in range(3):
+        image = np.roll(skimage.data.astronaut(), 40 * index + 7 * seed, axis=1)
+        PIL.Image.fromarray(image).resize((48, 64)).save(folder / f"photo{index}.png")
+    return folder
+
+
+def depth_arguments(models, images: Path, out: Path, *extra) -> list[str]:
+    return ["annotate", str(images), "--output", str(out), "--task", "depth", "--model", f"depth={models['depth']}",
+            "--chunk-size", "2", "--dense-size", "8x6", "--device", "cpu", "--workers", "0", "--quiet", *extra]
+
+
+def test_a_rerun_on_other_inputs_of_the_same_count_is_refused_not_resumed(models, tmp_path, capsys):
+    """Another folder with as many images into the same output: not a resume (which would annotate nothing and
+    keep the first folder's rows), an error naming what differs; --overwrite annotates the new inputs."""
+    first, second, out = small_folder(tmp_path / "a", 0), small_folder(tmp_path / "b", 1), tmp_path / "out"
+    assert main(depth_arguments(models, first, out)) == 0
+    shards = shard_bytes(out)
+    assert main(depth_arguments(models, second, out)) != 0
+    assert "other settings (input)" in capsys.readouterr().err
+    assert shard_bytes(out) == shards
+    assert main(depth_arguments(models, second, out, "--overwrite")) == 0
+    assert [row["id"] for row in rows(out)] == [str(second / f"photo{index}.png") for index in range(3)]
+
+
+def test_annotate_replaces_only_the_shards_of_its_own_runs(models, tmp_path, capsys):
+    """A folder with a shard file that no annotate run recorded is refused (also with --overwrite); --overwrite
+    of a recorded run deletes its shards only, not a `shard-final-backup.parquet` beside them."""
+    images, out = small_folder(tmp_path / "in", 0), tmp_path / "out"
+    out.mkdir()
+    (out / "shard-000000.parquet").write_bytes(b"the user's own")
+    for extra in ([], ["--overwrite"]):
+        assert main(depth_arguments(models, images, out, *extra)) != 0
+        assert "shard-000000.parquet, which no sapiens-hf annotate run wrote" in capsys.readouterr().err
+        assert (out / "shard-000000.parquet").read_bytes() == b"the user's own"
+        assert not (out / ".sapiens-hf").exists()
+
+    out = tmp_path / "ours"
+    assert main(depth_arguments(models, images, out)) == 0
+    (out / "shard-final-backup.parquet").write_bytes(b"a backup")
+    assert main(depth_arguments(models, images, out, "--chunk-size", "3", "--overwrite")) == 0
+    assert sorted(path.name for path in out.glob("shard-*.parquet")) == ["shard-000000.parquet",
+                                                                         "shard-final-backup.parquet"]
+    assert (out / "shard-final-backup.parquet").read_bytes() == b"a backup"

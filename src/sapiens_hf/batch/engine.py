@@ -226,6 +226,8 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     settings = {"tasks": {task.name: models[task.name] for task in tasks}, "input": source.describe(),
                 "dtype": dtype, "batch_size": batch_size, "chunk_size": chunk_size, "config": config_overrides or {},
                 "dense_size": list(dense_size) if dense_size else "image"}
+    if accelerator.is_main_process:
+        writer.check(settings, overwrite)  # before the models load
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,
                                           dtype=dtype and getattr(torch, dtype), **(config_overrides or {}))
                  for task in tasks}

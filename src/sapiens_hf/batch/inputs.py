@@ -13,6 +13,7 @@ DataLoader dataset)."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -204,7 +205,13 @@ class FileSource:
             yield index, self.files[index], self.files[index]
 
     def describe(self) -> dict:
-        return {"kind": "files", "count": self.length}
+        """The inputs as a resumed run must find them again: the files in order, with their sizes and modification
+        times (as a sha256)."""
+        fingerprint = hashlib.sha256()
+        for file in self.files:
+            status = os.stat(file)
+            fingerprint.update(f"{file}\t{status.st_size}\t{status.st_mtime_ns}\n".encode())
+        return {"kind": "files", "count": self.length, "fingerprint": fingerprint.hexdigest()}
 
 
 def read_list_file(path: str) -> list[str]:
@@ -230,7 +237,7 @@ class DatasetSource:
         if isinstance((dataset.features or {}).get(image_column), datasets.Image):
             dataset = dataset.cast_column(image_column, datasets.Image(decode=False))  # bytes: decoded in workers
         self.dataset, self.split, self.streaming = dataset, split, streaming
-        self.image_column, self.id_column, self.name = image_column, id_column, name
+        self.image_column, self.id_column, self.name, self.config = image_column, id_column, name, config
         self.length = None if streaming else len(dataset)
 
     def chunk(self, number: int, size: int) -> Iterator[tuple[int, str, object]]:
@@ -244,8 +251,11 @@ class DatasetSource:
             yield index, row_id, _image_value(row[self.image_column])
 
     def describe(self) -> dict:
-        return {"kind": "dataset", "name": self.name, "split": self.split, "image_column": self.image_column,
-                "id_column": self.id_column, "streaming": self.streaming, "count": self.length}
+        # `datasets`' fingerprint follows the data files (a streamed dataset has none: its name, configuration and
+        # split identify it).
+        return {"kind": "dataset", "name": self.name, "config": self.config, "split": self.split,
+                "image_column": self.image_column, "id_column": self.id_column, "streaming": self.streaming,
+                "count": self.length, "fingerprint": getattr(self.dataset, "_fingerprint", None)}
 
 
 def _image_value(value):

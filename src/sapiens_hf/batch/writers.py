@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -283,22 +284,38 @@ class ShardWriter:
     def shard(self, number: int) -> Path:
         return self.folder / f"shard-{number:06d}.parquet"
 
+    def shards(self) -> list[Path]:
+        """The files in the folder named as this command names its shards (`shard-NNNNNN.parquet`)."""
+        return sorted(path for path in self.folder.glob("shard-*.parquet") if re.fullmatch(r"shard-\d{6}", path.stem))
+
     def existing_manifest(self) -> dict | None:
         path = self.state / MANIFEST
         return json.loads(path.read_text()) if path.is_file() else None
 
+    def check(self, settings: dict, overwrite: bool) -> None:
+        """Raises, before any work, unless the folder is new, holds a run of these `settings` (resumed), or holds
+        another run and `overwrite` is given. Shard files that no run recorded here are never replaced."""
+        existing = self.existing_manifest()
+        if existing is None:
+            if self.shards():
+                raise ValueError(f"{self.folder} holds {self.shards()[0].name}, which no sapiens-hf annotate run wrote "
+                                 "there (no .sapiens-hf/annotate.json): choose a new or empty output folder")
+            return
+        settings = json.loads(json.dumps(settings))
+        if existing["settings"] != settings and not overwrite:
+            changed = sorted(key for key in {**existing["settings"], **settings}
+                             if existing["settings"].get(key) != settings.get(key))
+            raise ValueError(f"{self.folder} holds an annotation run with other settings ({', '.join(changed)}): "
+                             "re-run the same command to resume it, pass --overwrite to start afresh, or choose "
+                             "another output folder")
+
     def start(self, manifest: dict, overwrite: bool) -> None:
-        """Writes the manifest of a new run; a folder holding a run with other settings is an error unless
-        `overwrite` (then only this command's files are removed)."""
+        """Writes the manifest of a new run (`check`ed); with `overwrite`, a run of other settings is removed first:
+        its shards, records and manifest, nothing else."""
+        self.check(manifest["settings"], overwrite)
         existing = self.existing_manifest()
         if existing is not None and existing["settings"] != manifest["settings"]:
-            if not overwrite:
-                changed = sorted(key for key in {**existing["settings"], **manifest["settings"]}
-                                 if existing["settings"].get(key) != manifest["settings"].get(key))
-                raise ValueError(f"{self.folder} holds an annotation run with other settings ({', '.join(changed)}): "
-                                 "re-run the same command to resume it, pass --overwrite to start afresh, or choose "
-                                 "another output folder")
-            for path in self.folder.glob("shard-*.parquet"):
+            for path in self.shards():
                 path.unlink()
             ChunkRecords(self.state).remove()
             for name in (MANIFEST, ERRORS):
