@@ -86,11 +86,11 @@ def detector(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(models) -> str:
+def server(models, detector) -> str:
     with socket.socket() as probe:  # a free loopback port
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    blocks = build_demo(models, device="cpu")
+    blocks = build_demo(models, device="cpu", detector=detector)
     blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     blocks.close()
@@ -220,7 +220,6 @@ def test_every_task_in_the_browser(page, detector, tmp_path):
 
     # All four at once, pose with a person detector (a local object-detection model): five pictures, four files.
     page.locator("#box-source").get_by_label("person detector").check()
-    page.locator("#detector textarea").fill(detector)
     status = run(page, list(TASK_MODELS), "pose ")
     assert all(f"{task} " in status for task in TASK_MODELS) and "total" in status, status
     assert shown_images(page) == 5
@@ -252,11 +251,11 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(page, tmp_path):
 
 def test_a_model_of_another_task_is_named_in_the_page(models):
     app = DemoApp({"pose": models["pose"], "seg": models["pose"]}, device="cpu")  # an alias, as on the command line
-    gallery, legend, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation"], "whole image", "", "", 0.3,
-                                                 0.3, False)
+    gallery, legend, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation"], "whole image", "", 0.3, 0.3,
+                                                 False)
     assert status.startswith("**Error:**") and "needs a SapiensForSemanticSegmentation" in status
     assert files is None and legend == ""
-    bad_boxes = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", "", 0.3, 0.3, False)[3]
+    bad_boxes = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", 0.3, 0.3, False)[3]
     assert "Box line 1" in bad_boxes
 
 
@@ -266,7 +265,7 @@ def test_the_downloads_are_the_files_that_predict_writes(models, tmp_path):
     photo = tmp_path / "astronaut.jpg"
     shutil.copy(SAMPLE_IMAGE, photo)
     app = DemoApp(models, device="cpu")
-    _, _, files, status = app.respond(str(photo), list(TASK_MODELS), "whole image", "", "", 0.3, 0.3, False)
+    _, _, files, status = app.respond(str(photo), list(TASK_MODELS), "whole image", "", 0.3, 0.3, False)
     assert "total" in status, status
     downloads = {Path(file).name: Path(file) for file in files}
     for task, model in models.items():
@@ -315,3 +314,51 @@ print(json.dumps({"help": out.getvalue(), "heavy": sorted({"gradio", "torch", "t
     err = capsys.readouterr().err
     assert "--model pretraining=...: the demo runs pose, segmentation, depth, normal" in err
     assert "--device 'nonsense' is not a device" in err
+
+
+def test_a_shared_demo_is_a_bounded_server(models, detector, monkeypatch):
+    """The demo may be shared (`--share`): the page chooses tasks and options, never a model, a detector or a
+    server path; uploads are capped before they are stored; the results of old requests are deleted (at most
+    `KEEP_REQUESTS` kept); every model is loaded before the first request, which then never waits for a load; the
+    requests queue (bounded) and run one at a time."""
+    import inspect
+
+    import gradio as gr
+
+    from sapiens_hf import demo
+
+    assert "detector" not in inspect.signature(DemoApp.respond).parameters
+    blocks, app = build_demo(models, device="cpu", detector=detector, return_app=True)
+    assert not [block for block in blocks.blocks.values() if isinstance(block, gr.Textbox)
+                and getattr(block, "elem_id", None) == "detector"]
+    assert (blocks._queue.max_size, app.detector) == (demo.QUEUE_SIZE, detector)
+
+    for _ in range(demo.KEEP_REQUESTS + 4):
+        (app.new_results_dir() / "result.npy").write_bytes(b"x" * 1000)
+    assert len(list(app.results_root.iterdir())) == demo.KEEP_REQUESTS
+
+    events = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: events.append(("launch", kwargs)))
+    monkeypatch.setattr(DemoApp, "pipeline", lambda self, task: events.append(("load", task)) or (FakePose(), 0.0))
+    assert demo.serve(models, device="cpu", port=1, detector=detector) == 0
+    assert [event for event, _ in events] == ["load"] * len(demo.DEMO_TASKS) + ["launch"]
+    assert events[-1][1]["max_file_size"] == demo.MAX_UPLOAD == "50mb"
+    assert FakePose.detectors == [detector]
+
+
+class FakePose:
+    detectors = []
+
+    def _resolve_detector(self, detector):
+        self.detectors.append(detector)
+
+
+def test_error_text_is_shown_as_it_is(models):
+    """Quotes, brackets and Markdown characters of a message reach the page as typed (not as `&#x27;`)."""
+    from sapiens_hf.demo import plain_text
+
+    message = "Cannot read 'a_b*c.txt' <as> [an] image"
+    assert plain_text(message) == "Cannot read 'a\\_b\\*c\\.txt' \\<as\\> \\[an\\] image"
+    app = DemoApp(models, device="cpu")
+    status = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", 0.3, 0.3, False)[3]
+    assert "&#x27;" not in status and "'1, 2, 3'" in status

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import html
 import logging
+import re
 import shutil
 import signal
 import subprocess
@@ -35,7 +36,11 @@ from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
 DEMO_TASKS = tuple(task.name for task in PIPELINE_TASKS.values())  # the tasks with a pipeline
 BOX_SOURCES = ("whole image", "typed boxes", "person detector")
 DEFAULT_DETECTOR = "hustvl/yolos-tiny"
-KEEP_RESULTS_S = 3600  # results (and Gradio's copies of them) older than this are deleted
+# A shared demo is a server: what one request may leave on its disk, and for how long, is bounded.
+KEEP_RESULTS_S = 600  # results (and Gradio's copies of them) older than this are deleted
+KEEP_REQUESTS = 8  # and only the results of the newest requests are kept
+MAX_UPLOAD = "50mb"  # Gradio refuses larger uploads before they are stored
+QUEUE_SIZE = 16  # requests waiting for their turn (one runs at a time); more are turned away
 logger = logging.getLogger(__name__)
 
 
@@ -56,20 +61,26 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous)
 
 
-def serve(models: dict, device: str | None = None, port: int = 7860, share: bool = False) -> int:
-    """Serves the app until interrupted (`sapiens-hf demo`, which checks the options first)."""
-    build_demo(models, device).launch(server_port=port, share=share)
+def serve(models: dict, device: str | None = None, port: int = 7860, share: bool = False,
+          detector: str = DEFAULT_DETECTOR) -> int:
+    """Loads every model, then serves the app until interrupted (`sapiens-hf demo`, which checks the options first):
+    no request waits for a model to load or convert."""
+    blocks, app = build_demo(models, device, detector, return_app=True)
+    app.load_all()
+    blocks.launch(server_port=port, share=share, max_file_size=MAX_UPLOAD)
     return 0
 
 
-def build_demo(models: dict, device: str | None = None):
+def build_demo(models: dict, device: str | None = None, detector: str = DEFAULT_DETECTOR, return_app: bool = False):
     """The app (a `gr.Blocks`; call `.launch()`): `models` maps tasks to model ids or paths, the others get their
-    pipeline's default (`TASKS[task].default_checkpoint`). Models load on first use."""
+    pipeline's default (`TASKS[task].default_checkpoint`); `detector` is the person detector of pose. The models
+    are the operator's choice: a request picks tasks and options, never a model or a path. Models load on first use
+    (`serve` loads them first); requests queue and run one at a time."""
     import gradio as gr
 
     from .image_processing_sapiens import SapiensImageProcessorPil
 
-    app = DemoApp(models, device)
+    app = DemoApp(models, device, detector)
     limit = SapiensImageProcessorPil.max_image_pixels
     model_lines = "\n".join(f"- {task}: `{model}`" for task, model in app.models.items())
     with gr.Blocks(title="Sapiens demo", analytics_enabled=False,
@@ -81,12 +92,10 @@ def build_demo(models: dict, device: str | None = None):
                                  elem_id="upload")
                 tasks = gr.CheckboxGroup(list(DEMO_TASKS), value=list(DEMO_TASKS[:1]), label="Tasks", elem_id="tasks")
                 with gr.Accordion("Pose", open=True):
-                    box_source = gr.Radio(list(BOX_SOURCES), value=BOX_SOURCES[0], label="People",
-                                          elem_id="box-source")
+                    box_source = gr.Radio(list(BOX_SOURCES), value=BOX_SOURCES[0],
+                                          label=f"People (person detector: {app.detector})", elem_id="box-source")
                     boxes = gr.Textbox(label="Boxes: x, y, w, h per line (typed boxes)", lines=2,
                                        placeholder="120, 30, 260, 480", elem_id="boxes")
-                    detector = gr.Textbox(DEFAULT_DETECTOR, label="Person detector: object-detection model id or "
-                                          "folder (person detector)", elem_id="detector")
                     detector_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Detector threshold")
                     keypoint_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Keypoint threshold (drawn and "
                                                    "counted above it)", elem_id="keypoint-threshold")
@@ -100,45 +109,53 @@ def build_demo(models: dict, device: str | None = None):
                                      elem_id="results")
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
-        inputs = [upload, tasks, box_source, boxes, detector, detector_threshold, keypoint_threshold, flip_test]
+        inputs = [upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test]
         run.click(app.respond, inputs, [gallery, legend, downloads, status])
-    return blocks
+    blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+    return (blocks, app) if return_app else blocks
 
 
 class DemoApp:
     """What the Run button does, and the pipelines it loads on first use (one request at a time)."""
 
-    def __init__(self, models: dict, device: str | None = None):
+    def __init__(self, models: dict, device: str | None = None, detector: str = DEFAULT_DETECTOR):
         chosen = {get_task(task).name: model for task, model in models.items() if model}  # aliases too ("seg")
         if set(chosen) - set(DEMO_TASKS):
             raise ValueError(f"The demo runs {', '.join(DEMO_TASKS)}; got models for {sorted(chosen)}")
         self.models = {task: chosen.get(task) or TASKS[task].default_checkpoint for task in DEMO_TASKS}
-        self.device = device
+        self.device, self.detector = device, detector
         self.pipelines: dict = {}
         self.lock = threading.Lock()
         self.results_root = Path(tempfile.mkdtemp(prefix="sapiens-hf-demo-"))
         atexit.register(shutil.rmtree, self.results_root, True)
 
-    def respond(self, upload, tasks, box_source, boxes, detector, detector_threshold, keypoint_threshold,
-                flip_test):
+    def respond(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test):
         """The page's outputs: the gallery (input, then one picture per task), the segmentation legend, the
         downloads and the status line (timings, or what went wrong)."""
         import gradio as gr
 
         try:
             with self.lock:
-                return self.predict(upload, tasks, box_source, boxes, detector, detector_threshold,
-                                    keypoint_threshold, flip_test)
+                return self.predict(upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold,
+                                    flip_test)
         except DemoError as error:
             message = str(error)
         except Exception as error:  # noqa: BLE001  (shown in the page; the traceback goes to the log)
             logger.exception("sapiens-hf demo: the request failed")
             message = f"{type(error).__name__}: {error}"
         gr.Warning(message)
-        return gr.Gallery(value=None, columns=2), "", None, f"**Error:** {html.escape(message)}"
+        return gr.Gallery(value=None, columns=2), "", None, f"**Error:** {plain_text(message)}"
 
-    def predict(self, upload, tasks, box_source, boxes, detector, detector_threshold, keypoint_threshold,
-                flip_test):
+    def load_all(self) -> None:
+        """Loads the pipeline of every task and the person detector, printing each (the server's terminal)."""
+        for task in DEMO_TASKS:
+            print(f"sapiens-hf demo: loading the {task} model {self.models[task]} ...", flush=True)
+            pipe, _ = self.pipeline(task)
+            if TASKS[task].top_down:
+                print(f"sapiens-hf demo: loading the person detector {self.detector} ...", flush=True)
+                pipe._resolve_detector(self.detector)
+
+    def predict(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test):
         """Reads the upload once, then runs, draws and saves each chosen task in turn; raises on the first problem."""
         import gradio as gr
 
@@ -148,7 +165,7 @@ class DemoApp:
             raise DemoError("Choose at least one task.")
         chosen = [TASKS[task] for task in DEMO_TASKS if task in tasks]
         top_down = any(task.top_down for task in chosen)
-        pose_kwargs = pose_arguments(box_source, boxes, detector, detector_threshold) if top_down else {}
+        pose_kwargs = pose_arguments(box_source, boxes, self.detector, detector_threshold) if top_down else {}
         started = time.perf_counter()
         image, name = read_upload(upload), Path(upload).name
         output_dir = self.new_results_dir()
@@ -169,7 +186,7 @@ class DemoApp:
             if task.classes:
                 legend = legend_html(pipe.model.config)
         height, width = image.shape[:2]
-        status = (f"{html.escape(name)} ({width}×{height}) on {pipe.device}: "
+        status = (f"{plain_text(name)} ({width}×{height}) on {pipe.device}: "
                   f"{' · '.join(timings)} — total {time.perf_counter() - started:.2f} s")
         return gr.Gallery(value=gallery, columns=min(len(gallery), 3)), legend, downloads, status
 
@@ -191,9 +208,11 @@ class DemoApp:
         return pipe, time.perf_counter() - started
 
     def new_results_dir(self) -> Path:
-        """A new folder for one request's files; those of requests older than `KEEP_RESULTS_S` are deleted."""
-        for old in self.results_root.iterdir():
-            if time.time() - old.stat().st_mtime > KEEP_RESULTS_S:
+        """A new folder for one request's files; those of requests older than `KEEP_RESULTS_S` are deleted, and all
+        but the newest `KEEP_REQUESTS - 1`, so the results on the server's disk stay bounded."""
+        folders = sorted(self.results_root.iterdir(), key=lambda folder: folder.stat().st_mtime, reverse=True)
+        for index, old in enumerate(folders):
+            if index >= KEEP_REQUESTS - 1 or time.time() - old.stat().st_mtime > KEEP_RESULTS_S:
                 shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(dir=self.results_root))
 
@@ -211,17 +230,21 @@ def read_upload(path: str):
         raise DemoError(message if name in message else f"Cannot read {name} as an image: {message}") from None
 
 
+def plain_text(text: str) -> str:
+    """`text` shown as it is in the Markdown status line: Markdown's punctuation backslash-escaped (not as HTML
+    entities, which the page would show literally)."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!<>&|~])", r"\\\1", text)
+
+
 def pose_arguments(box_source: str, boxes: str, detector: str, detector_threshold: float) -> dict:
-    """The pose pipeline's keyword arguments for the chosen source of person boxes."""
+    """The pose pipeline's keyword arguments for the chosen source of person boxes (`detector`: the operator's)."""
     if box_source == "typed boxes":
         typed = parse_boxes(boxes or "")
         if not typed:
             raise DemoError("Type at least one box (x, y, w, h per line), or choose another source of people.")
         return {"boxes": typed}
     if box_source == "person detector":
-        if not (detector or "").strip():
-            raise DemoError("Name an object-detection model for the person detector.")
-        return {"detector": detector.strip(), "detector_threshold": detector_threshold}
+        return {"detector": detector, "detector_threshold": detector_threshold}
     return {}
 
 

@@ -191,7 +191,8 @@ def demo(args) -> int:
         raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
     from .. import demo as web_demo  # Gradio, torch and transformers load only here
 
-    return web_demo.serve(dict(args.model), device=args.device, port=args.port, share=args.share)
+    return web_demo.serve(dict(args.model), device=args.device, port=args.port, share=args.share,
+                          detector=args.detector)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--device", help='"cpu", "cuda", "cuda:1", ... (default: the first GPU if any, else the CPU)')
     web.add_argument("--port", type=int, default=7860, help="local port to serve on (default 7860)")
     web.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
+    web.add_argument("--detector", default="hustvl/yolos-tiny",
+                     help="the person detector of pose: an object-detection model id or folder (default "
+                          "hustvl/yolos-tiny); the page offers no other model")
     web.set_defaults(handler=demo)
     return parser
 
