@@ -13,7 +13,7 @@ line; the traceback goes to the server's log only.
 
 The command line imports this module (its `demo` command checks the options, then calls `serve`), so this module
 imports nothing from `sapiens_hf.cli` (the package's modules form no import cycle): `python -m sapiens_hf.demo` runs
-that command. Gradio, torch and transformers are imported inside the functions."""
+that command. Gradio, an optional dependency, is imported inside the functions that build the app."""
 
 from __future__ import annotations
 
@@ -30,6 +30,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
+from . import visualization
+from .coco import keypoints_document, person_annotation
+from .image_processing_sapiens import SapiensImageProcessorPil, read_image
+from .pipelines import WrongModelError, load_task_pipeline
 from .tasks import PIPELINE_TASKS, TASKS, get_task
 
 
@@ -68,8 +74,6 @@ def build_demo(models: dict, device: str | None = None):
     """The app (a `gr.Blocks`; call `.launch()`): `models` maps tasks to model ids or paths, the others get their
     pipeline's default (`TASKS[task].default_checkpoint`). Models load on first use."""
     import gradio as gr
-
-    from .image_processing_sapiens import SapiensImageProcessorPil
 
     app = DemoApp(models, device)
     limit = SapiensImageProcessorPil.max_image_pixels
@@ -174,8 +178,6 @@ class DemoApp:
 
     def pipeline(self, task: str):
         """The task's pipeline, loaded on first use, and the seconds its loading took now (0 when cached)."""
-        from .pipelines import WrongModelError, load_task_pipeline
-
         if task in self.pipelines:
             return self.pipelines[task], 0.0
         model, started = self.models[task], time.perf_counter()
@@ -200,8 +202,6 @@ class DemoApp:
 def read_upload(path: str):
     """The upload as an `(H, W, 3)` uint8 RGB array, read as `predict` reads images: the pixel limit is checked from
     the file's header, before decoding. Errors name the file, not its temporary path."""
-    from .image_processing_sapiens import SapiensImageProcessorPil, read_image
-
     name = Path(path).name
     try:
         return read_image(path, max_pixels=SapiensImageProcessorPil.max_image_pixels)
@@ -245,11 +245,6 @@ def save_result(task: str, result, image, output_dir: Path, file_name: str, keyp
     """Writes the picture and the download of one task's result into `output_dir`, named and made as `predict`
     makes them (`photo_pose_vis.jpg`, `photo_keypoints.json`, `photo_seg.png`, `photo_depth.npy`, ...); returns
     their paths."""
-    import numpy as np
-
-    from . import visualization
-    from .coco import keypoints_document, person_annotation
-
     stem, tag = Path(file_name).stem, TASKS[task].file_tag
     if task == "pose":
         picture = visualization.draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
@@ -276,14 +271,12 @@ def save_result(task: str, result, image, output_dir: Path, file_name: str, keyp
 
 def legend_html(model_config) -> str:
     """The segmentation classes in their overlay colours (`visualization.segmentation_palette`)."""
-    from .visualization import segmentation_palette
-
     names = [model_config.id2label[index] for index in range(model_config.num_labels)]
     items = [
         f'<span style="display:inline-block;margin:2px 10px 2px 0;white-space:nowrap">'
         f'<span style="display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle;'
         f'background:rgb({red},{green},{blue})"></span>{html.escape(str(name))}</span>'
-        for name, (red, green, blue) in zip(names, segmentation_palette(len(names)).tolist())
+        for name, (red, green, blue) in zip(names, visualization.segmentation_palette(len(names)).tolist())
     ]
     return f'<div class="legend"><b>Segmentation classes:</b> {"".join(items)}</div>'
 

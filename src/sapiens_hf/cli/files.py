@@ -1,7 +1,7 @@
 """The files of `sapiens-hf predict`: the inputs it reads (images and videos given directly or found in folders,
 with their output names and frames) and the outputs it writes (per-image results, visualisations, keypoints.json)
 together with `Progress`, its JSON Lines record in the output folder that tells which existing files a run wrote and
-which inputs a resumed run skips. OpenCV, numpy and torch are imported inside the functions that use them."""
+which inputs a resumed run skips."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import cv2
+import numpy as np
+
+from .. import visualization
 from ..coco import person_annotation
+from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from ..tasks import TASKS
 
-
-if TYPE_CHECKING:
-    import cv2
-    import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -97,8 +97,6 @@ def name_clashes(inputs: list[Input]) -> list[str]:
 def count_frames(file: Path) -> int:
     if file.suffix.lower() not in VIDEO_SUFFIXES:
         return 1
-    import cv2
-
     capture = cv2.VideoCapture(str(file))
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
     capture.release()
@@ -107,10 +105,6 @@ def count_frames(file: Path) -> int:
 
 def read_frames(entry: Input):
     """Yields the frames of an image (one, index None) or a video; raises ValueError for an unreadable file."""
-    import cv2
-
-    from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
-
     if not entry.is_video:  # an oversized file is refused from its header, before it is decoded
         yield Frame(entry, None, read_image(entry.file, max_pixels=DEFAULT_MAX_IMAGE_PIXELS), 0.0)
         return
@@ -177,9 +171,6 @@ class ResultWriter:
 
     def write(self, frame: Frame, result) -> dict | None:
         """Writes the files of one prediction; returns its keypoints.json record for pose."""
-        import cv2
-        import numpy as np
-
         target = result_path(self.output_dir, self.task, frame_stem(frame.source.name, frame.index))
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -196,8 +187,6 @@ class ResultWriter:
         return self._pose_record(frame, result) if self.task == "pose" else None
 
     def _save_result(self, target: Path, result) -> None:
-        import numpy as np
-
         if self.task == "segmentation":
             result["label_map"].save(target)
         elif self.task == "depth":
@@ -206,8 +195,6 @@ class ResultWriter:
             np.save(target, result["normals"].float().permute(1, 2, 0).numpy())
 
     def _visual(self, image: np.ndarray, result):
-        from .. import visualization
-
         if self.task == "pose":
             return visualization.draw_keypoints(image, result, keypoint_threshold=self.keypoint_threshold)
         if self.task == "segmentation":
@@ -215,8 +202,6 @@ class ResultWriter:
         return result["depth"] if self.task == "depth" else result["normal_map"]
 
     def _video(self, name: str, size: tuple[int, int], fps: float) -> cv2.VideoWriter:
-        import cv2
-
         if name not in self.videos:
             path = visual_path(self.output_dir, self.task, name, video=True)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,8 +2,7 @@
 argument is checked before any work; it never replaces a file that it did not write unless `--overwrite` is given; it
 never reads its own outputs (the output folder is left out of folder searches); it records its progress in a JSON
 Lines file in the output folder as results are written, so an interrupted run (SIGINT/SIGTERM) keeps every finished
-image and the same command resumes it. The inputs and outputs themselves are in `files`; torch, transformers and the
-models are imported inside the functions that need them."""
+image and the same command resumes it. The inputs and outputs themselves are in `files`."""
 
 from __future__ import annotations
 
@@ -14,7 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
+import torch
+from huggingface_hub import constants
+from tqdm.auto import tqdm
+
 from ..coco import keypoints_document
+from ..convert import check_config_overrides
+from ..pipelines import WrongModelError, load_task_pipeline
 from ..tasks import TASKS
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 from .files import (
@@ -46,8 +51,6 @@ class Interrupted(BaseException):
 
 
 def device_problem(device: str | None) -> str | None:
-    import torch
-
     if device is None:
         return None
     try:
@@ -70,8 +73,6 @@ def device_problem(device: str | None) -> str | None:
 
 
 def config_problems(overrides: list[tuple[str, object]]) -> list[str]:
-    from ..convert import check_config_overrides
-
     problems = []
     for key, value in overrides:
         try:
@@ -117,10 +118,6 @@ def load_pipeline(args):
 def load_or_explain(task: str, model: str | None, device, dtype: str | None, config: list):
     """`pipelines.load_task_pipeline`, its failures as one-line CLI errors: a model of another task is a usage error,
     any other loading failure says how to use a local or converted checkpoint (SAPIENS_HF_DEBUG=1: traceback)."""
-    import torch
-
-    from ..pipelines import WrongModelError, load_task_pipeline
-
     model_id = model or TASKS[task].default_checkpoint
     try:
         return load_task_pipeline(task, model_id, device=device, dtype=dtype and getattr(torch, dtype),
@@ -136,8 +133,6 @@ def load_or_explain(task: str, model: str | None, device, dtype: str | None, con
 def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
     """The message of a model that cannot be loaded: why, and for a Hub id how to use a local or converted
     checkpoint (a local file or folder gets the reason only)."""
-    from huggingface_hub import constants
-
     first = f"error: could not load {model_id} for --task {task}: {with_cli_hint(error)}"
     if Path(model_id).exists():
         return [first]
@@ -213,8 +208,6 @@ class PredictionRun:
 
     def run(self, inputs: list[Input]) -> int:
         """0, or the exit code of an interruption (128 + signal) or a write error (1)."""
-        from tqdm.auto import tqdm
-
         total = sum(entry.frames for entry in inputs)
         code = 0
         with tqdm(total=total, desc=f"sapiens {self.args.task}", unit="image", disable=self.args.quiet) as bar:
