@@ -91,12 +91,14 @@ def package_imports(path: Path) -> set[str]:
 
 
 def test_model_files_import_only_torch_transformers_and_the_config():
-    """The model, config and image-processor files (with the geometry file it imports) stand alone, as transformers'
+    """The model, config and image-processor files (with the modules it imports) stand alone, as transformers'
     remote code copies them, and importing the model file does not reach the Hub code (no import cycle through it)."""
     assert package_imports(PACKAGE / "modeling_sapiens.py") == {"configuration_sapiens"}
     assert package_imports(PACKAGE / "configuration_sapiens.py") == set()
-    assert package_imports(PACKAGE / "image_processing_sapiens.py") == {"geometry"}  # copied along as remote code
-    assert package_imports(PACKAGE / "geometry.py") == set()
+    # copied along as remote code
+    assert package_imports(PACKAGE / "image_processing_sapiens.py") == {"geometry", "image_io", "validation"}
+    for module in ("geometry", "image_io", "validation"):
+        assert package_imports(PACKAGE / f"{module}.py") == set()
     third_party = {top for top, files in imported_top_level_modules(PACKAGE).items()
                    if "src/sapiens_hf/modeling_sapiens.py" in files}
     assert third_party <= {"torch", "transformers"}

@@ -34,7 +34,8 @@ import numpy as np
 
 from . import visualization
 from .coco import keypoints_document, person_annotation
-from .image_processing_sapiens import SapiensImageProcessorPil, read_image
+from .image_io import read_image
+from .image_processing_sapiens import SapiensImageProcessorPil
 from .pipelines import WrongModelError, load_task_pipeline
 from .tasks import PIPELINE_TASKS, TASKS, get_task
 

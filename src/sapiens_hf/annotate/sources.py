@@ -19,7 +19,7 @@ import numpy as np
 import PIL.Image
 import torch
 
-from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, read_image
 
 
 @dataclass

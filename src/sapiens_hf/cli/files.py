@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import visualization
 from ..coco import person_annotation
-from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from ..tasks import TASKS
 
 
