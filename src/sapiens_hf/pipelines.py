@@ -36,9 +36,8 @@ from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
 
-class WrongModelError(ValueError, TypeError):
-    """A model of another task, or without a task head, given to a Sapiens pipeline (also a TypeError, which the
-    pipelines raised for it before)."""
+class WrongModelError(ValueError):
+    """A model of another task, or without a task head, given to a Sapiens pipeline."""
 
 
 class _SapiensPipelineMixin:
