@@ -4,8 +4,8 @@
 
 Each case runs in a fresh subprocess and reports `resource.getrusage(RUSAGE_SELF).ru_maxrss`: segmentation (28 × 512 ×
 384 logits → labels, and with `return_segmentation_scores`), depth (512 × 384) and normals (3 × 512 × 384), resized to
-the model input (1024 × 768) and then to size × size. `--unbanded` resizes in one F.interpolate call, as before the
-banded resize (the "before" numbers). Not a unit test; results in docs/inference.md, "Large images".
+the model input (1024 × 768) and then to size × size. `--unbanded` resizes in one F.interpolate call at every size
+(the "one `F.interpolate`" column). Not a unit test; results in docs/inference.md, "Large images".
 """
 
 import argparse
@@ -50,7 +50,7 @@ CASES = ("baseline (imports only)", "segmentation", "segmentation + scores", "de
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=12000, help="target height and width (default 12000)")
-    parser.add_argument("--unbanded", action="store_true", help="one F.interpolate call, as before banding")
+    parser.add_argument("--unbanded", action="store_true", help="one F.interpolate call at every size")
     parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
     args = parser.parse_args()
     print(f"target {args.size} × {args.size}, {'unbanded' if args.unbanded else 'banded'}")

@@ -107,7 +107,7 @@ def well_conditioned_keypoints(heatmaps: np.ndarray, noise: float = 3e-6, moveme
     well conditioned when four perturbations of its maps by uniform noise of that size move it by less than a
     quarter of the 1e-3 px tolerance (crop pixels); tests compare those and bound how many are not.
     """
-    from sapiens_hf.image_processing_sapiens import decode_udp_heatmaps
+    from sapiens_hf.geometry import decode_udp_heatmaps
 
     heatmaps = np.asarray(heatmaps, np.float32)
     reference, _ = decode_udp_heatmaps(heatmaps, input_size=input_size)

@@ -286,8 +286,8 @@ def test_the_downloads_are_the_files_that_predict_writes(models, tmp_path):
 
 
 def test_the_command_line(capsys):
-    """`sapiens-hf demo --help` imports neither Gradio nor torch nor transformers (nor does importing the module);
-    `python -m sapiens_hf.demo` is the same command; bad options are refused before anything loads."""
+    """`sapiens-hf demo --help` does not import Gradio (nor does importing the module); `python -m sapiens_hf.demo` is
+    the same command; bad options are refused before anything loads."""
     snippet = """
 import contextlib, io, json, sys
 import sapiens_hf.demo
@@ -298,12 +298,12 @@ with contextlib.redirect_stdout(out):
         main(["demo", "--help"])
     except SystemExit as exit:
         assert exit.code == 0, exit.code
-print(json.dumps({"help": out.getvalue(), "heavy": sorted({"gradio", "torch", "transformers"} & set(sys.modules))}))
+print(json.dumps({"help": out.getvalue(), "gradio": "gradio" in sys.modules}))
 """
     result = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["heavy"] == []
+    assert not report["gradio"]
     module = subprocess.run([sys.executable, "-m", "sapiens_hf.demo", "--help"], capture_output=True, text=True,
                             timeout=120, check=False)
     assert module.returncode == 0 and module.stdout == report["help"], module.stderr

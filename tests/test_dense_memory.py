@@ -1,8 +1,13 @@
-"""Bounded memory for large images: the resize of dense maps to the image size in bands of rows is bit-identical to
-one F.interpolate call, and images / target sizes above `max_image_pixels` are refused before any work."""
+"""Bounded memory for large images: the resize of dense maps to the image size in bands of rows, and images / target
+sizes above `max_image_pixels` refused before any work.
+
+Each band samples the same points as one F.interpolate call of the whole map but computes them in other steps (the
+width resize of the rows it reads, then the weighted sum of two rows, at source coordinates computed in float64 where
+F.interpolate rounds them to float32). So the bands are compared with F.interpolate within what that rounding allows
+(`tolerance`), not bit for bit, and segmentation labels by how many agree: at least 99.99 %, as only near-ties of two
+classes can flip."""
 
 import random
-from fractions import Fraction
 
 import numpy as np
 import PIL.Image
@@ -13,12 +18,25 @@ import torch.nn.functional as F
 from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 
 import sapiens_hf.image_processing_sapiens as module
-from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil, _bilinear_bands, _fma
+from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil, _bilinear_bands
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput
 
 
 def interpolate(maps, size):
     return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def tolerance(maps) -> float:
+    """How far a bilinear resize of `maps` `(channels, h, w)` in float32 may be from another that samples the same
+    points: a source coordinate near h is rounded to a multiple of 2^-24·h (F.interpolate, in each direction), which
+    moves a value by up to that much times the largest step between neighbouring source values; plus 1e-5 relative
+    for the float32 arithmetic."""
+    steps = [maps.diff(dim=dim).abs().max().item() if maps.shape[dim] > 1 else 0.0 for dim in (1, 2)]
+    return 2**-23 * max(maps.shape[1:]) * max(steps) + 1e-5 * maps.abs().max().item()
+
+
+def assert_close(actual, expected, source):
+    torch.testing.assert_close(actual, expected, rtol=0, atol=tolerance(source))
 
 
 def banded(maps, size, rows_per_band):
@@ -28,29 +46,19 @@ def banded(maps, size, rows_per_band):
     return torch.cat([band for _, _, band in bands], dim=1)
 
 
-@pytest.fixture
-def two_threads():
-    """PyTorch resizes 3-channel maps on one thread with another kernel (as for outputs with height + width
-    <= 128); the banded resize reproduces the generic kernel, used everywhere else."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(2, threads))
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_banded_resize_is_bit_identical_to_f_interpolate():
+def test_banded_resize_matches_f_interpolate():
     rng = random.Random(0)
     cases = [((1024, 768), (600, 450)), ((1024, 768), (1, 700)), ((1024, 768), (5, 129)), ((1024, 768), (3001, 127))]
     cases += [((7, 5), (1, 200)), ((1, 9), (300, 11)), ((300, 2), (301, 3)), ((1024, 768), (1024, 131))]
     cases += [
-        ((rng.randint(1, 300), rng.randint(1, 300)), (rng.randint(1, 600), rng.randint(130, 600))) for _ in range(20)
+        ((rng.randint(1, 300), rng.randint(1, 300)), (rng.randint(1, 600), rng.randint(1, 600))) for _ in range(20)
     ]
     for (height, width), size in cases:  # up- and down-scaling, odd sizes, 1-row outputs, equal heights
-        channels = 1 if height * width > 10**5 else rng.choice((1, 2, 28))
+        channels = 1 if height * width > 10**5 else rng.choice((1, 2, 3, 28))
         maps = torch.randn(channels, height, width) * 10
         expected = interpolate(maps, size)
         for rows in {rng.randint(1, 5), rng.randint(1, size[0])}:
-            assert torch.equal(banded(maps, size, rows), expected), ((height, width), size, rows)
+            assert_close(banded(maps, size, rows), expected, maps)
 
 
 def test_band_boundaries_at_every_position():
@@ -59,32 +67,15 @@ def test_band_boundaries_at_every_position():
         maps = torch.randn(2, height, width)
         expected = interpolate(maps, size)
         for rows in range(1, size[0] + 1):
-            assert torch.equal(banded(maps, size, rows), expected), ((height, width), size, rows)
+            assert_close(banded(maps, size, rows), expected, maps)
         maps = torch.randn(1, height, width).exp() * rng.choice((1e-3, 1, 1e4))
-        assert torch.equal(banded(maps, size, 3), interpolate(maps, size))
+        assert_close(banded(maps, size, 3), interpolate(maps, size), maps)
 
 
-def exact_fma(a, b, c):
-    """float32 a * b + c, rounded once (to nearest, ties to even), with exact rational arithmetic."""
-    exact = Fraction(float(a)) * Fraction(float(b)) + Fraction(float(c))
-    guess = np.float32(float(exact))
-    candidates = [guess, np.nextafter(guess, np.float32(np.inf)), np.nextafter(guess, np.float32(-np.inf))]
-    return min(candidates, key=lambda x: (abs(Fraction(float(x)) - exact), int(x.view(np.int32)) & 1))
-
-
-def test_fma_rounds_once():
-    # a * b = 2^-24 + 7 * 2^-71: 1 + a * b lies just above a float32 midpoint; float64 rounding would land on it
-    a, b = np.float32(9010893 * 2.0**-23), np.float32(15618595 * 2.0**-48)
-    for sign in (1, -1):
-        t = [torch.tensor([v], dtype=torch.float32) for v in (sign * a, b, sign * np.float32(1))]
-        assert _fma(*t).item() == sign * (1 + 2.0**-23) == exact_fma(sign * a, b, sign * np.float32(1))
-    generator = torch.Generator().manual_seed(0)
-    a, b, c = (
-        torch.randn(500, generator=generator) * 10.0 ** torch.randint(-8, 8, (500,), generator=generator)
-        for _ in range(3)
-    )
-    expected = [exact_fma(x, y, z) for x, y, z in zip(a.numpy(), b.numpy(), c.numpy())]
-    assert torch.equal(_fma(a, b, c), torch.tensor(np.array(expected)))
+def test_bands_stay_within_their_size():
+    maps = torch.randn(28, 64, 48)
+    sizes = [tuple(band.shape) for _, _, band in _bilinear_bands(maps, (200, 4000))]
+    assert len(sizes) > 1 and all(np.prod(shape) <= module._BAND_ELEMENTS for shape in sizes), sizes
 
 
 @pytest.fixture
@@ -97,29 +88,35 @@ def small_bands(monkeypatch):
 SIZES = [(517, 389), (1, 700), (97, 1301), (1300, 131)]
 
 
-def test_post_processing_in_bands_matches_one_resize(small_bands, two_threads):
+def test_post_processing_in_bands_matches_one_resize(small_bands):
     processor = SapiensImageProcessorPil(size={"height": 64, "width": 48})
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(len(SIZES), 28, 32, 24, generator=generator) * 5
     depth = torch.randn(len(SIZES), 32, 24, generator=generator)
     normals = torch.randn(len(SIZES), 3, 32, 24, generator=generator)
 
-    def unbanded(maps, size):  # the processor's computation before banding
+    def unbanded(maps, size):  # the processor's two resizes, each one F.interpolate call
         return interpolate(interpolate(maps, (64, 48)), size)
 
     labels = processor.post_process_semantic_segmentation(SemanticSegmenterOutput(logits=logits), SIZES)
     scored = processor.post_process_semantic_segmentation(SemanticSegmenterOutput(logits=logits), SIZES, True)
     depths = processor.post_process_depth_estimation(DepthEstimatorOutput(predicted_depth=depth), SIZES)
     units = processor.post_process_normal_estimation(SapiensNormalEstimatorOutput(normals=normals), SIZES)
+    agree = total = 0
     for index, size in enumerate(SIZES):
         scores = unbanded(logits[index], size)
-        assert labels[index].dtype == torch.int64 and torch.equal(labels[index], scores.argmax(dim=0))
-        assert torch.equal(scored[index]["segmentation_scores"], scores)
-        assert torch.equal(scored[index]["segmentation"], labels[index])
-        assert torch.equal(depths[index]["predicted_depth"], unbanded(depth[index][None], size)[0])
+        assert labels[index].dtype == torch.int64 and labels[index].shape == size
+        agree += (labels[index] == scores.argmax(dim=0)).sum().item()
+        total += labels[index].numel()
+        assert_close(scored[index]["segmentation_scores"], scores, interpolate(logits[index], (64, 48)))
+        assert torch.equal(scored[index]["segmentation"], labels[index])  # argmax of the same bands
+        source = interpolate(depth[index][None], (64, 48))
+        assert_close(depths[index]["predicted_depth"], unbanded(depth[index][None], size)[0], source)
         expected = unbanded(normals[index], size)
         expected = expected / (torch.linalg.vector_norm(expected, dim=0, keepdim=True) + 1e-5)
-        assert torch.equal(units[index]["normals"], expected)
+        source = interpolate(normals[index], (64, 48))  # a unit normal moves by the raw one's error over its length
+        assert_close(units[index]["normals"], expected, source / source.norm(dim=0).min())
+    assert agree >= 0.9999 * total, (agree, total)
 
 
 def test_target_sizes_above_the_limit_are_refused_before_any_work():

@@ -14,7 +14,7 @@ from test_cli import MODELS, TINY, saved_model
 
 from sapiens_hf import SapiensConfig, SapiensModel
 from sapiens_hf.export import MANIFEST, ExportError, export
-from sapiens_hf.image_processing_sapiens import read_image
+from sapiens_hf.image_io import read_image
 
 
 pytest.importorskip("onnxruntime")

@@ -339,15 +339,3 @@ print("{}")
     assert not set(stale) & set(files)
     assert sorted(files) == sorted([".gitattributes", "README.md", "config.json", "model.safetensors",
                                     "preprocessor_config.json", *kept])
-
-
-def test_moved_and_removed_names_say_what_replaces_them(tmp_path):
-    from sapiens_hf.convert import convert_to_folder
-
-    with pytest.warns(FutureWarning, match="sapiens_hf.releases.find_original"):
-        assert hub.find_original is releases.find_original
-    with pytest.raises(TypeError, match="register_for_auto_class"):
-        hub.push_to_hub(object(), "tester/anything", remote_code=True)
-    with pytest.raises(TypeError, match="publish_converted"):
-        convert_to_folder("model.pth", tmp_path, push_to="tester/anything")
-    assert not any(tmp_path.iterdir())

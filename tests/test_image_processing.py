@@ -13,14 +13,9 @@ from conftest import golden_path, load_golden, normalize
 from transformers import AutoImageProcessor
 
 import sapiens_hf  # noqa: F401  (registers the processor)
-from sapiens_hf.image_processing_sapiens import (
-    SapiensImageProcessorPil,
-    generate_udp_heatmaps,
-    get_box_center_scale,
-    get_udp_warp_matrix,
-    to_rgb_uint8,
-    warp_affine_bilinear,
-)
+from sapiens_hf.geometry import generate_udp_heatmaps, get_box_center_scale, get_udp_warp_matrix, warp_affine_bilinear
+from sapiens_hf.image_io import to_rgb_uint8
+from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import EvalPrediction
 
-from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil, generate_udp_heatmaps, get_box_center_scale
+from sapiens_hf.geometry import generate_udp_heatmaps, get_box_center_scale
+from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil
 from sapiens_hf.metadata import keypoint_set
 from sapiens_hf.metrics import (
     METRIC_NAMES,

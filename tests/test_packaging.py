@@ -1,12 +1,16 @@
 """setup.py declares every third-party module the package imports: a module that is only installed here as some
-other package's dependency (scipy came with scikit-image) must not be what makes the code work."""
+other package's dependency (scipy came with scikit-image) must not be what makes the code work. The package's modules
+form no import cycle, and `import sapiens_hf` registers everything with transformers."""
 
 import ast
 import importlib.metadata
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from sapiens_hf.tasks import TASKS
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,12 +91,14 @@ def package_imports(path: Path) -> set[str]:
 
 
 def test_model_files_import_only_torch_transformers_and_the_config():
-    """The model, config and image-processor files (with the geometry file it imports) stand alone, as transformers'
+    """The model, config and image-processor files (with the modules it imports) stand alone, as transformers'
     remote code copies them, and importing the model file does not reach the Hub code (no import cycle through it)."""
     assert package_imports(PACKAGE / "modeling_sapiens.py") == {"configuration_sapiens"}
     assert package_imports(PACKAGE / "configuration_sapiens.py") == set()
-    assert package_imports(PACKAGE / "image_processing_sapiens.py") == {"geometry"}  # copied along as remote code
-    assert package_imports(PACKAGE / "geometry.py") == set()
+    # copied along as remote code
+    assert package_imports(PACKAGE / "image_processing_sapiens.py") == {"geometry", "image_io", "validation"}
+    for module in ("geometry", "image_io", "validation"):
+        assert package_imports(PACKAGE / f"{module}.py") == set()
     third_party = {top for top, files in imported_top_level_modules(PACKAGE).items()
                    if "src/sapiens_hf/modeling_sapiens.py" in files}
     assert third_party <= {"torch", "transformers"}
@@ -101,12 +107,30 @@ def test_model_files_import_only_torch_transformers_and_the_config():
     assert result.stdout.strip() == "False"
 
 
+def names_from_the_package_root(path: Path) -> set[str]:
+    """The names a file of the package imports from `sapiens_hf` itself that are not its modules (`from . import
+    __version__` in a top-level module, `from sapiens_hf import SapiensConfig`)."""
+    modules = {child.name.removesuffix(".py") for child in PACKAGE.iterdir()}
+    depth = len(path.parent.relative_to(PACKAGE).parts) + 1
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module == "sapiens_hf" or not node.module and node.level == depth):
+            found |= {alias.name for alias in node.names} - modules
+    return found
+
+
 def test_no_import_cycles_between_the_package_modules():
+    """`__init__` imports the modules it exports, so they must not import names of `__init__`; only `__version__`,
+    which `__init__` defines before its imports."""
     graph = {}
     for path in PACKAGE.rglob("*.py"):
         module = path.relative_to(PACKAGE).parts[0].removesuffix(".py")
         if module != "__init__":
             graph.setdefault(module, set()).update(package_imports(path) - {module, "__init__"})
+            assert names_from_the_package_root(path) <= {"__version__"}, path
+    init = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8")).body
+    first_import = next(index for index, node in enumerate(init) if isinstance(node, (ast.Import, ast.ImportFrom)))
+    assert any(isinstance(node, ast.Assign) and node.targets[0].id == "__version__" for node in init[:first_import])
 
     def reaches(start, target, seen=()):
         return any(nxt == target or (nxt not in seen and reaches(nxt, target, (*seen, nxt)))
@@ -114,3 +138,36 @@ def test_no_import_cycles_between_the_package_modules():
 
     cycles = sorted(module for module in graph if reaches(module, module))
     assert cycles == [], f"modules on an import cycle: {cycles}"
+
+
+def test_importing_sapiens_hf_registers_everything():
+    """In a fresh process: `import sapiens_hf` registers the config, every task's model class with its Auto classes,
+    the image processor and the pipelines, so that `pipeline("sapiens-depth", model=...)` works."""
+    code = """
+import json, tempfile
+from pathlib import Path
+import sapiens_hf
+import transformers
+from transformers import AutoConfig, AutoImageProcessor, pipeline
+from sapiens_hf.tasks import TASKS
+
+config = sapiens_hf.SapiensConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                  decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], image_size=[64, 48])
+auto = {f"{task.name}/{auto_class}": getattr(transformers, auto_class)._model_mapping[type(config)].__name__
+        for task in TASKS.values() for auto_class in (task.auto_class, *task.extra_auto_classes)}
+with tempfile.TemporaryDirectory() as folder:
+    sapiens_hf.SapiensForDepthEstimation(config).save_pretrained(folder)
+    sapiens_hf.SapiensImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
+    processor = AutoImageProcessor.from_pretrained(folder)
+    image = Path(sapiens_hf.__file__).parent / "data" / "astronaut.jpg"
+    depth = pipeline("sapiens-depth", model=folder)(str(image))["predicted_depth"]
+print(json.dumps({"config": type(AutoConfig.for_model("sapiens")).__name__, "auto": auto,
+                  "processor": type(processor).__name__, "pipeline_depth": list(depth.shape)}))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["config"] == "SapiensConfig" and report["processor"] == "SapiensImageProcessorPil"
+    assert report["auto"] == {f"{task.name}/{auto_class}": task.model_class for task in TASKS.values()
+                              for auto_class in (task.auto_class, *task.extra_auto_classes)}
+    assert report["pipeline_depth"] == [512, 512]  # the sample image's size

@@ -266,7 +266,7 @@ def test_saved_models_load_by_path_with_dtype(models, processor, astronaut, tmp_
 
 
 def test_wrong_model_for_the_task_is_rejected(models, processor):
-    with pytest.raises(TypeError, match="needs a SapiensForPoseEstimation"):
+    with pytest.raises(ValueError, match="needs a SapiensForPoseEstimation"):
         pipeline("sapiens-pose", model=models["depth"], image_processor=processor)
 
 

@@ -20,12 +20,8 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 
 from sapiens_hf import metadata
 from sapiens_hf.convert import convert_original_checkpoint
-from sapiens_hf.image_processing_sapiens import (
-    SapiensImageProcessorPil,
-    decode_udp_heatmaps,
-    get_heatmap_maximum,
-    refine_keypoints_dark_udp,
-)
+from sapiens_hf.geometry import decode_udp_heatmaps, get_heatmap_maximum, refine_keypoints_dark_udp
+from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
 
 

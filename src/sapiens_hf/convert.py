@@ -484,9 +484,6 @@ def convert_to_folder(checkpoint, output_dir, task: str | None = None, **config_
     A new head (an encoder-only checkpoint converted for a task) is not saved: `from_pretrained` initialises it, so
     that `num_labels=` and other head settings can still be chosen when the folder is loaded.
     `sapiens_hf.hub.publish_converted` publishes such a folder with its provenance."""
-    if "push_to" in config_overrides:  # removed: converting and publishing are separate steps
-        raise TypeError("convert_to_folder(push_to=...) was removed: call sapiens_hf.hub.publish_converted(output_dir, "
-                        "repo_id, source=checkpoint) after converting")
     model, fresh = _convert(checkpoint, task, config_overrides)
     output_dir = Path(output_dir)
     state_dict = {key: value for key, value in model.state_dict().items() if key not in set(fresh)}

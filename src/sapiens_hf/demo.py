@@ -13,7 +13,7 @@ shown in the page as one line; the traceback goes to the server's log only.
 
 The command line imports this module (its `demo` command checks the options, then calls `serve`), so this module
 imports nothing from `sapiens_hf.cli` (the package's modules form no import cycle): `python -m sapiens_hf.demo` runs
-that command. Gradio, torch and transformers are imported inside the functions."""
+that command. Gradio, an optional dependency, is imported inside the functions that build the app."""
 
 from __future__ import annotations
 
@@ -30,7 +30,13 @@ import threading
 import time
 from pathlib import Path
 
+from .batch.inputs import Frame, Input
+from .batch.writers import FileWriter
+from .image_io import read_image
+from .image_processing_sapiens import SapiensImageProcessorPil
+from .pipelines import WrongModelError, load_task_pipeline
 from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
+from .visualization import segmentation_palette
 
 
 DEMO_TASKS = tuple(task.name for task in PIPELINE_TASKS.values())  # the tasks with a pipeline
@@ -77,8 +83,6 @@ def build_demo(models: dict, device: str | None = None, detector: str = DEFAULT_
     are the operator's choice: a request picks tasks and options, never a model or a path. Models load on first use
     (`serve` loads them first); requests queue and run one at a time."""
     import gradio as gr
-
-    from .image_processing_sapiens import SapiensImageProcessorPil
 
     app = DemoApp(models, device, detector)
     limit = SapiensImageProcessorPil.max_image_pixels
@@ -192,8 +196,6 @@ class DemoApp:
 
     def pipeline(self, task: str):
         """The task's pipeline, loaded on first use, and the seconds its loading took now (0 when cached)."""
-        from .pipelines import WrongModelError, load_task_pipeline
-
         if task in self.pipelines:
             return self.pipelines[task], 0.0
         model, started = self.models[task], time.perf_counter()
@@ -220,8 +222,6 @@ class DemoApp:
 def read_upload(path: str):
     """The upload as an `(H, W, 3)` uint8 RGB array, read as `predict` reads images: the pixel limit is checked from
     the file's header, before decoding. Errors name the file, not its temporary path."""
-    from .image_processing_sapiens import SapiensImageProcessorPil, read_image
-
     name = Path(path).name
     try:
         return read_image(path, max_pixels=SapiensImageProcessorPil.max_image_pixels)
@@ -269,9 +269,6 @@ def save_result(task: Task, result, image, output_dir: Path, file_name: str, key
     """Writes the picture and the download of one task's result into `output_dir` with `predict`'s writer, named as
     `predict` names them but for the records file (`photo_pose_vis.jpg`, `photo_keypoints.json`, `photo_seg.png`,
     `photo_depth.npy`, ...); returns their paths."""
-    from .batch.inputs import Frame, Input
-    from .batch.writers import FileWriter
-
     stem = Path(file_name).stem
     writer = FileWriter(task, output_dir, keypoint_threshold, task.records_file and f"{stem}_{task.records_file}")
     kept = writer.write(Frame(Input(Path(file_name), stem), None, image), result)
@@ -281,9 +278,7 @@ def save_result(task: Task, result, image, output_dir: Path, file_name: str, key
 
 
 def legend_html(model_config) -> str:
-    """The segmentation classes in their overlay colours (`visualization.segmentation_palette`)."""
-    from .visualization import segmentation_palette
-
+    """The segmentation classes in their overlay colours (`segmentation_palette`)."""
     names = [model_config.id2label[index] for index in range(model_config.num_labels)]
     items = [
         f'<span style="display:inline-block;margin:2px 10px 2px 0;white-space:nowrap">'

@@ -266,7 +266,7 @@ def quantize_int8(source: Path, target: Path, task, processor) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from .geometry import decode_udp_heatmaps
-    from .image_processing_sapiens import read_image
+    from .image_io import read_image
 
     # The linear layers' weights; onnxruntime's int8 attention (QAttention) does not take opset 23's Attention.
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])

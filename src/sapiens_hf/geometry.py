@@ -264,9 +264,3 @@ def decode_udp_heatmaps(
     keypoints = refine_keypoints_dark_udp(keypoints, heatmaps, kernel_size)
     return keypoints / [width - 1, height - 1] * np.asarray(input_size), scores
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# Dense maps at image size: the bilinear resize in bands of output rows
-# ---------------------------------------------------------------------------------------------------------------
-
-# Target sizes up to this many pixels are resized with one F.interpolate call, as before; larger ones in bands.

@@ -16,7 +16,6 @@ import json
 import os
 import re
 import tempfile
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -256,7 +255,6 @@ def push_to_hub(
     create_pr: bool = False,
     max_shard_size: int | str | None = "50GB",
     tags: list[str] | None = None,
-    remote_code: None = None,
 ):
     """`push_to_hub` for a Sapiens model, pipeline, config or image processor (same arguments as transformers').
 
@@ -267,9 +265,6 @@ def push_to_hub(
     users, or with the modules when the classes were registered with `register_for_auto_class` (docs/hub.md).
     Returns the `CommitInfo`.
     """
-    if remote_code is not None:  # removed: transformers' own mechanism replaces it
-        raise TypeError("push_to_hub(remote_code=...) was removed: call register_for_auto_class on the classes before "
-                        "pushing (transformers' remote code, see docs/hub.md)")
     api = HfApi(token=token)
     repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     model = obj.model if isinstance(obj, Pipeline) else obj  # a pipeline pushes its model and processor
@@ -325,19 +320,6 @@ def _ships_modules(folder: Path) -> bool:
     `register_for_auto_class`), so that its card tells users to pass `trust_remote_code=True`."""
     config = folder / "config.json"
     return config.is_file() and "auto_map" in json.loads(config.read_text())
-
-
-# Names that moved to `sapiens_hf.releases`; importing them from here still works, with a FutureWarning.
-_MOVED_TO_RELEASES = {"CONVERTED_NAMESPACE", "ORIGINAL_CHECKPOINTS", "CorruptedCheckpointError", "OriginalCheckpoint",
-                      "Score", "download_original", "find_original", "original_config",
-                      "register_original_checkpoint", "verify_file"}
-
-
-def __getattr__(name: str):
-    if name in _MOVED_TO_RELEASES:
-        warnings.warn(f"sapiens_hf.hub.{name} moved to sapiens_hf.releases.{name}", FutureWarning, stacklevel=2)
-        return getattr(releases, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["CHECKPOINT_WEIGHT_FILE", "Source", "build_model_card", "publish_converted", "push_to_hub", "source_of"]

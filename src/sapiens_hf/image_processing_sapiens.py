@@ -10,28 +10,22 @@ maps back to the image twice, as mmseg does. Original code (github.com/facebookr
 reference outputs it is tested against are in tests/fixtures/.
 """
 
-import math
-import numbers
 import os
-from functools import cache, partial
-from io import BytesIO
-from itertools import product
+from functools import partial
 
 import cv2
 import numpy as np
 import PIL.Image
-import PIL.ImageOps
 import torch
 import torch.nn.functional as F
-from huggingface_hub.utils import httpx  # the HTTP client transformers' own image loading uses
 from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_base import BatchFeature
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_utils import ChannelDimension, ImageInput, PILImageResampling, SizeDict
 from transformers.processing_utils import ImagesKwargs, Unpack
-from transformers.utils import TensorType, logging
+from transformers.utils import TensorType
 
-from .geometry import (  # noqa: F401  (re-exported: the processor's public helpers)
+from .geometry import (
     SAPIENS_MEAN,
     SAPIENS_STD,
     _parallel_map,
@@ -39,15 +33,11 @@ from .geometry import (  # noqa: F401  (re-exported: the processor's public help
     decode_udp_heatmaps,
     generate_udp_heatmaps,
     get_box_center_scale,
-    get_heatmap_maximum,
     get_udp_warp_matrix,
-    refine_keypoints_dark_udp,
-    rotation_about,
     warp_affine_bilinear,
 )
-
-
-logger = logging.get_logger(__name__)
+from .image_io import DEFAULT_MAX_IMAGE_PIXELS, check_image_pixels, load_image, to_rgb_uint8
+from .validation import check_kernel_size, check_number
 
 
 _CV2_INTERPOLATION = {
@@ -57,11 +47,6 @@ _CV2_INTERPOLATION = {
     PILImageResampling.LANCZOS: cv2.INTER_LANCZOS4,
     PILImageResampling.BOX: cv2.INTER_AREA,
 }
-
-# Largest image (height × width) processed by default. At 100 megapixels (more than common camera sensors) the
-# unavoidable per-pixel outputs stay around 1 GB: the int64 label map is 0.8 GB, depth 0.4 GB, normals 1.2 GB, the
-# decoded RGB image 0.3 GB. See docs/inference.md, "Large images".
-DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
 
 
 class SapiensImageProcessorKwargs(ImagesKwargs, total=False):
@@ -87,108 +72,8 @@ class SapiensImageProcessorKwargs(ImagesKwargs, total=False):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Input conversion
+# Checks of model outputs and post-processing arguments
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def load_image(
-    source: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None
-) -> PIL.Image.Image:
-    """Opens an image file or URL (EXIF orientation applied) without converting its mode, so that 16-bit and float
-    images reach [`to_rgb_uint8`] intact (`transformers.image_utils.load_image` converts to 8-bit RGB by clipping).
-    An image of more than `max_pixels` pixels raises a ValueError from its header, before it is decoded."""
-    source = os.fspath(source)
-    if source.startswith(("http://", "https://")):
-        data = BytesIO(httpx.get(source, timeout=timeout, follow_redirects=True).raise_for_status().content)
-    elif os.path.isfile(source):
-        data = source
-    else:
-        raise FileNotFoundError(f"No image file or http(s) URL at {source!r}")
-    try:
-        image = PIL.Image.open(data)
-    except (PIL.UnidentifiedImageError, OSError, ValueError) as error:
-        raise ValueError(f"Cannot read an image from {source!r}: {error}") from error
-    check_image_pixels(image.height, image.width, max_pixels, f"The image {source!r}")
-    try:
-        image.load()
-    except (OSError, ValueError) as error:
-        raise ValueError(f"Cannot read an image from {source!r}: {error}") from error
-    return PIL.ImageOps.exif_transpose(image)
-
-
-def read_image(image, timeout: float | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """The one way the package reads an image: a file path or URL (`load_image`) or an image object, as an
-    `(height, width, 3)` uint8 RGB array (`to_rgb_uint8`)."""
-    if isinstance(image, (str, os.PathLike)):
-        image = load_image(image, timeout=timeout, max_pixels=max_pixels)
-    return to_rgb_uint8(image)
-
-
-def _channels_last(array: np.ndarray, input_data_format, prefer_first: bool) -> np.ndarray:
-    if array.ndim == 2:
-        return array[..., None]
-    if array.ndim != 3:
-        raise ValueError(f"An image must have 2 or 3 dimensions, got an array of shape {array.shape}")
-    if input_data_format is not None:
-        return array if ChannelDimension(input_data_format) == ChannelDimension.LAST else np.moveaxis(array, 0, -1)
-    first, last = array.shape[0] in (1, 3, 4), array.shape[-1] in (1, 3, 4)
-    if first and (prefer_first or not last):
-        return np.moveaxis(array, 0, -1)
-    if last:
-        return array
-    raise ValueError(f"Cannot tell the channel axis of an image of shape {array.shape}; pass input_data_format")
-
-
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == np.uint16:
-        return (array >> 8).astype(np.uint8)  # the high byte, as cv2.imread / libpng reduce 16-bit images
-    if array.dtype == np.bool_:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.integer):
-        if array.min() < 0 or array.max() > 255:
-            raise ValueError(
-                f"Integer ({array.dtype}) image values outside [0, 255] have no known bit depth; "
-                "pass uint8 (8-bit) or uint16 (16-bit) arrays"
-            )
-        return array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise ValueError("Float images must hold finite values in [0, 1]; pass uint8 arrays for 0–255 values")
-        return np.rint(array.astype(np.float64) * 255).astype(np.uint8)
-    raise ValueError(f"Unsupported image dtype {array.dtype}")
-
-
-def to_rgb_uint8(image: ImageInput, input_data_format: str | ChannelDimension | None = None) -> np.ndarray:
-    """Any supported image as an `(height, width, 3)` uint8 RGB array, as the original sees an image read by
-    `cv2.imread`: grayscale is replicated to three channels, alpha is dropped (not composited), 16-bit values keep
-    their high byte. Float images must be in [0, 1]; torch tensors are taken as channels-first when ambiguous."""
-    if isinstance(image, PIL.Image.Image):
-        if image.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-            return np.asarray(image.convert("RGB"))  # palette, CMYK, LA, RGBA, ...: PIL drops alpha
-        array = np.asarray(image)
-        if image.mode.startswith("I;16"):
-            array = array.astype(np.uint16)
-        prefer_first = False
-    elif isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-        array, prefer_first = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy(), True
-    elif isinstance(image, np.ndarray):
-        array, prefer_first = image, False
-    else:
-        raise TypeError(f"Unsupported image type {type(image).__name__}; pass PIL images, arrays, tensors or paths")
-    if array.size == 0:
-        raise ValueError(f"Empty image of shape {array.shape}")
-    array = _to_uint8(_channels_last(array, input_data_format, prefer_first))
-    channels = array.shape[-1]
-    if channels == 1:
-        array = np.repeat(array, 3, axis=-1)
-    elif channels == 4:
-        array = array[..., :3]
-    elif channels != 3:
-        raise ValueError(f"Images must have 1, 3 or 4 channels, got {channels}")
-    return np.ascontiguousarray(array)
 
 
 def _check_finite(values: torch.Tensor, name: str) -> None:
@@ -199,35 +84,6 @@ def _check_finite(values: torch.Tensor, name: str) -> None:
             f"The model's {name} hold NaN or infinite values (NaN inputs or weights, or an fp16 overflow: run the "
             "model in float32 or bfloat16); there is no prediction to post-process"
         )
-
-
-def check_number(value, name: str, integer: bool = False, positive: bool = False, unit: bool = False):
-    """`value` if it is a finite real number (an integer with `integer`, > 0 with `positive`, in [0, 1] with `unit`),
-    else a ValueError naming the argument `name`. NumPy scalars count; bools and strings do not."""
-    kind = numbers.Integral if integer else numbers.Real
-    number = isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
-    if not (number and math.isfinite(value)) or (positive and value <= 0) or (unit and not 0 <= value <= 1):
-        noun = "integer" if integer else "number"
-        requirement = f"a positive {noun}" if positive else f"a {noun} in [0, 1]" if unit else f"a finite {noun}"
-        raise ValueError(f"{name} must be {requirement}, got {value!r}")
-    return value
-
-
-def check_image_pixels(height: int, width: int, max_pixels: int | None, what: str = "The image") -> None:
-    """A ValueError if a `height` × `width` image exceeds `max_pixels` (the processor's `max_image_pixels`)."""
-    if max_pixels is not None and height * width > max_pixels:
-        raise ValueError(
-            f"{what} is {height}×{width} = {height * width / 1e6:.1f} megapixels, more than the processor's "
-            f"max_image_pixels = {max_pixels:,} ({max_pixels / 1e6:g} MP), which bounds memory: raise "
-            "`processor.max_image_pixels` (or set it to None) to process it anyway"
-        )
-
-
-def check_kernel_size(kernel_size) -> int:
-    """The Gaussian blur kernel of the DARK refinement: a positive odd integer."""
-    if check_number(kernel_size, "kernel_size", integer=True, positive=True) % 2 == 0:
-        raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}")
-    return kernel_size
 
 
 def check_sizes(sizes, name: str, count: int) -> list:
@@ -281,11 +137,6 @@ def _as_list(inputs, single_ndims: tuple[int, ...]) -> list:
     return [inputs]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Top-down crops (mmpose GetBBoxCenterScale + TopdownAffine(use_udp=True))
-# ---------------------------------------------------------------------------------------------------------------
-
-
 def _crop_parameters(value, name: str, num_crops: int) -> np.ndarray:
     """`crop_center` / `crop_scale` as given back to post-processing: `(num_crops, 2)` finite numbers."""
     array = np.asarray(value.cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
@@ -295,93 +146,34 @@ def _crop_parameters(value, name: str, num_crops: int) -> np.ndarray:
     return array
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Dense maps at image size: the bilinear resize in bands of output rows
+# ---------------------------------------------------------------------------------------------------------------
+
+# Target sizes up to this many pixels are resized with one F.interpolate call; larger ones in bands of output rows.
 BANDED_RESIZE_MIN_PIXELS = 1 << 22  # 4.2 MP, e.g. 2048 × 2048
 _BAND_ELEMENTS = 1 << 21  # floats per band (channels × rows × width): 8 MB
 
 
-def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """float32 `a * b + c` rounded once, as a fused multiply-add: the product is exact in float64; the float64 sum is
-    rounded to odd (TwoSum gives its exact error), after which rounding to float32 is correct."""
-    product, c = a.double() * b.double(), c.double()
-    total = product + c
-    part = total - product
-    error = (product - (total - part)) + (c - part)
-    even = (total.view(torch.int64) & 1) == 0
-    toward = torch.copysign(torch.tensor(math.inf, dtype=torch.float64), error)
-    return torch.where((error != 0) & even, torch.nextafter(total, toward), total).float()
-
-
-_COMBINE = {  # a bilinear output value from its two source rows' values t0, t1 and weights w0, w1
-    "t0 * w0 + t1 * w1": lambda t0, w0, t1, w1: t0 * w0 + t1 * w1,
-    "fma(t0, w0, t1 * w1)": lambda t0, w0, t1, w1: _fma(t0, w0, t1 * w1),
-    "fma(t1, w1, t0 * w0)": lambda t0, w0, t1, w1: _fma(t1, w1, t0 * w0),
-}
-
-
-def _source_rows(in_size: int, out_size: int, fused: bool) -> tuple[torch.Tensor, ...]:
-    """Per output row, the two source rows and their weights in PyTorch's CPU bilinear kernel (align_corners=False;
-    ATen's `compute_source_index_and_lambda`): source = max(0, scale · (y + 0.5) − 0.5) with scale = in / out in
-    float32, rounded once when the build `fused` it into an FMA (the float64 product and difference are exact)."""
-    if in_size == out_size:
-        rows = torch.arange(out_size)
-        return rows, rows, torch.ones(out_size), torch.zeros(out_size)
-    scale = torch.tensor(in_size, dtype=torch.float32) / out_size
-    centre = torch.arange(out_size, dtype=torch.float32) + 0.5
-    source = (scale.double() * centre.double() - 0.5).float() if fused else scale * centre - 0.5
-    source = source.clamp_(min=0)
-    row0 = source.floor().long().clamp_(max=in_size - 1)
-    weight1 = (source - row0).clamp_(0, 1)
-    return row0, row0 + (row0 < in_size - 1), 1 - weight1, weight1
-
-
-def _bilinear_bands(maps: torch.Tensor, size: tuple[int, int], rows_per_band: int | None = None, variant=None):
-    """Yields `(start, stop, band)` with band = `F.interpolate(maps[None], size, mode="bilinear",
-    align_corners=False)[0, :, start:stop]` for consecutive bands of output rows, bit for bit (see
-    `_kernel_variant`), computing each band from the few source rows it reads: every source row is resized in width
-    by F.interpolate itself, then the two rows of each output row are combined as PyTorch's kernel does."""
-    fused, combine = variant or _kernel_variant()
-    channels, out_width = len(maps), size[1]
-    row0, row1, weight0, weight1 = _source_rows(maps.shape[1], size[0], fused)
-    step = rows_per_band or max(1, _BAND_ELEMENTS // (channels * out_width))
-    for start in range(0, size[0], step):
-        stop = min(size[0], start + step)
+def _bilinear_bands(maps: torch.Tensor, size: tuple[int, int], rows_per_band: int | None = None):
+    """Yields `(start, stop, band)` for consecutive bands of output rows of `maps` `(channels, h, w)` resized
+    bilinearly to `size` (align_corners=False), each computed from the source rows it needs: F.interpolate resizes
+    them in width, then each output row y weighs its two source rows at the source coordinate F.interpolate samples,
+    max(0, (y + 0.5) · h / height − 0.5). The coordinates are computed in float64, where F.interpolate rounds them to
+    float32 (tests/test_dense_memory.py says by how much that differs)."""
+    channels, (height, width), last = len(maps), size, maps.shape[1] - 1
+    source = ((torch.arange(height, dtype=torch.float64) + 0.5) * (maps.shape[1] / height) - 0.5).clamp_(min=0)
+    row0 = source.long().clamp_(max=last)
+    row1 = (row0 + 1).clamp_(max=last)
+    weight1 = (source - row0).float()[:, None]
+    step = rows_per_band or max(1, _BAND_ELEMENTS // (channels * width))
+    for start in range(0, height, step):
+        stop = min(height, start + step)
         low, high = int(row0[start]), int(row1[stop - 1]) + 1
-        # (channels, 1, rows, width): one channel per batch item keeps PyTorch on its generic kernel
-        rows = F.interpolate(
-            maps[:, None, low:high], size=(high - low, out_width), mode="bilinear", align_corners=False
-        )
-        rows = rows[:, 0]
-        yield (
-            start,
-            stop,
-            _COMBINE[combine](
-                rows[:, row0[start:stop] - low],
-                weight0[start:stop, None],
-                rows[:, row1[start:stop] - low],
-                weight1[start:stop, None],
-            ),
-        )
-
-
-@cache
-def _kernel_variant() -> tuple[bool, str]:
-    """How PyTorch's CPU bilinear kernel rounds here: whether the compiler fused `scale · (y + 0.5) − 0.5` and which
-    product of `t0 · w0 + t1 · w1` into an FMA depends on the build and the CPU's instruction set, so the banded
-    resize takes the variant that reproduces F.interpolate exactly on a probe. Should none (an unknown build),
-    it keeps unfused arithmetic, within about 1e-7 relative of F.interpolate, and says so."""
-    probe = torch.randn(2, 10, 37, generator=torch.Generator().manual_seed(0))
-    size = (223, 301)  # output height + width > 128: PyTorch's generic kernel, as for image sizes
-    expected = F.interpolate(probe[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    for variant in product((True, False), _COMBINE):
-        if all(
-            torch.equal(band, expected[:, start:stop]) for start, stop, band in _bilinear_bands(probe, size, 7, variant)
-        ):
-            return variant
-    logger.warning(
-        "This PyTorch build rounds bilinear interpolation in a way sapiens_hf does not reproduce: dense maps larger "
-        f"than {BANDED_RESIZE_MIN_PIXELS:,} pixels may differ from F.interpolate in the last bit"
-    )
-    return False, "t0 * w0 + t1 * w1"
+        rows = F.interpolate(maps[None, :, low:high], size=(high - low, width), mode="bilinear", align_corners=False)
+        weight = weight1[start:stop]
+        band = rows[0, :, row0[start:stop] - low] * (1 - weight) + rows[0, :, row1[start:stop] - low] * weight
+        yield start, stop, band
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -792,7 +584,7 @@ class SapiensImageProcessorPil(PilBackend):
         """`(start, stop, band)` covering `maps` `(channels, h, w)` resized bilinearly (align_corners=False) to the
         model input size, then to `target_size` (when given) — the two resizes of mmseg's `predict_by_feat` and
         `postprocess_result`. Up to `BANDED_RESIZE_MIN_PIXELS` one band (one F.interpolate call), above that bands
-        of about 8 MB, bit-identical to it, so that memory does not grow with classes × image size."""
+        of about 8 MB (`_bilinear_bands`), so that memory does not grow with classes × image size."""
         size = (self.size["height"], self.size["width"])
         maps = F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
         if target_size is None:
@@ -893,15 +685,4 @@ def _unit_length(normals: torch.Tensor) -> torch.Tensor:
     return normals / (torch.linalg.vector_norm(normals, dim=0, keepdim=True) + 1e-5)
 
 
-__all__ = [
-    "SAPIENS_MEAN",
-    "SAPIENS_STD",
-    "SapiensImageProcessorPil",
-    "decode_udp_heatmaps",
-    "generate_udp_heatmaps",
-    "get_box_center_scale",
-    "get_udp_warp_matrix",
-    "load_image",
-    "to_rgb_uint8",
-    "warp_affine_bilinear",
-]
+__all__ = ["SapiensImageProcessorPil"]

@@ -27,16 +27,17 @@ from transformers.pipelines.base import ChunkPipeline
 
 from .exported_model import SapiensExportedModel, is_export_folder
 from .geometry import check_boxes
-from .image_processing_sapiens import SapiensImageProcessorPil, check_kernel_size, check_number, read_image
+from .image_io import read_image
+from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
 from .tasks import PIPELINE_TASKS, TASKS, get_task, task_of_class
+from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
 
-class WrongModelError(ValueError, TypeError):
-    """A model of another task, or without a task head, given to a Sapiens pipeline (also a TypeError, which the
-    pipelines raised for it before)."""
+class WrongModelError(ValueError):
+    """A model of another task, or without a task head, given to a Sapiens pipeline."""
 
 
 class _SapiensPipelineMixin:

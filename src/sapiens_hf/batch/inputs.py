@@ -8,24 +8,26 @@ or a local imagefolder/parquet folder, streamed or not) as one sequence in a fix
 `chunk_size` consecutive items. A chunk is the unit of work and of output: one process (and in it one DataLoader
 worker) reads and pre-processes it, the models see its images in batches formed inside it, and it is written as one
 shard. Which process does a chunk changes nothing in its content, so 1, 2 or 16 processes, and a run resumed after a
-kill, give the same shards. OpenCV, numpy and PIL are imported inside the functions that use them (torch for the
-DataLoader dataset)."""
+kill, give the same shards."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import cv2
+import numpy as np
+import PIL.Image
 import torch
 
+from ..image_io import DEFAULT_MAX_IMAGE_PIXELS, read_image
 
-if TYPE_CHECKING:
-    import numpy as np
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
@@ -123,8 +125,6 @@ def name_clashes(inputs: list[Input]) -> list[str]:
 def count_frames(entry: Input) -> int:
     if not entry.is_video:
         return 1
-    import cv2
-
     capture = cv2.VideoCapture(str(entry.file))
     frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
     capture.release()
@@ -133,10 +133,6 @@ def count_frames(entry: Input) -> int:
 
 def read_frames(entry: Input):
     """Yields the frames of an image (one, index None) or a video; raises ValueError for an unreadable file."""
-    import cv2
-
-    from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
-
     if not entry.is_video:  # an oversized file is refused from its header, before it is decoded
         yield Frame(entry, None, read_image(entry.file, max_pixels=DEFAULT_MAX_IMAGE_PIXELS))
         return
@@ -191,8 +187,6 @@ class FileSource:
     each once; ids are the paths as found."""
 
     def __init__(self, paths: list[str], exclude: Path | None = None):
-        import PIL.Image
-
         suffixes = {suffix.lower() for suffix in PIL.Image.registered_extensions()}
         found, missing = find_files(paths, suffixes, exclude)
         if missing:
@@ -268,12 +262,6 @@ def _image_value(value):
 def decode(value) -> np.ndarray:
     """An input image as uint8 RGB: a path or URL, encoded bytes, or an image object (`read_image`, with its pixel
     limit checked before decoding)."""
-    import io
-
-    import PIL.Image
-
-    from ..image_processing_sapiens import DEFAULT_MAX_IMAGE_PIXELS, read_image
-
     if isinstance(value, bytes):
         image = PIL.Image.open(io.BytesIO(value))  # a header that PIL cannot parse raises here
         if image.width * image.height > DEFAULT_MAX_IMAGE_PIXELS:

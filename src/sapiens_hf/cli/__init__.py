@@ -4,9 +4,8 @@ shards (`annotate`), and checkpoint conversion, e.g.
 `sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose`. This module
 holds the entry point (`main`, the parser, the checks of the arguments alone) and the `convert` command; `predict`'s
 checks and messages are in `predict`, the error plumbing in `errors`; both batch commands run on `sapiens_hf.batch`.
-The parser and everything at module level use the standard library only, and so does `import sapiens_hf` (see its
-`__init__`): `sapiens-hf --help` and a mistyped option answer at once. torch, transformers, OpenCV and the models
-are imported inside the commands that need them."""
+The `annotate` and `demo` commands import their modules when they run: they bring pyarrow and Gradio, which the
+other commands do not need."""
 
 from __future__ import annotations
 
@@ -16,6 +15,10 @@ import os
 import sys
 from pathlib import Path
 
+from .. import convert as conversion
+from .. import hub
+from ..export import ExportError
+from ..export import export as export_model
 from ..tasks import TASKS, get_task
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
@@ -119,14 +122,10 @@ def output_problem(output: Path) -> str | None:
 
 
 def convert(args) -> int:
-    from ..convert import convert_to_folder
-
     try:
-        convert_to_folder(args.checkpoint, args.output_dir, task=args.task, **dict(args.config))
+        conversion.convert_to_folder(args.checkpoint, args.output_dir, task=args.task, **dict(args.config))
         if args.push_to is not None:
-            from ..hub import publish_converted
-
-            publish_converted(args.output_dir, args.push_to, source=args.checkpoint)
+            hub.publish_converted(args.output_dir, args.push_to, source=args.checkpoint)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
@@ -137,13 +136,11 @@ def convert(args) -> int:
 
 
 def export(args) -> int:
-    from ..export import ExportError, export
-
     try:
-        manifest = export(args.model, args.output_dir, format=args.format, dtype=args.dtype,
-                          dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
-                          input_size=args.input_size, quantize=args.quantize, opset=args.opset,
-                          config_overrides=dict(args.config), overwrite=args.overwrite)
+        manifest = export_model(args.model, args.output_dir, format=args.format, dtype=args.dtype,
+                                dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
+                                input_size=args.input_size, quantize=args.quantize, opset=args.opset,
+                                config_overrides=dict(args.config), overwrite=args.overwrite)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
@@ -189,7 +186,7 @@ def demo(args) -> int:
         raise usage_error(problems)
     if importlib.util.find_spec("gradio") is None:
         raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
-    from .. import demo as web_demo  # Gradio, torch and transformers load only here
+    from .. import demo as web_demo  # Gradio loads only here
 
     return web_demo.serve(dict(args.model), device=args.device, port=args.port, share=args.share,
                           detector=args.detector)

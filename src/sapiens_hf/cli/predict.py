@@ -3,7 +3,7 @@ argument is checked before any work; it never replaces a file that it did not wr
 never reads its own outputs (the output folder is left out of folder searches); it records its progress in a JSON
 Lines file in the output folder as results are written, so an interrupted run (SIGINT/SIGTERM) keeps every finished
 image and the same command resumes it. The run itself is `sapiens_hf.batch`'s; this module checks the arguments and
-presents the errors. torch, transformers and the models are imported inside the functions that need them."""
+presents the errors."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ import re
 import sys
 from pathlib import Path
 
+import torch
+from huggingface_hub import constants
+
+from ..batch.engine import Interrupted, predict_files
+from ..batch.inputs import collect_inputs, file_identity, name_clashes
+from ..batch.writers import FileWriter, ProgressFile
+from ..convert import check_config_overrides
+from ..pipelines import WrongModelError, load_task_pipeline
 from ..tasks import TASKS
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 
@@ -21,8 +29,6 @@ from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_
 
 
 def device_problem(device: str | None) -> str | None:
-    import torch
-
     if device is None:
         return None
     try:
@@ -45,8 +51,6 @@ def device_problem(device: str | None) -> str | None:
 
 
 def config_problems(overrides: list[tuple[str, object]]) -> list[str]:
-    from ..convert import check_config_overrides
-
     problems = []
     for key, value in overrides:
         try:
@@ -93,10 +97,6 @@ def load_pipeline(args):
 def load_or_explain(task: str, model: str | None, device, dtype: str | None, config: list):
     """`pipelines.load_task_pipeline`, its failures as one-line CLI errors: a model of another task is a usage error,
     any other loading failure says how to use a local or converted checkpoint (SAPIENS_HF_DEBUG=1: traceback)."""
-    import torch
-
-    from ..pipelines import WrongModelError, load_task_pipeline
-
     model_id = model or TASKS[task].default_checkpoint
     try:
         return load_task_pipeline(task, model_id, device=device, dtype=dtype and getattr(torch, dtype),
@@ -112,8 +112,6 @@ def load_or_explain(task: str, model: str | None, device, dtype: str | None, con
 def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
     """The message of a model that cannot be loaded: why, and for a Hub id how to use a local or converted
     checkpoint (a local file or folder gets the reason only)."""
-    from huggingface_hub import constants
-
     first = f"error: could not load {model_id} for --task {task}: {with_cli_hint(error)}"
     if Path(model_id).exists():
         return [first]
@@ -143,10 +141,6 @@ def run_settings(args) -> dict:
 
 
 def predict(args) -> int:
-    from ..batch.engine import Interrupted, predict_files
-    from ..batch.inputs import collect_inputs, file_identity, name_clashes
-    from ..batch.writers import FileWriter, ProgressFile
-
     output_dir, task = Path(args.output), TASKS[args.task]
     inputs, failures = collect_inputs(args.inputs, exclude=output_dir)
     if not inputs and not failures:

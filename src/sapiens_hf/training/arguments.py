@@ -19,7 +19,7 @@ from ..configuration_sapiens import SapiensConfig
 from ..image_processing_sapiens import SapiensImageProcessorPil
 
 
-# The package's one logger ("sapiens_hf.training"), as before the split: `parse_arguments` sets its level for
+# The package's one logger ("sapiens_hf.training"), shared by its modules: `parse_arguments` sets its level for
 # every module here.
 logger = logging.getLogger(__package__)
 

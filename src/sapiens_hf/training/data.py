@@ -22,7 +22,7 @@ import PIL.Image
 import torch
 from transformers import TrainingArguments
 
-from ..image_processing_sapiens import read_image  # noqa: F401  (image columns: path, PIL image or array)
+from ..image_io import read_image  # noqa: F401  (image columns: path, PIL image or array)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType
 
 
-# The package's one logger ("sapiens_hf.training"), as before the split: `parse_arguments` sets its level for
+# The package's one logger ("sapiens_hf.training"), shared by its modules: `parse_arguments` sets its level for
 # every module here.
 logger = logging.getLogger(__package__)
 
