@@ -128,9 +128,10 @@ def test_no_import_cycles_between_the_package_modules():
         if module != "__init__":
             graph.setdefault(module, set()).update(package_imports(path) - {module, "__init__"})
             assert names_from_the_package_root(path) <= {"__version__"}, path
-    init = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8")).body
-    first_import = next(index for index, node in enumerate(init) if isinstance(node, (ast.Import, ast.ImportFrom)))
-    assert any(isinstance(node, ast.Assign) and node.targets[0].id == "__version__" for node in init[:first_import])
+    init = list(ast.walk(ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))))
+    first_import = min(node.lineno for node in init if isinstance(node, ast.ImportFrom) and node.level)
+    assert any(isinstance(node, ast.Assign) and node.targets[0].id == "__version__" and node.lineno < first_import
+               for node in init)
 
     def reaches(start, target, seen=()):
         return any(nxt == target or (nxt not in seen and reaches(nxt, target, (*seen, nxt)))
