@@ -140,7 +140,7 @@ def test_convert_subcommand_calls_the_converter(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr("sapiens_hf.convert.convert_to_folder", lambda *args, **kwargs: calls.append((args, kwargs)))
     monkeypatch.setattr("sapiens_hf.hub.publish_converted", lambda *args, **kwargs: calls.append((args, kwargs)))
-    assert main(["convert", "model.pth", str(tmp_path), "--task", "depth", "--push-to", "me/sapiens-depth"]) == 0
+    assert main(["convert", "model.pth", str(tmp_path), "--task", "depth", "--push-to-hub", "me/sapiens-depth"]) == 0
     assert calls == [(("model.pth", str(tmp_path)), {"task": "depth"}),
                      ((str(tmp_path), "me/sapiens-depth"), {"source": "model.pth"})]
 
@@ -206,7 +206,7 @@ print(json.dumps({"helps": helps, "optional": sorted({"gradio", "pyarrow"} & set
     helps = report["helps"]
     assert "usage: sapiens-hf" in helps["--help"] and "predict" in helps["--help"] and "convert" in helps["--help"]
     assert "--task {pose,segmentation,depth,normal}" in helps["predict --help"] and "--dtype" in helps["predict --help"]
-    assert "usage: sapiens-hf convert" in helps["convert --help"] and "--push-to" in helps["convert --help"]
+    assert "usage: sapiens-hf convert" in helps["convert --help"] and "--push-to-hub" in helps["convert --help"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -486,3 +486,39 @@ def test_a_resumed_predict_does_again_the_inputs_that_changed(seg_model, tmp_pat
     assert "Predicted again 2 input(s)" in capsys.readouterr().out
     with PIL.Image.open(tmp_path / "out" / "x_seg.png") as written:
         assert written.size == (50, 20)
+
+
+def test_one_grammar_for_every_command(seg_model, tmp_path, capsys):
+    """The same spelling means the same thing in every command: --version; --help ends with examples; --dtype takes
+    the torch names and the short ones; --device auto; --model MODEL or TASK=MODEL; --push-to-hub; --quiet
+    silences the loading bars."""
+    from sapiens_hf import __version__
+    from sapiens_hf.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.strip() == f"sapiens-hf {__version__}"
+    parser = build_parser()
+    for command in ("predict", "annotate", "export", "convert", "demo"):
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, "--help"])
+        text = capsys.readouterr().out
+        assert f"examples:\n  sapiens-hf {command}" in text or "examples:\n  accelerate" in text, command
+        assert "--quiet" in text
+    for spelling in ("bf16", "bfloat16"):
+        assert parser.parse_args(["export", "m", "out", "--dtype", spelling]).dtype == "bfloat16"
+        assert parser.parse_args(["predict", "--task", "seg", "x.jpg", "--output", "o", "--dtype", spelling]).dtype \
+            == "bfloat16"
+    assert parser.parse_args(["convert", "a.pth", "out", "--push-to-hub", "me/x"]).push_to_hub == "me/x"
+    assert parser.parse_args(["annotate", "x/", "--task", "seg", "--output", "o", "--device", "auto"]).device is None
+
+    photo = photos(tmp_path / "in", ["a.jpg"])
+    common = [str(photo), "--task", "seg", "--device", "auto", "--dtype", "fp32", "--quiet"]
+    assert main(["predict", "--model", f"seg={seg_model}", *common, "--output", str(tmp_path / "a")]) == 0
+    assert main(["predict", "--model", seg_model, *common, "--output", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "a" / "a_seg.png").read_bytes() == (tmp_path / "b" / "a_seg.png").read_bytes()
+    assert "Loading weights" not in capsys.readouterr().err  # --quiet
+    assert main(["predict", "--model", f"depth={seg_model}", *common, "--output", str(tmp_path / "c")]) == 2
+    assert "this run's --task is segmentation" in capsys.readouterr().err
+    assert main(["annotate", str(photo), "--task", "seg", "--model", seg_model, "--output", str(tmp_path / "d"),
+                 "--device", "cpu", "--workers", "0", "--quiet"]) == 0

@@ -205,7 +205,7 @@ def test_convert_cli_publishes_with_source_hash_and_removes_stale_weights(client
 from sapiens_hf import convert
 from sapiens_hf.cli import main
 convert.HEADS_BY_WIDTH[32] = 2  # the tiny checkpoint's width counts as a released size
-main(["convert", "{tmp_path / POSE_FILE}", "converted", "--push-to", "tester/converted"])
+main(["convert", "{tmp_path / POSE_FILE}", "converted", "--push-to-hub", "tester/converted"])
 model = transformers.AutoModelForPoseEstimation.from_pretrained("tester/converted")
 print(json.dumps(dict(same=same_weights(model, sapiens_hf.convert_original_checkpoint("{tmp_path / POSE_FILE}")))))
 """)
@@ -273,7 +273,7 @@ print(json.dumps([type(config).__module__, type(model).__module__, type(processo
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# What a push uploads and deletes (regressions: a convert --push-to deleted the user's *.py files and uploaded
+# What a push uploads and deletes (regressions: a convert --push-to-hub deleted the user's *.py files and uploaded
 # unrelated files of the output folder; the stale-weight clean-up deleted weights in subfolders of the repo)
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -294,7 +294,7 @@ def test_convert_push_uploads_only_the_checkpoint_and_never_touches_other_local_
 from sapiens_hf import convert
 from sapiens_hf.cli import main
 convert.HEADS_BY_WIDTH[32] = 2  # the tiny checkpoint's width counts as a released size
-main(["convert", "{tmp_path / POSE_FILE}", "converted", "--push-to", "tester/converted"])
+main(["convert", "{tmp_path / POSE_FILE}", "converted", "--push-to-hub", "tester/converted"])
 print("{{}}")
 """)
     assert {name: (output / name).read_bytes() for name in own} == own  # unchanged, and nothing deleted

@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from .. import __version__, hub
 from .. import convert as conversion
-from .. import hub
 from ..export import ExportError
 from ..export import export as export_model
 from ..tasks import TASKS, get_task
@@ -24,7 +24,9 @@ from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
 
 
-DTYPES = ("bfloat16", "float16", "float32")  # names of torch dtypes, resolved when the model is loaded
+DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes, resolved when the model is loaded
+DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the export manifest's names
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
@@ -37,6 +39,19 @@ def task_name(text: str) -> str:
         return get_task(text).name
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def dtype_name(text: str) -> str:
+    """`--dtype`: a torch dtype name (float32, float16, bfloat16), or its short form (fp32, fp16, bf16)."""
+    name = DTYPE_ALIASES.get(text, text)
+    if name not in DTYPES:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(DTYPES)} (or fp32, fp16, bf16), got {text!r}")
+    return name
+
+
+def device_name(text: str) -> str | None:
+    """`--device`: "auto" (the default: the first GPU if any, else the CPU) or a torch device."""
+    return None if text == "auto" else text
 
 
 def config_override(text: str) -> tuple[str, object]:
@@ -64,6 +79,10 @@ def argument_problems(args) -> list[str]:
         return problems + annotate_problems(args)
     if args.command != "predict":
         return problems
+    if args.model is not None:  # MODEL or TASK=MODEL, as in the other commands
+        task, args.model = args.model
+        if task not in (None, args.task):
+            problems.append(f"--model {task}=...: this run's --task is {args.task}")
     if args.flip_test and not TASKS[args.task].flip_test:
         problems.append(f"--flip-test applies to --task {' and '.join(FLIP_TEST_TASKS)}")
     if args.detector and not TASKS[args.task].top_down:
@@ -81,18 +100,33 @@ def annotate_problems(args) -> list[str]:
         problems.append("--workers must be 0 (decode in the main process) or more")
     if args.device not in (None, "cpu"):
         problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
-    unknown = [task for task in dict(args.model) if task not in args.task]
+    unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
     if unknown:
         problems.append(f"--model given for {unknown}, which --task does not ask for")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
-def task_model(text: str) -> tuple[str, str]:
-    """`--model TASK=MODEL`."""
+def task_model(text: str) -> tuple[str | None, str]:
+    """`--model MODEL` (the model of the one task asked for) or `--model TASK=MODEL`, as in every command."""
     task, equals, model = text.partition("=")
-    if not equals or not model:
-        raise argparse.ArgumentTypeError(f"expected TASK=MODEL (e.g. pose=facebook/sapiens-pose-1b), got {text!r}")
+    if not equals:
+        return None, text
+    if not model:
+        raise argparse.ArgumentTypeError(f"expected MODEL or TASK=MODEL (e.g. pose=facebook/sapiens-pose-1b), got "
+                                         f"{text!r}")
     return task_name(task), model
+
+
+def models_by_task(args, tasks: list[str]) -> dict[str, str]:
+    """The `--model` arguments by task: a bare MODEL belongs to the one task of `tasks`."""
+    models = {}
+    for task, model in args.model:
+        if task is None:
+            if len(tasks) != 1:
+                raise usage_error([f"--model {model}: name its task (--model TASK={model}) when there are several"])
+            task = tasks[0]
+        models[task] = model
+    return models
 
 
 def dense_size(text: str) -> tuple[int, int] | None:
@@ -124,8 +158,8 @@ def output_problem(output: Path) -> str | None:
 def convert(args) -> int:
     try:
         conversion.convert_to_folder(args.checkpoint, args.output_dir, task=args.task, **dict(args.config))
-        if args.push_to is not None:
-            hub.publish_converted(args.output_dir, args.push_to, source=args.checkpoint)
+        if args.push_to_hub is not None:
+            hub.publish_converted(args.output_dir, args.push_to_hub, source=args.checkpoint)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
@@ -137,7 +171,7 @@ def convert(args) -> int:
 
 def export(args) -> int:
     try:
-        manifest = export_model(args.model, args.output_dir, format=args.format, dtype=args.dtype,
+        manifest = export_model(args.model, args.output_dir, format=args.format, dtype=EXPORT_DTYPES[args.dtype],
                                 dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
                                 input_size=args.input_size, quantize=args.quantize, opset=args.opset,
                                 config_overrides=dict(args.config), overwrite=args.overwrite)
@@ -163,7 +197,7 @@ def annotate(args) -> int:
                                    args.streaming)
         else:
             source = FileSource(read_list_file(args.list) if args.list else args.inputs, exclude=Path(args.output))
-        models = {task: dict(args.model).get(task) for task in args.task}
+        models = {task: models_by_task(args, args.task).get(task) for task in args.task}
         summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
@@ -180,16 +214,34 @@ def demo(args) -> int:
 
     from .predict import device_problem
 
-    problems = [f"--model {task}=...: the demo runs {', '.join(PIPELINE_TASK_NAMES)}" for task, _ in args.model
-                if task not in PIPELINE_TASK_NAMES] + [problem for problem in [device_problem(args.device)] if problem]
+    models = models_by_task(args, PIPELINE_TASK_NAMES)
+    problems = [problem for problem in [device_problem(args.device)] if problem]
     if problems:
         raise usage_error(problems)
     if importlib.util.find_spec("gradio") is None:
         raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
     from .. import demo as web_demo  # Gradio loads only here
 
-    return web_demo.serve(dict(args.model), device=args.device, port=args.port, share=args.share,
-                          detector=args.detector)
+    return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=args.detector)
+
+
+EXAMPLES = {
+    "predict": f"""examples:
+  sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b {SAMPLE_IMAGE} --output out/
+  sapiens-hf predict --task depth --model ./sapiens-depth-0.3b photos/ clip.mp4 --output out/ --device auto""",
+    "annotate": """examples:
+  sapiens-hf annotate photos/ --task pose --task depth --output annotations/
+  accelerate launch -m sapiens_hf.cli annotate --dataset user/people --task seg --model seg=./my-seg --output out/""",
+    "export": """examples:
+  sapiens-hf export facebook/sapiens-pose-0.3b out/pose-onnx --dynamic-batch --quantize int8
+  sapiens-hf export ./sapiens-depth-0.3b out/depth-pt2 --format exported-program --dtype bfloat16""",
+    "convert": """examples:
+  sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose
+  sapiens-hf convert sapiens_1b_epoch_173_clean.pth out/encoder-1b --push-to-hub me/sapiens-1b""",
+    "demo": """examples:
+  sapiens-hf demo
+  sapiens-hf demo --model pose=facebook/sapiens-pose-1b --model seg=./my-seg --device cuda --share""",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,25 +251,32 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Exit codes: 0 done, 1 some inputs failed or the model/checkpoint could not be loaded, 2 bad arguments "
         f"(nothing done), 128+N stopped by signal N. {DEBUG_ENV}=1 shows tracebacks.",
     )
+    parser.add_argument("--version", action="version", version=f"sapiens-hf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = "override a model config field, e.g. num_attention_heads=16 (VALUE read as JSON); repeatable"
+    device_help = '"auto" (the default: the first GPU if any, else the CPU), "cpu", "cuda", "cuda:1", ...'
+    dtype_help = "float32 (default; an export folder: the dtype it was exported in), float16 or bfloat16"
+    model_help = ("MODEL, or TASK=MODEL: a Hub id (converted, or Meta's original release), a local folder (converted, "
+                  "laid out like an original repo, or written by sapiens-hf export) or an original .pth/.pt2 file")
 
-    run = commands.add_parser("predict", help="predict on images, folders and videos")
+    def command(name: str, help: str):
+        sub = commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.add_argument("--quiet", action="store_true", help="no progress bars, no loading messages")
+        return sub
+
+    run = command("predict", "predict on images, folders and videos")
     run.add_argument("--task", required=True, type=task_name, choices=PIPELINE_TASK_NAMES,
                      help="pose, segmentation (or seg), depth or normal")
-    run.add_argument(
-        "--model",
-        help="Hub id (converted, or Meta's original release), local folder (converted, laid out like an original "
-        "repo, or written by sapiens-hf export) or original .pth/.pt2 file (default: the task's original 0.3B "
-        "release, facebook/sapiens-<task>-0.3b)",
-    )
+    run.add_argument("--model", type=task_model,
+                     help=model_help + " (default: the task's original 0.3B release, facebook/sapiens-<task>-0.3b)")
     run.add_argument("inputs", nargs="+", help=f"images, folders or videos (e.g. {SAMPLE_IMAGE})")
     run.add_argument("--output", required=True, help="output folder (never searched for inputs)")
     run.add_argument("--overwrite", action="store_true",
                      help="replace existing files that this run did not write, and start afresh instead of resuming")
     run.add_argument("--batch-size", type=int, default=1, help="images/frames per forward pass")
-    run.add_argument("--device", help='"cpu", "cuda", "cuda:1", ... (default: the first GPU if any, else the CPU)')
-    run.add_argument("--dtype", choices=DTYPES, help="float32 unless given (an export folder runs in the dtype it was exported in)")
+    run.add_argument("--device", type=device_name, help=device_help)
+    run.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
     run.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                      help=config_help)
     run.add_argument("--flip-test", action="store_true",
@@ -225,12 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
     run.add_argument("--detector-threshold", type=float, default=0.3)
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(handler=predict.predict)
 
-    notes = commands.add_parser(
-        "annotate", help="annotate a folder tree, a file list or a datasets dataset into Parquet shards, resumably; "
-        "in parallel with `accelerate launch -m sapiens_hf.cli annotate ...`")
+    notes = command("annotate", "annotate a folder tree, a file list or a datasets dataset into Parquet shards, "
+                    "resumably; in parallel with `accelerate launch -m sapiens_hf.cli annotate ...`")
     notes.add_argument("inputs", nargs="*", help="images and folders (searched recursively)")
     notes.add_argument("--list", help="a text file with one image path per line (relative to the file)")
     notes.add_argument("--dataset", help="a datasets dataset: Hub id or local imagefolder/parquet folder")
@@ -241,8 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it first")
     notes.add_argument("--task", required=True, action="append", type=task_name, choices=PIPELINE_TASK_NAMES,
                        help="pose, segmentation (or seg), depth or normal; repeat it for several tasks in one pass")
-    notes.add_argument("--model", action="append", default=[], type=task_model, metavar="TASK=MODEL",
-                       help="the model of a task (default: the task's released 0.3B model); repeatable")
+    notes.add_argument("--model", action="append", default=[], type=task_model,
+                       help=model_help + " (default: the task's released 0.3B model); repeatable")
     notes.add_argument("--output", required=True, help="output folder: Parquet shards + .sapiens-hf/ (manifest, "
                        "errors); a re-run of the same command resumes it")
     notes.add_argument("--overwrite", action="store_true", help="start afresh over a run with other settings")
@@ -252,20 +309,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="size of the stored depth and normal maps, or 'image' (default 256x192)")
     notes.add_argument("--workers", type=int, help="DataLoader workers decoding per process (default: none on the "
                        "CPU, else the process's spare cores, at most 4)")
-    notes.add_argument("--device", help='"cpu" to stay on the CPU (default: what accelerate picks)')
-    notes.add_argument("--dtype", choices=DTYPES, help="float32 unless given (an export folder runs in the dtype it was exported in)")
+    notes.add_argument("--device", type=device_name,
+                       help='"auto" (the default: what accelerate picks for each process) or "cpu"')
+    notes.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
-    notes.add_argument("--quiet", action="store_true", help="no progress bars")
     notes.set_defaults(handler=annotate)
 
-    exporting = commands.add_parser("export", help="export a model as an ONNX graph or a torch.export program, "
-                                    "checked against the eager model (docs/deployment.md)")
+    exporting = command("export", "export a model as an ONNX graph or a torch.export program, checked against the "
+                        "eager model (docs/deployment.md)")
     exporting.add_argument("model", help="anything from_pretrained takes: Hub id, folder, original release or file")
     exporting.add_argument("output_dir")
     exporting.add_argument("--format", choices=("onnx", "exported-program"), default="onnx")
-    exporting.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    exporting.add_argument("--dtype", type=dtype_name, default="float32", metavar="DTYPE",
+                           help="float32 (default), float16 or bfloat16")
     exporting.add_argument("--dynamic-batch", action="store_true", help="any batch size (else 1)")
     exporting.add_argument("--dynamic-size", action="store_true",
                            help="any input size (refused when the graph cannot follow it: use --input-size)")
@@ -279,20 +337,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help=config_help)
     exporting.set_defaults(handler=export)
 
-    conversion = commands.add_parser("convert", help="convert an original Sapiens checkpoint to transformers format")
+    conversion = command("convert", "convert an original Sapiens checkpoint to transformers format")
     conversion.add_argument("checkpoint", help="original .pth / _torchscript.pt2 / .safetensors file")
     conversion.add_argument("output_dir")
     conversion.add_argument("--task", help="pose, segmentation, depth, normal, pretraining (default: detected)")
-    conversion.add_argument("--push-to", help="also publish to this Hub repo (org/name)")
+    conversion.add_argument("--push-to-hub", metavar="REPO", help="also publish to this Hub model repo (org/name)")
     conversion.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                             help=config_help)
     conversion.set_defaults(handler=convert)
 
-    web = commands.add_parser("demo", help='a web app for the four tasks on uploaded images (needs Gradio: pip '
-                              'install "sapiens-hf[demo]")')
+    web = command("demo", 'a web app for the four tasks on uploaded images (needs Gradio: pip install '
+                  '"sapiens-hf[demo]")')
     web.add_argument("--model", action="append", default=[], type=task_model, metavar="TASK=MODEL",
-                     help="the model of a task (default: the task's released 0.3B model); repeatable")
-    web.add_argument("--device", help='"cpu", "cuda", "cuda:1", ... (default: the first GPU if any, else the CPU)')
+                     help=model_help + " (default: the task's released 0.3B model); repeatable")
+    web.add_argument("--device", type=device_name, help=device_help)
     web.add_argument("--port", type=int, default=7860, help="local port to serve on (default 7860)")
     web.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
     web.add_argument("--detector", default="hustvl/yolos-tiny",
@@ -302,8 +360,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quieten() -> None:
+    """--quiet: no loading bars or messages of transformers, huggingface_hub and DeepSpeed (warnings stay)."""
+    import logging
+
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:
+        quieten()
     try:
         problems = argument_problems(args)
         if problems:
