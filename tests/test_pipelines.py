@@ -376,3 +376,76 @@ def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(mod
             assert torch.equal(reloaded(astronaut)["predicted_depth"], estimator(astronaut)["predicted_depth"])
         else:
             assert_people_equal(reloaded(astronaut), estimator(astronaut))
+
+
+def serve_once(handler_body) -> tuple[str, http.server.ThreadingHTTPServer]:
+    """A loopback HTTP server whose GET runs `handler_body(handler)`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802  (the http.server name)
+            handler_body(self)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/image.png", server
+
+
+def test_an_image_url_is_read_within_a_size_and_a_time_limit(monkeypatch):
+    """A URL announcing (or sending) more than `MAX_DOWNLOAD_BYTES` is refused without reading it all; one that
+    stalls fails after the timeout instead of hanging the call."""
+    import time
+
+    from sapiens_hf import image_io
+
+    monkeypatch.setattr(image_io, "MAX_DOWNLOAD_BYTES", 10_000)
+    sent = []
+
+    def large(handler, announce=True):
+        handler.send_response(200)
+        if announce:
+            handler.send_header("Content-Length", str(10**9))
+        handler.end_headers()
+        for _ in range(1000):  # 1 MB, unless the client stops reading
+            try:
+                handler.wfile.write(b"x" * 1000)
+                sent.append(1000)
+            except OSError:
+                return
+
+    for announce in (True, False):
+        url, server = serve_once(lambda handler, announce=announce: large(handler, announce))
+        with pytest.raises(ValueError, match="larger than"):
+            image_io.read_image(url)
+        server.shutdown()
+
+    def stalled(handler):
+        handler.send_response(200)
+        handler.end_headers()
+        handler.wfile.write(b"\x89PNG")
+        handler.wfile.flush()
+        time.sleep(5)
+
+    url, server = serve_once(stalled)
+    started = time.perf_counter()
+    with pytest.raises(Exception, match="(?i)timed? ?out"):
+        image_io.read_image(url, timeout=0.5)
+    assert time.perf_counter() - started < 4
+    server.shutdown()
+
+
+def test_encoded_image_bytes_are_read_as_the_file_is(tmp_path, astronaut):
+    """EXIF orientation applies to image bytes (a `datasets` image column) as to the file they came from."""
+    from sapiens_hf.batch.inputs import decode
+    from sapiens_hf.image_io import read_image
+
+    photo = PIL.Image.fromarray(astronaut[:, :300])  # 512 × 300: a transpose shows
+    exif = photo.getexif()
+    exif[0x0112] = 6  # rotated 90° clockwise when shown
+    photo.save(tmp_path / "rotated.jpg", exif=exif)
+    from_file = read_image(tmp_path / "rotated.jpg")
+    assert from_file.shape == (300, 512, 3)
+    assert np.array_equal(decode((tmp_path / "rotated.jpg").read_bytes()), from_file)
+    assert np.array_equal(read_image((tmp_path / "rotated.jpg").read_bytes()), from_file)

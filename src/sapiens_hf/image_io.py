@@ -19,6 +19,10 @@ from transformers.image_utils import ChannelDimension, ImageInput
 # unavoidable per-pixel outputs stay around 1 GB: the int64 label map is 0.8 GB, depth 0.4 GB, normals 1.2 GB, the
 # decoded RGB image 0.3 GB. See docs/inference.md, "Large images".
 DEFAULT_MAX_IMAGE_PIXELS = 100_000_000
+# An image URL is read in pieces, at most this many bytes (a 100 MP 16-bit PNG compresses below it), each piece
+# within the timeout (default below): a huge or stalled answer fails instead of filling memory or hanging.
+MAX_DOWNLOAD_BYTES = 512 * 2**20
+DEFAULT_TIMEOUT_S = 30.0
 
 
 def check_image_pixels(height: int, width: int, max_pixels: int | None, what: str = "The image") -> None:
@@ -31,15 +35,34 @@ def check_image_pixels(height: int, width: int, max_pixels: int | None, what: st
         )
 
 
+def download(url: str, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
+    """The body of `url`, refused past `max_bytes` (default `MAX_DOWNLOAD_BYTES`; from its announced length, else as
+    it arrives); `timeout` (default `DEFAULT_TIMEOUT_S`) bounds the connection and each read."""
+    max_bytes, chunks, size = max_bytes or MAX_DOWNLOAD_BYTES, [], 0
+    with httpx.stream("GET", url, timeout=timeout or DEFAULT_TIMEOUT_S, follow_redirects=True) as response:
+        response.raise_for_status()
+        announced = int(response.headers.get("content-length") or 0)
+        for chunk in ([] if announced > max_bytes else response.iter_bytes()):
+            size += len(chunk)
+            if size > max_bytes:
+                break
+            chunks.append(chunk)
+    if max(size, announced) > max_bytes:
+        raise ValueError(f"{url} is larger than {max_bytes / 2**20:g} MiB, more than an image this package reads")
+    return b"".join(chunks)
+
+
 def load_image(
-    source: str | os.PathLike, timeout: float | None = None, max_pixels: int | None = None
+    source: str | os.PathLike | bytes, timeout: float | None = None, max_pixels: int | None = None
 ) -> PIL.Image.Image:
-    """Opens an image file or URL (EXIF orientation applied) without converting its mode, so that 16-bit and float
-    images reach [`to_rgb_uint8`] intact (`transformers.image_utils.load_image` converts to 8-bit RGB by clipping).
-    An image of more than `max_pixels` pixels raises a ValueError from its header, before it is decoded."""
-    source = os.fspath(source)
-    if source.startswith(("http://", "https://")):
-        data = BytesIO(httpx.get(source, timeout=timeout, follow_redirects=True).raise_for_status().content)
+    """Opens an image file, URL (`download`) or encoded bytes (EXIF orientation applied) without converting its mode,
+    so that 16-bit and float images reach [`to_rgb_uint8`] intact (`transformers.image_utils.load_image` converts to
+    8-bit RGB by clipping). An image of more than `max_pixels` pixels raises a ValueError from its header, before it
+    is decoded."""
+    if isinstance(source, bytes):
+        data, source = BytesIO(source), "the image bytes"
+    elif (source := os.fspath(source)).startswith(("http://", "https://")):
+        data = BytesIO(download(source, timeout))
     elif os.path.isfile(source):
         data = source
     else:
@@ -57,9 +80,9 @@ def load_image(
 
 
 def read_image(image, timeout: float | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """The one way the package reads an image: a file path or URL (`load_image`) or an image object, as an
-    `(height, width, 3)` uint8 RGB array (`to_rgb_uint8`)."""
-    if isinstance(image, (str, os.PathLike)):
+    """The one way the package reads an image: a file path, URL or encoded bytes (`load_image`) or an image object,
+    as an `(height, width, 3)` uint8 RGB array (`to_rgb_uint8`)."""
+    if isinstance(image, (str, os.PathLike, bytes)):
         image = load_image(image, timeout=timeout, max_pixels=max_pixels)
     return to_rgb_uint8(image)
 
@@ -131,4 +154,4 @@ def to_rgb_uint8(image: ImageInput, input_data_format: str | ChannelDimension | 
     return np.ascontiguousarray(array)
 
 
-__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "check_image_pixels", "load_image", "read_image", "to_rgb_uint8"]
+__all__ = ["DEFAULT_MAX_IMAGE_PIXELS", "check_image_pixels", "download", "load_image", "read_image", "to_rgb_uint8"]

@@ -13,7 +13,6 @@ kill, give the same shards."""
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import os
 from collections.abc import Callable, Iterator
@@ -260,14 +259,8 @@ def _image_value(value):
 
 
 def decode(value) -> np.ndarray:
-    """An input image as uint8 RGB: a path or URL, encoded bytes, or an image object (`read_image`, with its pixel
-    limit checked before decoding)."""
-    if isinstance(value, bytes):
-        image = PIL.Image.open(io.BytesIO(value))  # a header that PIL cannot parse raises here
-        if image.width * image.height > DEFAULT_MAX_IMAGE_PIXELS:
-            raise ValueError(f"The image has {image.width}×{image.height} pixels, more than "
-                             f"{DEFAULT_MAX_IMAGE_PIXELS:,}")
-        value = image
+    """An input image as uint8 RGB: a path or URL, encoded bytes, or an image object (`read_image`: EXIF orientation
+    applied, the pixel limit checked before decoding), as `predict` reads the same file."""
     return read_image(value, max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
 
 
