@@ -142,8 +142,10 @@ def run_settings(args) -> dict:
 
 def predict(args) -> int:
     output_dir, task = Path(args.output), TASKS[args.task]
-    inputs, failures = collect_inputs(args.inputs, exclude=output_dir)
-    if not inputs and not failures:
+    inputs, missing = collect_inputs(args.inputs, exclude=output_dir)
+    if missing:  # a mistyped path is reported before the model loads
+        raise usage_error([f"{path}: {reason}" for path, reason in missing])
+    if not inputs:
         raise usage_error([f"no images or videos found (the output folder {output_dir} is never searched)"])
     writer = FileWriter(task, output_dir, args.keypoint_threshold)
     record = ProgressFile(output_dir, task, run_settings(args))
@@ -180,6 +182,6 @@ def predict(args) -> int:
         print(f"Predicted again {len(changed)} input(s) that the earlier run read from another or a changed file: "
               f"{listed}")
     print(f"Wrote results for {writer.written} image(s)/frame(s) to {output_dir}")
-    for path, reason in failures + writer.failures:
+    for path, reason in writer.failures:
         print(f"FAILED {path}: {reason}", file=sys.stderr)
-    return code or (EXIT_FAILED if failures or writer.failures else 0)
+    return code or (EXIT_FAILED if writer.failures else 0)
