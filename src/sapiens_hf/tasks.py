@@ -1,8 +1,8 @@
 """The Sapiens tasks, each declared once: one `Task` object per task holds everything that differs between tasks —
 names, model and Auto classes, pipeline, default checkpoint, the model output and its class, flip-test support,
-the result files and visualisation that `predict` and the demo write, the columns `annotate` writes, and how a
-graph's raw output becomes a result in the torch-free runtime. Everything else reads these objects; no other module
-compares a task name with a literal.
+the result files and visualisation that `predict` and the demo write, the columns `annotate` writes, how a graph's
+raw output becomes a result in the torch-free runtime, and how Meta's original checkpoints show their task and
+labels. Everything else reads these objects; no other module compares a task name with a literal.
 
 Adding a task: a `Task` (or a subclass with its result methods) in `TASKS`; its model class and head in
 `modeling_sapiens.py`, its head defaults in `configuration_sapiens.TASK_DEFAULTS` and, for a pipeline, its class in
@@ -57,6 +57,11 @@ class Task:
         """Whether the model ends in a task head that the pipelines and the post-processing read."""
         return self.pipeline is not None
 
+    @property
+    def encoder_only(self) -> bool:
+        """Whether the model is the encoder alone (features; neither a task head nor the MAE decoder)."""
+        return not (self.has_head or self.decoder)
+
     def output_type(self) -> type:
         """The `ModelOutput` class of `output_class` (the package's own, else transformers')."""
         from transformers import modeling_outputs
@@ -83,6 +88,16 @@ class Task:
         """The picture of a pipeline result over its `(H, W, 3)` RGB image, as a PIL image."""
         raise NotImplementedError(f"The {self.name} task has no visualisation")
 
+    # --- Meta's original checkpoints (`sapiens_hf.convert`, `sapiens_hf.releases`) -----------------------------------
+    original_head: str | None = None  # the original head's output layer, whose `<layer>.weight` shows the task
+    output_channels: int | None = None  # a dense head of fixed width; None: one channel per label
+    decoder: bool = False  # the model has the MAE decoder (`neck.*` in the original checkpoints)
+
+    def label_metadata(self, num_labels: int | None) -> dict:
+        """The config fields of the released label set with `num_labels` labels (`id2label` and the like) that a
+        converted checkpoint gets; none where no released set has that many."""
+        return {}
+
 
 @dataclass(frozen=True)
 class PoseTask(Task):
@@ -92,6 +107,14 @@ class PoseTask(Task):
         from .visualization import draw_keypoints
 
         return draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
+
+    def label_metadata(self, num_labels):
+        from . import metadata
+
+        if num_labels not in metadata.KEYPOINT_SET_BY_COUNT:
+            return {}
+        names = metadata.keypoint_set(num_labels)["keypoint_names"]
+        return {"id2label": dict(enumerate(names)), "flip_pairs": metadata.flip_pairs(num_labels)}
 
 
 @dataclass(frozen=True)
@@ -103,6 +126,13 @@ class SegmentationTask(Task):
         from .visualization import overlay_segmentation
 
         return overlay_segmentation(image, result["segmentation"])
+
+    def label_metadata(self, num_labels):
+        from . import metadata
+
+        if num_labels != len(metadata.SEGMENTATION_CLASSES):
+            return {}
+        return {"id2label": dict(enumerate(metadata.SEGMENTATION_CLASSES)), "class_weights": list(metadata.CLASS_WEIGHTS)}
 
 
 @dataclass(frozen=True)
@@ -130,33 +160,37 @@ TASKS: dict[str, Task] = {
                  "top-down 2D human pose estimation", output="heatmaps", output_class="SapiensPoseEstimatorOutput",
                  pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
                  default_checkpoint="facebook/sapiens-pose-0.3b", flip_test=True, top_down=True,
-                 visual_suffix=".jpg"),
+                 visual_suffix=".jpg", original_head="final_layer"),
         SegmentationTask("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
                          "image-segmentation", "body-part segmentation", output="logits",
                          output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
                          pipeline="sapiens-segmentation", pipeline_class="SapiensSegmentationPipeline",
                          default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
-                         result_suffix=".png", visual_suffix=".jpg"),
+                         result_suffix=".png", visual_suffix=".jpg", original_head="conv_seg"),
         DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
                   pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
-                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy"),
+                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy",
+                  original_head="conv_seg", output_channels=1),
         NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-                   training_target=("normal", "normals"), result_suffix=".npy"),
+                   training_target=("normal", "normals"), result_suffix=".npy",
+                   original_head="conv_seg", output_channels=3),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
              "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
              output_class="SapiensMaskedImageModelingOutput", aliases=("mae", "pretrain"),
-             extra_auto_classes=("AutoModelForPreTraining",)),
+             extra_auto_classes=("AutoModelForPreTraining",), decoder=True),
         Task("model", "SapiensModel", "AutoModel", "image-feature-extraction", "human-centric image features",
              output="last_hidden_state", output_class="SapiensModelOutput", aliases=("encoder",)),
         Task("backbone", "SapiensBackbone", "AutoBackbone", "image-feature-extraction",
              "feature maps for dense heads", output="feature_maps", output_class="BackboneOutput"),
     )
 }
+# The encoder alone: what a checkpoint with neither a task head nor the MAE decoder converts into.
+ENCODER = TASKS["model"]
 PIPELINE_TASKS: dict[str, Task] = {task.pipeline: task for task in TASKS.values() if task.pipeline}
 DENSE_TASKS = tuple(name for name, task in TASKS.items() if task.training_target)
 
@@ -178,4 +212,4 @@ def task_of_class(class_name: str | None) -> Task | None:
     return next((task for task in TASKS.values() if task.model_class == class_name), None)
 
 
-__all__ = ["DENSE_TASKS", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
+__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
