@@ -9,7 +9,7 @@ Each takes single images or lists (PIL images, arrays, tensors, file paths or UR
 `device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
 `image-segmentation` pipelines work with the Sapiens models as well. `model=` may also name one of Meta's original
 releases (e.g. "facebook/sapiens-depth-1b"), converted once and cached (see `sapiens_hf.releases`), or a folder
-written by `sapiens-hf export` (`sapiens_hf.exported_model`).
+written by `sapiens-hf export` (`sapiens_hf.exported_model`, over the runner of `sapiens_hf.runtime`).
 `save_pretrained` writes a plain checkpoint (model + processor), `push_to_hub` goes through
 `sapiens_hf.hub.push_to_hub`.
 """
@@ -25,11 +25,12 @@ from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmente
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-from .exported_model import SapiensExportedModel, is_export_folder
+from .exported_model import SapiensExportedModel
 from .geometry import check_boxes
 from .image_processing_sapiens import SapiensImageProcessorPil, check_kernel_size, check_number, read_image
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
+from .runtime import is_export_folder
 from .tasks import PIPELINE_TASKS, TASKS, get_task, task_of_class
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 

@@ -1,8 +1,9 @@
 """The Sapiens tasks, each declared once: one `Task` object per task holds everything that differs between tasks —
 names, model and Auto classes, pipeline, default checkpoint, the model output and its class, flip-test support,
 the result files and visualisation that `predict` and the demo write, the columns `annotate` writes, how a graph's
-raw output becomes a result in the torch-free runtime, and how Meta's original checkpoints show their task and
-labels. Everything else reads these objects; no other module compares a task name with a literal.
+raw output becomes a result in the torch-free runtime, what an export records and measures, and how Meta's original
+checkpoints show their task and labels. Everything else reads these objects; no other module compares a task name
+with a literal.
 
 Adding a task: a `Task` (or a subclass with its result methods) in `TASKS`; its model class and head in
 `modeling_sapiens.py`, its head defaults in `configuration_sapiens.TASK_DEFAULTS` and, for a pipeline, its class in
@@ -88,6 +89,24 @@ class Task:
         """The picture of a pipeline result over its `(H, W, 3)` RGB image, as a PIL image."""
         raise NotImplementedError(f"The {self.name} task has no visualisation")
 
+    # --- the torch-free runtime (`sapiens_hf.runtime`) ---------------------------------------------------------------
+    def decode(self, output: np.ndarray) -> dict:
+        """The result of one image from its graph output: a head's maps `(C, H, W)` resized to the image (a top-down
+        task's crops are decoded by the runtime), an encoder's output as it is."""
+        return {self.output: output}
+
+    # --- exports (`sapiens_hf.export`) -------------------------------------------------------------------------------
+    labelled: bool = False  # its output channels have names in `config.id2label` (keypoints, classes, x/y/z)
+
+    def export_labels(self, config) -> dict:
+        """What an export's manifest records of the model's labels."""
+        return {"labels": [config.id2label[index] for index in range(config.num_labels)]} if self.labelled else {}
+
+    def int8_change(self, fp32: np.ndarray, int8: np.ndarray, input_size: tuple[int, int]) -> dict:
+        """The change of the int8 graph's output against the fp32 graph's (batches of the model input size
+        `input_size`, width × height) in the task's own terms; here the relative error (an encoder's features)."""
+        return {"relative_error_mean": float(np.abs(int8 - fp32).mean() / (np.abs(fp32).mean() + 1e-12))}
+
     # --- Meta's original checkpoints (`sapiens_hf.convert`, `sapiens_hf.releases`) -----------------------------------
     original_head: str | None = None  # the original head's output layer, whose `<layer>.weight` shows the task
     output_channels: int | None = None  # a dense head of fixed width; None: one channel per label
@@ -108,6 +127,17 @@ class PoseTask(Task):
 
         return draw_keypoints(image, result, keypoint_threshold=keypoint_threshold)
 
+    def export_labels(self, config):
+        from .metadata import model_flip_pairs
+
+        return {**super().export_labels(config), "flip_pairs": model_flip_pairs(config)}
+
+    def int8_change(self, fp32, int8, input_size):
+        from .geometry import decode_udp_heatmaps
+
+        moved = decode_udp_heatmaps(fp32, input_size)[0] - decode_udp_heatmaps(int8, input_size)[0]
+        return {"keypoint_error_px_mean": float(np.linalg.norm(moved, axis=-1).mean())}
+
     def label_metadata(self, num_labels):
         from . import metadata
 
@@ -127,6 +157,12 @@ class SegmentationTask(Task):
 
         return overlay_segmentation(image, result["segmentation"])
 
+    def decode(self, output):
+        return {"segmentation": output.argmax(axis=0)}
+
+    def int8_change(self, fp32, int8, input_size):
+        return {"pixel_agreement": float((fp32.argmax(1) == int8.argmax(1)).mean())}
+
     def label_metadata(self, num_labels):
         from . import metadata
 
@@ -143,6 +179,12 @@ class DepthTask(Task):
     def visualize(self, image, result, keypoint_threshold=0.3):
         return result["depth"]
 
+    def decode(self, output):
+        return {"predicted_depth": output[0]}
+
+    def int8_change(self, fp32, int8, input_size):
+        return {"depth_relative_error_mean": float((np.abs(int8 - fp32) / (np.abs(fp32) + 1e-6)).mean())}
+
 
 @dataclass(frozen=True)
 class NormalTask(Task):
@@ -152,6 +194,14 @@ class NormalTask(Task):
     def visualize(self, image, result, keypoint_threshold=0.3):
         return result["normal_map"]
 
+    def decode(self, output):
+        return {"normals": output / (np.linalg.norm(output, axis=0, keepdims=True) + np.float32(1e-5))}
+
+    def int8_change(self, fp32, int8, input_size):
+        a = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True)
+        b = int8 / np.linalg.norm(int8, axis=1, keepdims=True)
+        return {"normal_angle_error_deg_mean": float(np.degrees(np.arccos(np.clip((a * b).sum(1), -1, 1))).mean())}
+
 
 TASKS: dict[str, Task] = {
     task.name: task
@@ -160,13 +210,13 @@ TASKS: dict[str, Task] = {
                  "top-down 2D human pose estimation", output="heatmaps", output_class="SapiensPoseEstimatorOutput",
                  pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
                  default_checkpoint="facebook/sapiens-pose-0.3b", flip_test=True, top_down=True,
-                 visual_suffix=".jpg", original_head="final_layer"),
+                 visual_suffix=".jpg", labelled=True, original_head="final_layer"),
         SegmentationTask("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
                          "image-segmentation", "body-part segmentation", output="logits",
                          output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
                          pipeline="sapiens-segmentation", pipeline_class="SapiensSegmentationPipeline",
                          default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
-                         result_suffix=".png", visual_suffix=".jpg", original_head="conv_seg"),
+                         result_suffix=".png", visual_suffix=".jpg", labelled=True, original_head="conv_seg"),
         DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
@@ -177,7 +227,7 @@ TASKS: dict[str, Task] = {
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-                   training_target=("normal", "normals"), result_suffix=".npy",
+                   training_target=("normal", "normals"), result_suffix=".npy", labelled=True,
                    original_head="conv_seg", output_channels=3),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
              "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
