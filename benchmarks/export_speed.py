@@ -57,21 +57,21 @@ def main() -> None:
             print(f"{name}: export + check + int8 in {time.perf_counter() - started:.0f} s; "
                   f"int8 vs fp32: {manifest['int8']}")
             size = sum(path.stat().st_size for path in Path(folder).glob("model.onnx*"))
-            sessions = {label: ExportedModel(folder, int8=int8).session
-                        for label, int8 in (("onnxruntime fp32", False), ("onnxruntime int8", True))}
-            feed = {sessions["onnxruntime fp32"].get_inputs()[0].name: pixel_values.numpy()}
+            runners = {label: ExportedModel(folder, int8=int8).run
+                       for label, int8 in (("onnxruntime fp32", False), ("onnxruntime int8", True))}
+            feed = pixel_values.numpy()
             compiled = torch.compile(model)
             with torch.inference_mode():
                 results = interleaved({
                     "torch eager": lambda model=model: model(pixel_values=pixel_values),
                     "torch.compile": lambda compiled=compiled: compiled(pixel_values=pixel_values),
-                    **{label: lambda run=graph.run, feed=feed: run(None, feed) for label, graph in sessions.items()},
+                    **{label: lambda run=run, feed=feed: run(feed) for label, run in runners.items()},
                 }, args.repeats)
         eager = results["torch eager"]
         print(f"{name} (1×3×1024×768, fp32 graph {size / 2**30:.2f} GiB)")
         for label, seconds in results.items():
             print(f"  {label:18s} {seconds:7.2f} s/image  {1 / seconds:6.3f} images/s  {eager / seconds:5.2f}× eager")
-        del model, compiled, sessions
+        del model, compiled, runners
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ def main() -> None:
     parser.add_argument("--int8", action="store_true", help="run the int8 graph of `--quantize int8`")
     args = parser.parse_args()
     model = ExportedModel(args.folder, int8=args.int8)
-    result = model(args.image, boxes=args.box) if model.task == "pose" else model(args.image)
+    result = model(args.image, boxes=args.box)  # boxes: pose only
     as_lists = json.loads(json.dumps(result, default=lambda value: np.asarray(value).tolist()))
-    loaded = sorted(name for name in ("torch", "transformers") if name in sys.modules)
-    print(json.dumps({"task": model.task, "result": as_lists, "imported": loaded}))
+    loaded = sorted(name for name in ("torch", "transformers") if sys.modules.get(name) is not None)
+    print(json.dumps({"task": model.task.name, "result": as_lists, "imported": loaded}))
 
 
 if __name__ == "__main__":

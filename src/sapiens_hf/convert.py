@@ -23,11 +23,11 @@ from pathlib import Path
 import torch
 from transformers.utils import logging
 
-from . import metadata, modeling_sapiens
+from . import modeling_sapiens
 from .configuration_sapiens import SAPIENS_PRESETS, TASK_DEFAULTS, SapiensConfig
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .modeling_sapiens import _infer_grid, convert_position_embeddings
-from .tasks import TASKS, get_task
+from .tasks import ENCODER, TASKS, get_task
 
 
 logger = logging.get_logger(__name__)
@@ -327,14 +327,15 @@ def check_config_overrides(overrides: dict) -> None:
 
 
 def _detect_task(head: dict, decoder: dict) -> str:
-    """The task of an original checkpoint from its head keys; `"model"` when it holds an encoder only."""
+    """The task of an original checkpoint: the MAE decoder's, else the one whose head output layer it holds (the
+    layer's width tells the dense heads of fixed width apart); the encoder's when it holds neither."""
     if decoder:
-        return "pretraining"
-    if "final_layer.weight" in head:
-        return "pose"
-    if "conv_seg.weight" in head:
-        return {1: "depth", 3: "normal"}.get(head["conv_seg.weight"].shape[0], "segmentation")
-    return "model"
+        return next(task.name for task in TASKS.values() if task.decoder)
+    for task in sorted(TASKS.values(), key=lambda task: task.output_channels is None):  # fixed widths first
+        layer = head.get(f"{task.original_head}.weight") if task.original_head else None
+        if layer is not None and task.output_channels in (None, layer.shape[0]):
+            return task.name
+    return ENCODER.name
 
 
 def _config_from_weights(
@@ -367,7 +368,7 @@ def _config_from_weights(
         )
     if task not in HEAD_TASKS:
         has_cls = "cls_token" in encoder
-        if source_task == "model" and not has_cls and "patch_embed_padding" not in overrides:
+        if TASKS[source_task].encoder_only and not has_cls and "patch_embed_padding" not in overrides:
             logger.warning(
                 "A headless fine-tuned backbone does not show its patch padding: assuming 0 (segmentation/depth). "
                 "Pass patch_embed_padding=2 for a pose or normal backbone."
@@ -389,35 +390,23 @@ def _config_from_weights(
             decoder_num_hidden_layers=len({k.split(".")[1] for k in decoder if k.startswith("decoder_blocks.")}),
             decoder_intermediate_size=decoder["decoder_blocks.0.ffn.layers.0.0.weight"].shape[0],
         )
-    values.update(label_metadata(task, overrides.get("num_labels", values.get("num_labels"))))
+    values.update(TASKS[task].label_metadata(overrides.get("num_labels", values.get("num_labels"))))
     values.update(overrides)
     return SapiensConfig(**values)
 
 
-def label_metadata(task: str, num_labels: int | None) -> dict:
-    """id2label (and flip pairs for pose, class weights for segmentation) of the released label sets."""
-    if task == "pose" and num_labels in metadata.KEYPOINT_SET_BY_COUNT:
-        keypoints = metadata.keypoint_set(num_labels)
-        return {
-            "id2label": dict(enumerate(keypoints["keypoint_names"])),
-            "flip_pairs": metadata.flip_pairs(num_labels),
-        }
-    if task == "segmentation" and num_labels == len(metadata.SEGMENTATION_CLASSES):
-        return {"id2label": dict(enumerate(metadata.SEGMENTATION_CLASSES)), "class_weights": list(metadata.CLASS_WEIGHTS)}
-    return {}
-
-
-def _convert_weights(encoder: dict, head: dict, decoder: dict, config: SapiensConfig, task: str) -> dict:
-    """Original (prefix-free) weights → the keys of `TASK_TO_CLASS[task]`, with the position table converted to
-    the model's grid exactly as the original load hook does."""
+def _convert_weights(encoder: dict, head: dict, decoder: dict, model) -> dict:
+    """Original (prefix-free) weights → the keys of `model`, with the position table converted to the model's grid
+    exactly as the original load hook does."""
+    config = model.config
     weights = _rename_encoder(encoder)
     weights["embeddings.position_embeddings"] = convert_position_embeddings(
         weights["embeddings.position_embeddings"], config.grid_size, config.use_cls_token
     )
     if not config.use_cls_token:
         weights.pop("embeddings.cls_token", None)
-    if task != "model":
-        weights = {f"model.{key}": value for key, value in weights.items()}
+    if model.base_model is not model:  # the encoder inside a task model or a backbone
+        weights = {f"{model.base_model_prefix}.{key}": value for key, value in weights.items()}
     weights.update({"decode_head." + key.replace("conv_seg.", "final_layer."): value for key, value in head.items()})
     weights.update({f"decoder.{key}": value for key, value in _rename_decoder(decoder).items()})
     return weights
@@ -446,13 +435,12 @@ def _convert(checkpoint, task: str | None, config_overrides: dict) -> tuple:
     encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
     task = get_task(task).name if task is not None else found
-    if found in HEAD_TASKS and task in HEAD_TASKS + ("pretraining",) and task != found:
+    if found in HEAD_TASKS and not TASKS[task].encoder_only and task != found:
         raise ValueError(f"This is a {found} checkpoint; it cannot be converted into a {task} model")
-    head = head if task == found else {}
-    decoder = decoder if task == found == "pretraining" else {}
+    head, decoder = (head, decoder) if task == found else ({}, {})  # only the checkpoint's own task has them
     config = _config_from_weights(encoder, head, decoder, task, found, config_overrides)
     model = TASK_TO_CLASS[task](config)
-    fresh = _load_converted(model, _convert_weights(encoder, head, decoder, config, task), partial=task != found)
+    fresh = _load_converted(model, _convert_weights(encoder, head, decoder, model), partial=task != found)
     return model.eval(), fresh
 
 

@@ -20,18 +20,13 @@ import torch
 from torch import nn
 
 from . import __version__
-from .metadata import model_flip_pairs
+from .runtime import DTYPES, MANIFEST, load_graph
 from .tasks import task_of_class
 
 
 FORMATS = ("onnx", "exported-program")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# The tensor each exported graph returns.
-OUTPUTS = {"pose": "heatmaps", "segmentation": "logits", "depth": "predicted_depth", "normal": "normals",
-           "model": "last_hidden_state", "backbone": "feature_maps"}
 # Largest difference to the eager float32 model on the check input that the export accepts, per dtype.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}
-MANIFEST = "sapiens-export.json"
 # The files an export writes (besides external weight data, `model.onnx.data`), checked before anything is written.
 WRITTEN = {"model.onnx", "model.pt2", "model.int8.onnx", "config.json", "preprocessor_config.json", MANIFEST}
 
@@ -110,7 +105,7 @@ def _check_request(task, format: str, dtype: str, quantize: str | None) -> None:
         raise ExportError(f"Unknown format {format!r}; choose one of {FORMATS}")
     if dtype not in DTYPES:
         raise ExportError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-    if task is None or task.name == "pretraining":
+    if task is None or task.decoder:
         raise ExportError("MAE pretraining masks patches at random; export its encoder instead (load the checkpoint "
                           "as SapiensModel) or a task model")
     if format == "onnx" and dtype == "bf16":
@@ -155,7 +150,8 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    graph = _Graph(model.to(DTYPES[dtype]), OUTPUTS[task.name]).eval()
+    torch_dtype = getattr(torch, DTYPES[dtype])
+    graph = _Graph(model.to(torch_dtype), task.output).eval()
     example = torch.randn(2 if dynamic_batch else 1, 3, height, width, generator=torch.Generator().manual_seed(0))
     shapes = {}
     if dynamic_batch:
@@ -164,20 +160,19 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
         shapes[2] = torch.export.Dim("height_patches", min=1, max=256) * patch
         shapes[3] = torch.export.Dim("width_patches", min=1, max=256) * patch
     dynamic_shapes = {"pixel_values": shapes} if shapes else None
-    example = example.to(DTYPES[dtype])
+    example = example.to(torch_dtype)
     if format == "onnx":
         with _transposed_convolutions_as_convolutions(model):
             program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
                                         opset_version=opset, input_names=["pixel_values"],
-                                        output_names=[OUTPUTS[task.name]], verbose=False)
+                                        output_names=[task.output], verbose=False)
         file = output_dir / "model.onnx"
         program.save(str(file), external_data=_size_bytes(model) > 1.5 * 2**30)  # protobuf's 2 GB limit
-        run = _onnx_runner(file)
     else:
         program = torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes)
         file = output_dir / "model.pt2"
         torch.export.save(program, file)
-        run = _program_runner(file)
+    run = load_graph(file, dtype)  # the program was just written here: trusted
     processor.save_pretrained(output_dir)
     model.config.save_pretrained(output_dir)  # labels and sizes for `SapiensExportedModel` (the pipelines)
 
@@ -186,11 +181,11 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     differences = {}
     for size in sizes:
         for batch in batches:
-            pixel_values = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(DTYPES[dtype])
+            pixel_values = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(torch_dtype)
             with torch.no_grad():
                 expected = graph(pixel_values).float().numpy()
             try:
-                actual = run(pixel_values)
+                actual = run(pixel_values.float().numpy())  # the values in `dtype`, exactly
             except Exception as error:
                 if size != sizes[0]:
                     raise ExportError(
@@ -217,41 +212,16 @@ def _size_bytes(model: nn.Module) -> int:
     return sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
 
 
-def _onnx_runner(path: Path):
-    import onnxruntime
-
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-
-    def run(pixel_values: torch.Tensor) -> np.ndarray:
-        return np.asarray(session.run(None, {name: pixel_values.numpy()})[0], dtype=np.float32)
-
-    return run
-
-
-def _program_runner(path: Path):
-    module = torch.export.load(path).module()
-
-    def run(pixel_values: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return module(pixel_values).float().numpy()
-
-    return run
-
-
 def _manifest(model, task, format, file, dtype, opset, input_size, dynamic_batch, dynamic_size) -> dict:
     config = model.config
     manifest = {
         "task": task.name, "format": format, "file": file, "dtype": dtype, "input": "pixel_values",
-        "output": OUTPUTS[task.name], "input_size": list(input_size), "dynamic_batch": dynamic_batch,
+        "output": task.output, "input_size": list(input_size), "dynamic_batch": dynamic_batch,
         "dynamic_size": dynamic_size, "opset": opset if format == "onnx" else None,
         "model": {"class": type(model).__name__, "name_or_path": config.name_or_path},
         "versions": {"sapiens_hf": __version__, "torch": torch.__version__},
     }
-    if task.has_head and task.name != "depth":  # label names by index: keypoint names for pose, classes, x/y/z
-        manifest["labels"] = [config.id2label[index] for index in range(config.num_labels)]
-    if task.name == "pose":
-        manifest["flip_pairs"] = model_flip_pairs(config)
+    manifest.update(task.export_labels(config))
     if format == "onnx":
         import onnxruntime
 
@@ -261,36 +231,21 @@ def _manifest(model, task, format, file, dtype, opset, input_size, dynamic_batch
 
 def quantize_int8(source: Path, target: Path, task, processor) -> dict:
     """Dynamic int8 quantisation of an fp32 ONNX graph (weights int8, activations quantised at run time), with the
-    change against fp32 on the bundled photo in the task's terms: keypoint error (px), segmentation pixel agreement,
-    depth relative error, normal angular error (degrees), or the output's relative error for an encoder."""
+    change against fp32 on the bundled photo in the task's terms (`Task.int8_change`): keypoint error (px),
+    segmentation pixel agreement, depth relative error, normal angular error (degrees), or the output's relative
+    error for an encoder."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from .geometry import decode_udp_heatmaps
     from .image_io import read_image
 
     # The linear layers' weights; onnxruntime's int8 attention (QAttention) does not take opset 23's Attention.
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     image = read_image(Path(__file__).parent / "data" / "astronaut.jpg")  # the photo shipped with the package
-    if task.name == "pose":
-        height, width = image.shape[:2]
-        pixel_values = processor(image, boxes=[[[0, 0, width, height]]], return_tensors="pt")["pixel_values"]
-    else:
-        pixel_values = processor(image, return_tensors="pt")["pixel_values"]
-    fp32, int8 = _onnx_runner(source)(pixel_values), _onnx_runner(target)(pixel_values)
-    if task.name == "pose":
-        input_size = (processor.size["width"], processor.size["height"])
-        change = {"keypoint_error_px_mean": float(np.linalg.norm(
-            decode_udp_heatmaps(fp32, input_size)[0] - decode_udp_heatmaps(int8, input_size)[0], axis=-1).mean())}
-    elif task.name == "segmentation":
-        change = {"pixel_agreement": float((fp32.argmax(1) == int8.argmax(1)).mean())}
-    elif task.name == "depth":
-        change = {"depth_relative_error_mean": float((np.abs(int8 - fp32) / (np.abs(fp32) + 1e-6)).mean())}
-    elif task.name == "normal":
-        a = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True)
-        b = int8 / np.linalg.norm(int8, axis=1, keepdims=True)
-        change = {"normal_angle_error_deg_mean": float(np.degrees(np.arccos(np.clip((a * b).sum(1), -1, 1))).mean())}
-    else:
-        change = {"relative_error_mean": float(np.abs(int8 - fp32).mean() / (np.abs(fp32).mean() + 1e-12))}
+    height, width = image.shape[:2]
+    boxes = {"boxes": [[[0, 0, width, height]]]} if task.top_down else {}  # one crop: the whole photo
+    pixel_values = processor(image, return_tensors="pt", **boxes)["pixel_values"].numpy()
+    fp32, int8 = load_graph(source, "fp32")(pixel_values), load_graph(target, "fp32")(pixel_values)
+    change = task.int8_change(fp32, int8, (processor.size["width"], processor.size["height"]))
     change["file"] = target.name
     change["size_ratio"] = round(target.stat().st_size / math.fsum(
         path.stat().st_size for path in source.parent.glob(f"{source.name}*")), 3)

@@ -11,45 +11,37 @@ exported without `--dynamic-batch` runs one image at a time. It runs on the CPU;
 onnxruntime's providers to `sapiens_hf.runtime.ExportedModel`, which needs neither torch nor transformers.
 """
 
-import json
 from pathlib import Path
 
 import torch
 from torch import nn
-from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 
 from .configuration_sapiens import SapiensConfig
-from .export import DTYPES, MANIFEST, OUTPUTS
-from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, flip_back
+from .modeling_sapiens import flip_back
+from .runtime import DTYPES, ExportedModel, read_manifest
 from .tasks import TASKS
 
 
-OUTPUT_CLASSES = {"pose": SapiensPoseEstimatorOutput, "segmentation": SemanticSegmenterOutput,
-                  "depth": DepthEstimatorOutput, "normal": SapiensNormalEstimatorOutput}
 # What `pipeline()` passes to every model class it tries: Hub options, which do not change how a local folder loads.
 _PIPELINE_KWARGS = {"_from_pipeline", "revision", "token", "_commit_hash", "code_revision", "local_files_only",
                     "cache_dir", "force_download", "proxies"}
 
 
-def is_export_folder(path) -> bool:
-    return isinstance(path, (str, Path)) and (Path(path) / MANIFEST).is_file()
-
-
 class SapiensExportedModel(nn.Module):
-    """The graph of an export folder behind a task model's interface (see the module docstring). A `torch.export`
-    program can hold pickled objects, which run code when loaded, so it needs `trust_remote_code=True`; ONNX graphs
-    do not. `dtype`, if given, must be the export's own: the graph was traced in it."""
+    """The graph of an export folder (`sapiens_hf.runtime.ExportedModel`, which also makes the int8 and trust checks)
+    behind a task model's interface (see the module docstring). `dtype`, if given, must be the export's own: the graph
+    was traced in it."""
 
     input_modalities = "image"
 
     def __init__(self, folder: str | Path, int8: bool = False, trust_remote_code: bool = False, dtype=None):
         super().__init__()
         folder = Path(folder)
-        self.manifest = json.loads((folder / MANIFEST).read_text())
-        self.task = self.manifest["task"]
-        if self.task not in OUTPUT_CLASSES:
-            raise ValueError(f"{folder} holds an export of a {self.task} model, which no pipeline takes; run it with "
-                             "sapiens_hf.runtime.ExportedModel")
+        self.manifest = read_manifest(folder)
+        self.task = TASKS[self.manifest["task"]]
+        if not self.task.has_head:
+            raise ValueError(f"{folder} holds an export of a {self.task.name} model, which no pipeline takes; run it "
+                             "with sapiens_hf.runtime.ExportedModel")
         if not (folder / "config.json").is_file():
             raise OSError(f"{folder} has no config.json (earlier versions of sapiens-hf export did not write it): "
                           "export the model again")
@@ -58,31 +50,15 @@ class SapiensExportedModel(nn.Module):
         if dtype not in (None, "auto", self.dtype):
             raise ValueError(f"{folder} was exported in {self.manifest['dtype']}; export it again with --dtype for "
                              f"{dtype}")
-        program = self.manifest["format"] != "onnx"
-        if program and not trust_remote_code:
-            raise ValueError(f"{folder} holds a torch.export program, whose loading can run code from the file "
-                             "(pickled objects): from Python, pass trust_remote_code=True if you trust it; or export "
-                             "ONNX, which predict, annotate and the demo take")
-        if program and int8:
-            raise ValueError(f"{folder} holds a torch.export program; int8 graphs are ONNX (--quantize int8)")
+        self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code)
         self.config = SapiensConfig.from_pretrained(folder)
         self.config.name_or_path = str(folder)
         self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by
-        if program:
-            module = torch.export.load(folder / self.manifest["file"]).module()
-            self._graph = lambda pixel_values: torch.cat([module(batch) for batch in self._batches(pixel_values)])
-        else:
-            from .runtime import ExportedModel
-
-            runtime = ExportedModel(folder, int8=int8)
-            self._graph = lambda pixel_values: torch.from_numpy(runtime.run(pixel_values.numpy()))
 
     @classmethod
     def from_pretrained(cls, folder, *, device_map=None, **kwargs):
-        """Loads an export folder (keyword arguments as `__init__`); OSError for anything else, so that `pipeline()`
-        goes on to the model classes."""
-        if not is_export_folder(folder):
-            raise OSError(f"{folder} is not a folder written by sapiens-hf export (no {MANIFEST})")
+        """Loads an export folder (keyword arguments as `__init__`); OSError for anything else."""
+        read_manifest(folder)  # first, so that `pipeline()` goes on to the model classes for any other folder
         if device_map not in (None, "cpu"):
             raise ValueError(f"An exported model runs on the CPU, not device_map={device_map!r}")
         own = {key: kwargs.pop(key) for key in ("int8", "trust_remote_code", "dtype") if key in kwargs}
@@ -107,7 +83,7 @@ class SapiensExportedModel(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return DTYPES[self.manifest["dtype"]]
+        return getattr(torch, DTYPES[self.manifest["dtype"]])
 
     def to(self, *args, **kwargs):
         device, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
@@ -119,24 +95,21 @@ class SapiensExportedModel(nn.Module):
             raise ValueError(f"This model was exported in {self.manifest['dtype']}; export it again in {dtype}")
         return self
 
-    def _batches(self, pixel_values: torch.Tensor):
-        return pixel_values.split(1) if not self.manifest["dynamic_batch"] else [pixel_values]
-
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor, flip_pairs=None):
         """The task model's output for `pixel_values` (`flip_pairs`: pose crops that are mirrored, as the model's)."""
         if pixel_values.dtype != self.dtype:
             raise ValueError(f"pixel_values are {pixel_values.dtype}; this model was exported in {self.dtype}")
-        output = self._graph(pixel_values.cpu()).to(self.dtype)
+        # The runner takes float32 NumPy arrays (bfloat16 has no NumPy dtype); both casts are exact.
+        output = torch.from_numpy(self.runner.run(pixel_values.cpu().float().numpy())).to(self.dtype)
         if flip_pairs is not None:
-            if self.task != "pose":
-                raise TypeError(f"flip_pairs apply to pose; this is a {self.task} model")
+            if not self.task.top_down:
+                raise TypeError(f"flip_pairs apply to pose; this is a {self.task.name} model")
             output = flip_back(output, flip_pairs)
-        return OUTPUT_CLASSES[self.task](**{OUTPUTS[self.task]: output})
+        return self.task.output_type()(**{self.task.output: output})
 
     def __repr__(self) -> str:
-        task = TASKS[self.task]
-        return f"{type(self).__name__}({self.config.name_or_path!r}, {task.model_class}, {self.manifest['format']})"
+        return f"{type(self).__name__}({self.name_or_path!r}, {self.task.model_class}, {self.manifest['format']})"
 
 
-__all__ = ["SapiensExportedModel", "is_export_folder"]
+__all__ = ["SapiensExportedModel"]

@@ -9,7 +9,7 @@ Each takes single images or lists (PIL images, arrays, tensors, file paths or UR
 `device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
 `image-segmentation` pipelines work with the Sapiens models as well. `model=` may also name one of Meta's original
 releases (e.g. "facebook/sapiens-depth-1b"), converted once and cached (see `sapiens_hf.releases`), or a folder
-written by `sapiens-hf export` (`sapiens_hf.exported_model`).
+written by `sapiens-hf export` (`sapiens_hf.exported_model`, over the runner of `sapiens_hf.runtime`).
 `save_pretrained` writes a plain checkpoint (model + processor), `push_to_hub` goes through
 `sapiens_hf.hub.push_to_hub`.
 """
@@ -21,17 +21,17 @@ import PIL.Image
 import torch
 import transformers
 from transformers import Pipeline, pipeline
-from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
-from .exported_model import SapiensExportedModel, is_export_folder
+from .exported_model import SapiensExportedModel
 from .geometry import check_boxes
 from .image_io import read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
-from .modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
-from .tasks import PIPELINE_TASKS, TASKS, get_task, task_of_class
+from .modeling_sapiens import SapiensPoseEstimatorOutput
+from .runtime import is_export_folder
+from .tasks import PIPELINE_TASKS, Task, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
@@ -47,7 +47,6 @@ class _SapiensPipelineMixin:
     _load_image_processor = True
     _load_feature_extractor = False
     _load_tokenizer = False
-    task_name: str  # in `sapiens_hf.tasks.TASKS`
 
     def __init__(self, *args, **kwargs):
         model = kwargs.get("model", args[0] if args else None)
@@ -63,6 +62,12 @@ class _SapiensPipelineMixin:
         if self.image_processor is None:  # a pipeline class built directly: the released checkpoints use the defaults
             self.image_processor = SapiensImageProcessorPil()
 
+    @property
+    def sapiens_task(self) -> Task:
+        """The task whose `pipeline_class` is this pipeline's class (or one it derives from)."""
+        names = [cls.__name__ for cls in type(self).__mro__]
+        return next(task for name in names for task in PIPELINE_TASKS.values() if task.pipeline_class == name)
+
     def _check_model(self) -> None:
         """Rejects a model of another task: its class, or the task head class it was saved from
         (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
@@ -71,17 +76,17 @@ class _SapiensPipelineMixin:
         class_name = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
         saved_as = task_of_class((self.model.config.architectures or [None])[0])
         name = saved_as.model_class if saved_as is not None and saved_as.has_head else class_name
-        wanted = TASKS[self.task_name]
+        wanted = self.sapiens_task
         if class_name == name == wanted.model_class:
             return
         task = task_of_class(name)
         model = name if name == class_name else f"{class_name} loaded from a {name} checkpoint"
         if task is not None and task.has_head:
             problem = f'a {task.name} model ({model}); use pipeline("{task.pipeline}", ...) for it'
-        elif task is not None and task.name == "pretraining":
-            problem = f"a pretraining model ({model}); fine-tune it for the task first"
-        elif task is not None:
+        elif task is not None and task.encoder_only:
             problem = f"a model without a task head ({model}); fine-tune one for the task first"
+        elif task is not None:
+            problem = f"a {task.name} model ({model}); fine-tune it for the task first"
         else:
             problem = f"a {model}"
         raise WrongModelError(f"The {wanted.pipeline} pipeline needs a {wanted.model_class}, got {problem}")
@@ -109,12 +114,8 @@ class _SapiensPipelineMixin:
 class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
     """Whole-image tasks: one resized image per forward pass, maps resized back to the image."""
 
-    output_key: str
-    output_class: type
-    has_flip_test = False
-
     def _sanitize_parameters(self, timeout=None, flip_test=None):
-        if flip_test and not self.has_flip_test:
+        if flip_test and not self.sapiens_task.flip_test:
             raise ValueError(f"The {self.task or type(self).__name__} pipeline has no flip test")
         preprocess_params = {} if timeout is None else {"timeout": timeout}
         forward_params = {} if flip_test is None else {"flip_test": flip_test}
@@ -127,27 +128,23 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
         return model_inputs
 
     def _forward(self, model_inputs, flip_test=False):
-        pixel_values = model_inputs["pixel_values"]
+        pixel_values, output = model_inputs["pixel_values"], self.sapiens_task.output
         model_outputs = {
             "target_size": model_inputs["target_size"],
-            self.output_key: getattr(self.model(pixel_values=pixel_values), self.output_key),
+            output: getattr(self.model(pixel_values=pixel_values), output),
         }
         if flip_test:
-            model_outputs[f"{self.output_key}_flipped"] = getattr(
-                self.model(pixel_values=pixel_values.flip(-1)), self.output_key
-            )
+            model_outputs[f"{output}_flipped"] = getattr(self.model(pixel_values=pixel_values.flip(-1)), output)
         return model_outputs
 
     def _outputs(self, model_outputs, suffix=""):
-        return self.output_class(**{self.output_key: model_outputs[self.output_key + suffix]})
+        output = self.sapiens_task.output
+        return self.sapiens_task.output_type()(**{output: model_outputs[output + suffix]})
 
 
 class SapiensSegmentationPipeline(_SapiensDensePipeline):
     """Body-part segmentation. Returns `{"segmentation": (H, W) class indices, "label_map": palettised PIL image}`
     (the class names are `model.config.id2label`)."""
-
-    task_name = "segmentation"
-    output_key, output_class = "logits", SemanticSegmenterOutput
 
     def postprocess(self, model_outputs):
         segmentation = self.image_processor.post_process_semantic_segmentation(
@@ -160,10 +157,6 @@ class SapiensDepthPipeline(_SapiensDensePipeline):
     """Relative depth (larger = farther). Returns `{"predicted_depth": (H, W) tensor, "depth": colour-mapped PIL
     image}`. `flip_test=True` averages with the prediction on the mirrored image, as the original demo's `--flip`."""
 
-    task_name = "depth"
-    output_key, output_class = "predicted_depth", DepthEstimatorOutput
-    has_flip_test = True
-
     def postprocess(self, model_outputs):
         flipped = self._outputs(model_outputs, "_flipped") if "predicted_depth_flipped" in model_outputs else None
         depth = self.image_processor.post_process_depth_estimation(
@@ -174,9 +167,6 @@ class SapiensDepthPipeline(_SapiensDensePipeline):
 
 class SapiensNormalPipeline(_SapiensDensePipeline):
     """Surface normals. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image}`."""
-
-    task_name = "normal"
-    output_key, output_class = "normals", SapiensNormalEstimatorOutput
 
     def postprocess(self, model_outputs):
         normals = self.image_processor.post_process_normal_estimation(
@@ -213,8 +203,6 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
     `model.config.id2label`.
     """
-
-    task_name = "pose"
 
     def __init__(self, *args, **kwargs):
         self._detectors = {}

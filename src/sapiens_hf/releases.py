@@ -29,7 +29,7 @@ from huggingface_hub.utils.sha import sha_fileobj
 from transformers.utils import logging
 
 from .configuration_sapiens import SapiensConfig
-from .tasks import TASKS, get_task, task_of_class
+from .tasks import ENCODER, Task, get_task, task_of_class
 
 
 logger = logging.get_logger(__name__)
@@ -254,16 +254,21 @@ def download_original(
     return path
 
 
+def _released_task(checkpoint: OriginalCheckpoint) -> Task:
+    """The task the released file converts into: its own, but the encoder for pretraining (the `_clean` files hold
+    the encoder only; the MAE decoder was dropped)."""
+    task = get_task(checkpoint.task)
+    return ENCODER if task.decoder else task
+
+
 def original_config(checkpoint: OriginalCheckpoint) -> SapiensConfig:
     """The config of a released checkpoint from its table entry alone (size, task, label set; nothing is
     downloaded): what converting the released file gives, for listings and model cards."""
-    from .convert import label_metadata
-
+    task = get_task(checkpoint.task)
     num_labels = int(checkpoint.label_set.rsplit("-", 1)[1]) if checkpoint.label_set else None
-    labels = {} if num_labels is None else {"num_labels": num_labels, **label_metadata(checkpoint.task, num_labels)}
+    labels = {} if num_labels is None else {"num_labels": num_labels, **task.label_metadata(num_labels)}
     config = SapiensConfig.from_preset(checkpoint.model_size, checkpoint.task, **labels)
-    # A pretrain `_clean` file holds the encoder only (the MAE decoder was dropped).
-    config.architectures = [TASKS["model" if checkpoint.task == "pretraining" else checkpoint.task].model_class]
+    config.architectures = [_released_task(checkpoint).model_class]
     config.name_or_path = checkpoint.repo_id
     return config
 
@@ -382,7 +387,7 @@ def converted_folder(
     if task is None and (entry / "task").is_file():
         task = (entry / "task").read_text().strip()
     elif task is None and checkpoint is not None:
-        task = "model" if checkpoint.task == "pretraining" else checkpoint.task
+        task = _released_task(checkpoint).name
     if task is not None:
         task = get_task(task).name
         if (entry / task / "config.json").is_file() and not force_download:
@@ -403,7 +408,6 @@ def _convert_into(entry: Path, path: Path, task: str | None, num_attention_heads
     """Converts `path` into `entry/<task>` through a temporary folder renamed into place (a concurrent or killed
     conversion never leaves a half-written folder that a later load would trust)."""
     from .convert import convert_to_folder
-    from .modeling_sapiens import SapiensModel
 
     overrides = {} if num_attention_heads is None else {"num_attention_heads": num_attention_heads}
     entry.mkdir(parents=True, exist_ok=True)
@@ -411,8 +415,7 @@ def _convert_into(entry: Path, path: Path, task: str | None, num_attention_heads
     try:
         logger.info(f"Converting {path} into a transformers checkpoint (once; later loads reuse it)")
         model = convert_to_folder(path, staging, task=task, **overrides)
-        # SapiensModel's own task is "model"; every task model names its task.
-        task = task or ("model" if type(model) is SapiensModel else model.task)
+        task = task or task_of_class(type(model).__name__).name
         (staging / "source.json").write_text(json.dumps({**source, "task": task}, indent=2) + "\n")
         target = entry / task
         try:

@@ -1,5 +1,8 @@
-"""Running an exported ONNX graph (`sapiens_hf.export`) without torch or transformers: NumPy, OpenCV, Pillow and
-onnxruntime, with the original's pre- and post-processing from `geometry` — the results of the `sapiens-*` pipelines.
+"""The one runner of export folders (`sapiens-hf export`): `ExportedModel` reads the manifest, makes the checks and
+runs the graph — onnxruntime for ONNX; torch, imported only then, for a `torch.export` program — with the original's
+pre- and post-processing in NumPy/OpenCV (`geometry`): the results of the `sapiens-*` pipelines, without torch or
+transformers for an ONNX graph. The pipelines take an export folder through `exported_model.SapiensExportedModel`, a
+layer over this class; `export` writes the folders with this module's manifest name and dtype names.
 
     from sapiens_hf.runtime import ExportedModel
 
@@ -22,45 +25,95 @@ import PIL.Image
 import PIL.ImageOps
 
 from .geometry import check_boxes, decode_udp_heatmaps, get_box_center_scale, get_udp_warp_matrix, warp_affine_bilinear
+from .tasks import TASKS
+
+
+MANIFEST = "sapiens-export.json"
+# The dtypes an export is written in, by their manifest names: the names of the torch (and NumPy) dtypes.
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def is_export_folder(path) -> bool:
+    return isinstance(path, (str, Path)) and (Path(path) / MANIFEST).is_file()
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an export folder; OSError for any other folder."""
+    if not is_export_folder(folder):
+        raise OSError(f"{folder} is not a folder written by sapiens-hf export (no {MANIFEST})")
+    return json.loads((Path(folder) / MANIFEST).read_text())
+
+
+def load_graph(path: Path, dtype: str, providers: list[str] | None = None):
+    """The graph in `path` as a function from float32 pixel values to its output in float32 (NumPy arrays), the
+    input cast to the graph's `dtype` (a manifest name): onnxruntime for `.onnx` (with `providers`, default the CPU),
+    torch for a `torch.export` program, whose loading can run code from the file: load only files you trust."""
+    if path.suffix == ".onnx":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        name, input_dtype = session.get_inputs()[0].name, np.dtype(DTYPES[dtype])
+
+        def run(pixel_values: np.ndarray) -> np.ndarray:
+            output = session.run(None, {name: pixel_values.astype(input_dtype, copy=False)})[0]
+            return output.astype(np.float32, copy=False)
+
+        return run
+    import torch
+
+    module, input_dtype = torch.export.load(path).module(), getattr(torch, DTYPES[dtype])
+
+    def run(pixel_values: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return module(torch.from_numpy(pixel_values).to(input_dtype)).float().numpy()
+
+    return run
 
 
 class ExportedModel:
-    def __init__(self, folder: str | Path, int8: bool = False, providers: list[str] | None = None):
-        import onnxruntime
+    """The graph of an export folder with the pipelines' pre- and post-processing (see the module docstring).
 
+    `int8` runs the int8 graph of `--quantize int8`; `providers` are onnxruntime's. A `torch.export` program can
+    hold pickled objects, which run code when loaded, so it is loaded (with torch) only with
+    `trust_remote_code=True`; ONNX graphs carry no code."""
+
+    def __init__(self, folder: str | Path, int8: bool = False, providers: list[str] | None = None,
+                 trust_remote_code: bool = False):
         folder = Path(folder)
-        self.manifest = json.loads((folder / "sapiens-export.json").read_text())
+        self.manifest = read_manifest(folder)
+        self.task = TASKS[self.manifest["task"]]
+        file = self.manifest["file"]
         if self.manifest["format"] != "onnx":
-            raise ValueError(f"{folder} holds a {self.manifest['format']} export; this runner runs ONNX graphs")
+            if not trust_remote_code:
+                raise ValueError(f"{folder} holds a torch.export program, whose loading can run code from the file "
+                                 "(pickled objects): from Python, pass trust_remote_code=True if you trust it; or "
+                                 "export ONNX, which predict, annotate and the demo take")
+            if int8:
+                raise ValueError(f"{folder} holds a torch.export program; int8 graphs are ONNX (--quantize int8)")
+        elif int8:
+            if "int8" not in self.manifest:
+                raise ValueError(f"{folder} has no int8 graph: export the model with --quantize int8")
+            file = self.manifest["int8"]["file"]
         processor = json.loads((folder / "preprocessor_config.json").read_text())
-        self.task = self.manifest["task"]
         self.size = (processor["size"]["width"], processor["size"]["height"])
         self.mean = np.asarray(processor["image_mean"], np.float32)
         self.std = np.asarray(processor["image_std"], np.float32)
         self.box_padding = processor.get("box_padding", 1.25)
-        if int8 and "int8" not in self.manifest:
-            raise ValueError(f"{folder} has no int8 graph: export the model with --quantize int8")
-        file = self.manifest["int8"]["file"] if int8 else self.manifest["file"]
-        self.session = onnxruntime.InferenceSession(str(folder / file), providers=providers or ["CPUExecutionProvider"])
+        self._graph = load_graph(folder / file, self.manifest["dtype"], providers)
 
     def __call__(self, image, boxes=None, kernel_size: int = 11):
         image = _rgb(image)
-        if self.task == "pose":
-            return self._pose(image, boxes, kernel_size)
+        if self.task.top_down:
+            return self._top_down(image, boxes, kernel_size)
         if boxes is not None:
-            raise ValueError(f"boxes apply to pose; this is a {self.task} model")
+            raise ValueError(f"boxes apply to pose; this is a {self.task.name} model")
         resized = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
         output = self.run(self._normalize([resized]))[0]
-        if self.task == "model":
-            return {"last_hidden_state": output}
-        maps = _resize_twice(output if output.ndim == 3 else output[None], self.size[::-1], image.shape[:2])
-        if self.task == "segmentation":
-            return {"segmentation": maps.argmax(axis=0)}
-        if self.task == "depth":
-            return {"predicted_depth": maps[0]}
-        return {"normals": maps / (np.linalg.norm(maps, axis=0, keepdims=True) + np.float32(1e-5))}
+        if self.task.has_head:
+            output = _resize_twice(output if output.ndim == 3 else output[None], self.size[::-1], image.shape[:2])
+        return self.task.decode(output)
 
-    def _pose(self, image: np.ndarray, boxes, kernel_size: int) -> list[dict]:
+    def _top_down(self, image: np.ndarray, boxes, kernel_size: int) -> list[dict]:
         boxes = check_boxes(boxes, *image.shape[:2])
         center, scale = get_box_center_scale(boxes, self.size, self.box_padding)
         crops = [warp_affine_bilinear(image, get_udp_warp_matrix(c, s, self.size), self.size)
@@ -78,13 +131,11 @@ class ExportedModel:
         return np.ascontiguousarray((pixels - self.mean[:, None, None]) / self.std[:, None, None])
 
     def run(self, pixel_values: np.ndarray) -> np.ndarray:
-        """The graph's output (float32) for normalised `pixel_values` `(batch, 3, height, width)`; a graph exported
-        without `--dynamic-batch` runs one image at a time."""
-        graph_input = self.session.get_inputs()[0]
-        pixel_values = pixel_values.astype(np.float16 if "float16" in graph_input.type else np.float32)
-        batches = np.split(pixel_values, len(pixel_values)) if graph_input.shape[0] == 1 else [pixel_values]
-        outputs = [self.session.run(None, {graph_input.name: batch})[0] for batch in batches]
-        return np.concatenate(outputs).astype(np.float32, copy=False)
+        """The graph's output (float32) for normalised float32 `pixel_values` `(batch, 3, height, width)`; a graph
+        exported without `--dynamic-batch` runs one image at a time."""
+        if self.manifest["dynamic_batch"]:
+            return self._graph(pixel_values)
+        return np.concatenate([self._graph(batch) for batch in np.split(pixel_values, len(pixel_values))])
 
 
 def _rgb(image) -> np.ndarray:
@@ -105,3 +156,6 @@ def _resize_twice(maps: np.ndarray, input_size: tuple[int, int], image_size: tup
         return resized.reshape(size[0], size[1], -1).transpose(2, 0, 1)
 
     return resize(resize(maps.astype(np.float32), input_size), image_size)
+
+
+__all__ = ["DTYPES", "MANIFEST", "ExportedModel", "is_export_folder", "load_graph", "read_manifest"]

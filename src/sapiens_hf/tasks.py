@@ -1,8 +1,10 @@
 """The Sapiens tasks, each declared once: one `Task` object per task holds everything that differs between tasks —
 names, model and Auto classes, pipeline, default checkpoint, the model output and its class, flip-test support,
 the result files and visualisation that `predict` and the demo write, the columns `annotate` writes and the
-post-processing that fills them, and how a graph's raw output becomes a result in the torch-free runtime.
-Everything else reads these objects; no other module compares a task name with a literal.
+post-processing that fills them, the dense training targets, how a graph's raw output becomes a result in the
+torch-free runtime, what an export records and measures, and how Meta's original checkpoints show their task and
+labels. Everything else reads these objects; no other module compares a task name
+with a literal.
 
 Adding a task: a `Task` (or a subclass with its result methods) in `TASKS`; its model class and head in
 `modeling_sapiens.py`, its head defaults in `configuration_sapiens.TASK_DEFAULTS` and, for a pipeline, its class in
@@ -13,6 +15,8 @@ the table imports neither torch nor transformers (the torch-free runtime reads i
 import difflib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,11 @@ class Task:
         """Whether the model ends in a task head that the pipelines and the post-processing read."""
         return self.pipeline is not None
 
+    @property
+    def encoder_only(self) -> bool:
+        """Whether the model is the encoder alone (features; neither a task head nor the MAE decoder)."""
+        return not (self.has_head or self.decoder)
+
     def output_type(self) -> type:
         """The `ModelOutput` class of `output_class` (the package's own, else transformers')."""
         from transformers import modeling_outputs
@@ -91,7 +100,7 @@ class Task:
         raise NotImplementedError(f"The {self.name} task writes no records file")
 
     # --- dense training (`training.dense_data`) ---------------------------------------------------------------------
-    output_channels: int | None = None  # channels of a dense map of fixed width (depth 1, normals 3)
+    output_channels: int | None = None  # a dense head of fixed width (depth 1, normals 3); None: one per label
     target_argument: str = ""  # the image processor's argument for this task's training targets
     augmentation: tuple[tuple[str, float], ...] = ()  # `DenseAugmentation` fields of the original's train config
 
@@ -114,6 +123,33 @@ class Task:
     def row(self, result, model_config) -> dict:
         """The column values of one image's post-processed result."""
         raise NotImplementedError(f"The {self.name} task has no annotate columns")
+
+    # --- the torch-free runtime (`sapiens_hf.runtime`) ---------------------------------------------------------------
+    def decode(self, output: np.ndarray) -> dict:
+        """The result of one image from its graph output: a head's maps `(C, H, W)` resized to the image (a top-down
+        task's crops are decoded by the runtime), an encoder's output as it is."""
+        return {self.output: output}
+
+    # --- exports (`sapiens_hf.export`) -------------------------------------------------------------------------------
+    labelled: bool = False  # its output channels have names in `config.id2label` (keypoints, classes, x/y/z)
+
+    def export_labels(self, config) -> dict:
+        """What an export's manifest records of the model's labels."""
+        return {"labels": [config.id2label[index] for index in range(config.num_labels)]} if self.labelled else {}
+
+    def int8_change(self, fp32: np.ndarray, int8: np.ndarray, input_size: tuple[int, int]) -> dict:
+        """The change of the int8 graph's output against the fp32 graph's (batches of the model input size
+        `input_size`, width × height) in the task's own terms; here the relative error (an encoder's features)."""
+        return {"relative_error_mean": float(np.abs(int8 - fp32).mean() / (np.abs(fp32).mean() + 1e-12))}
+
+    # --- Meta's original checkpoints (`sapiens_hf.convert`, `sapiens_hf.releases`) -----------------------------------
+    original_head: str | None = None  # the original head's output layer, whose `<layer>.weight` shows the task
+    decoder: bool = False  # the model has the MAE decoder (`neck.*` in the original checkpoints)
+
+    def label_metadata(self, num_labels: int | None) -> dict:
+        """The config fields of the released label set with `num_labels` labels (`id2label` and the like) that a
+        converted checkpoint gets; none where no released set has that many."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -163,6 +199,25 @@ class PoseTask(Task):
                 "pose_keypoints": [person["keypoints"].tolist() for person in result],
                 "pose_scores": [person["scores"].tolist() for person in result]}
 
+    def export_labels(self, config):
+        from .metadata import model_flip_pairs
+
+        return {**super().export_labels(config), "flip_pairs": model_flip_pairs(config)}
+
+    def int8_change(self, fp32, int8, input_size):
+        from .geometry import decode_udp_heatmaps
+
+        moved = decode_udp_heatmaps(fp32, input_size)[0] - decode_udp_heatmaps(int8, input_size)[0]
+        return {"keypoint_error_px_mean": float(np.linalg.norm(moved, axis=-1).mean())}
+
+    def label_metadata(self, num_labels):
+        from . import metadata
+
+        if num_labels not in metadata.KEYPOINT_SET_BY_COUNT:
+            return {}
+        names = metadata.keypoint_set(num_labels)["keypoint_names"]
+        return {"id2label": dict(enumerate(names)), "flip_pairs": metadata.flip_pairs(num_labels)}
+
 
 @dataclass(frozen=True)
 class SegmentationTask(Task):
@@ -184,10 +239,21 @@ class SegmentationTask(Task):
 
     def row(self, labels, model_config):
         import cv2
-        import numpy as np
-
         labels = labels.numpy().astype(np.uint8 if model_config.num_labels <= 256 else np.uint16)
         return {"segmentation_png": cv2.imencode(".png", labels)[1].tobytes()}
+
+    def decode(self, output):
+        return {"segmentation": output.argmax(axis=0)}
+
+    def int8_change(self, fp32, int8, input_size):
+        return {"pixel_agreement": float((fp32.argmax(1) == int8.argmax(1)).mean())}
+
+    def label_metadata(self, num_labels):
+        from . import metadata
+
+        if num_labels != len(metadata.SEGMENTATION_CLASSES):
+            return {}
+        return {"id2label": dict(enumerate(metadata.SEGMENTATION_CLASSES)), "class_weights": list(metadata.CLASS_WEIGHTS)}
 
 
 @dataclass(frozen=True)
@@ -203,8 +269,6 @@ class MapTask(Task):
     def row(self, result, model_config):
         import io
 
-        import numpy as np
-
         buffer = io.BytesIO()
         np.save(buffer, result[self.output].numpy().astype(np.float32), allow_pickle=False)
         return {f"{self.name}_npy": buffer.getvalue()}
@@ -213,23 +277,33 @@ class MapTask(Task):
 @dataclass(frozen=True)
 class DepthTask(MapTask):
     def save_result(self, result, path):
-        import numpy as np
-
         np.save(path, result["predicted_depth"].float().numpy())
 
     def visualize(self, image, result, keypoint_threshold=0.3):
         return result["depth"]
 
+    def decode(self, output):
+        return {"predicted_depth": output[0]}
+
+    def int8_change(self, fp32, int8, input_size):
+        return {"depth_relative_error_mean": float((np.abs(int8 - fp32) / (np.abs(fp32) + 1e-6)).mean())}
+
 
 @dataclass(frozen=True)
 class NormalTask(MapTask):
     def save_result(self, result, path):
-        import numpy as np
-
         np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3); annotate keeps (3, H, W)
 
     def visualize(self, image, result, keypoint_threshold=0.3):
         return result["normal_map"]
+
+    def decode(self, output):
+        return {"normals": output / (np.linalg.norm(output, axis=0, keepdims=True) + np.float32(1e-5))}
+
+    def int8_change(self, fp32, int8, input_size):
+        a = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True)
+        b = int8 / np.linalg.norm(int8, axis=1, keepdims=True)
+        return {"normal_angle_error_deg_mean": float(np.degrees(np.arccos(np.clip((a * b).sum(1), -1, 1))).mean())}
 
 
 TASKS: dict[str, Task] = {
@@ -239,38 +313,42 @@ TASKS: dict[str, Task] = {
                  "top-down 2D human pose estimation", output="heatmaps", output_class="SapiensPoseEstimatorOutput",
                  pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
                  default_checkpoint="facebook/sapiens-pose-0.3b", flip_test=True, top_down=True,
-                 visual_suffix=".jpg", records_file="keypoints.json", post_process="post_process_pose_estimation"),
+                 visual_suffix=".jpg", records_file="keypoints.json", post_process="post_process_pose_estimation",
+                 labelled=True, original_head="final_layer"),
         SegmentationTask("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
                          "image-segmentation", "body-part segmentation", output="logits",
                          output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
                          pipeline="sapiens-segmentation", pipeline_class="SapiensSegmentationPipeline",
                          default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
-                         result_suffix=".png", visual_suffix=".jpg", classes=True,
+                         result_suffix=".png", visual_suffix=".jpg", classes=True, labelled=True,
                          post_process="post_process_semantic_segmentation", target_argument="segmentation_maps",
-                         augmentation=(("background_prob", 0.8), ("rotate_degrees", 45.0))),
+                         augmentation=(("background_prob", 0.8), ("rotate_degrees", 45.0)), original_head="conv_seg"),
         DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
                   pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
                   training_target=("depth", "depth"), flip_test=True, result_suffix=".npy",
                   post_process="post_process_depth_estimation", output_channels=1, target_argument="depth_maps",
-                  augmentation=(("rotate_degrees", 60.0),)),
+                  augmentation=(("rotate_degrees", 60.0),), original_head="conv_seg"),
         NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-                   training_target=("normal", "normals"), result_suffix=".npy",
-                   post_process="post_process_normal_estimation", output_channels=3, target_argument="normal_maps"),
+                   training_target=("normal", "normals"), result_suffix=".npy", labelled=True,
+                   post_process="post_process_normal_estimation", output_channels=3, target_argument="normal_maps",
+                   original_head="conv_seg"),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
              "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
              output_class="SapiensMaskedImageModelingOutput", aliases=("mae", "pretrain"),
-             extra_auto_classes=("AutoModelForPreTraining",)),
+             extra_auto_classes=("AutoModelForPreTraining",), decoder=True),
         Task("model", "SapiensModel", "AutoModel", "image-feature-extraction", "human-centric image features",
              output="last_hidden_state", output_class="SapiensModelOutput", aliases=("encoder",)),
         Task("backbone", "SapiensBackbone", "AutoBackbone", "image-feature-extraction",
              "feature maps for dense heads", output="feature_maps", output_class="BackboneOutput"),
     )
 }
+# The encoder alone: what a checkpoint with neither a task head nor the MAE decoder converts into.
+ENCODER = TASKS["model"]
 PIPELINE_TASKS: dict[str, Task] = {task.pipeline: task for task in TASKS.values() if task.pipeline}
 DENSE_TASKS = tuple(name for name, task in TASKS.items() if task.training_target)
 
@@ -292,4 +370,4 @@ def task_of_class(class_name: str | None) -> Task | None:
     return next((task for task in TASKS.values() if task.model_class == class_name), None)
 
 
-__all__ = ["DENSE_TASKS", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
+__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
