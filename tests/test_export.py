@@ -273,3 +273,31 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, m
         SapiensExportedModel.from_pretrained(tmp_path / "depth-pt2")
     with pytest.raises(OSError, match="not a folder written by sapiens-hf export"):
         SapiensExportedModel.from_pretrained(tmp_path / "pose")
+
+
+def test_a_failed_export_leaves_nothing_and_a_typo_is_refused(tmp_path, monkeypatch, capsys):
+    """A graph whose self-check fails (tolerance patched to 0) is a failure (exit code 1, not a usage error) that
+    removes the files it wrote, so the same command runs again without --overwrite; a misspelled --config key is
+    refused as predict and convert refuse it; the check's tolerance is relative to the output's scale."""
+    from sapiens_hf import export as exporting
+    from sapiens_hf.cli import main
+
+    model = saved_model("depth", tmp_path / "model")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    monkeypatch.setattr(exporting, "TOLERANCE", {"fp32": 0.0, "fp16": 0.0, "bf16": 0.0})
+    with pytest.raises(exporting.ExportCheckError, match="nothing was kept"):
+        export(model, tmp_path / "out")
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["notes.txt"]
+    assert main(["export", model, str(tmp_path / "out")]) == 1
+    assert "differs from the eager model" in capsys.readouterr().err
+    monkeypatch.undo()
+    manifest = export(model, tmp_path / "out")  # not blocked by leftovers
+    assert manifest["output_scale"] >= 1
+    assert max(manifest["max_abs_difference_to_eager"].values()) <= 1e-4 * manifest["output_scale"]
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+    with pytest.raises(TypeError, match="num_hidden_layers"):
+        export(model, tmp_path / "typo", config_overrides={"num_hiden_layers": 3})
+    assert main(["export", model, str(tmp_path / "typo"), "--config", "num_hiden_layers=3"]) == 2
+    assert not (tmp_path / "typo").exists()

@@ -13,6 +13,7 @@ the measured differences to the eager model (and, for int8, the accuracy change 
 import contextlib
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from .tasks import task_of_class
 
 
 FORMATS = ("onnx", "exported-program")
-# Largest difference to the eager float32 model on the check input that the export accepts, per dtype.
+# Largest difference to the eager float32 model on the check input that the export accepts, per dtype, relative to
+# the output's scale (its largest magnitude, at least 1), as the reference tests compare.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}
 # The files an export writes (besides external weight data, `model.onnx.data`), checked before anything is written.
 WRITTEN = {"model.onnx", "model.pt2", "model.int8.onnx", "config.json", "preprocessor_config.json", MANIFEST}
@@ -33,6 +35,16 @@ WRITTEN = {"model.onnx", "model.pt2", "model.int8.onnx", "config.json", "preproc
 
 class ExportError(ValueError):
     """An export that cannot work as asked; the message says what to do instead."""
+
+
+class ExportCheckError(RuntimeError):
+    """An exported graph that does not compute what the eager model computes; the export's files are removed."""
+
+
+def _ours(output_dir: Path, since_ns: int) -> list[Path]:
+    """The files of an export in `output_dir` written since `since_ns` (what a failed export removes)."""
+    return [path for path in output_dir.glob("*") if path.is_file() and path.stat().st_mtime_ns >= since_ns
+            and (path.name in WRITTEN or path.name.startswith(("model.onnx", "model.int8.onnx")))]
 
 
 class _Graph(nn.Module):
@@ -125,12 +137,17 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     `dynamic_batch` — at the processor's input size (or `input_size` `(height, width)`), and returns the model's
     main output. Files of an earlier export in `output_dir` are replaced only with `overwrite`, nothing else there is
     touched. A model instance is cast to `dtype` in place. Every export is run against the eager model once;
-    `ExportError` when it cannot work as asked."""
+    `ExportError` when it cannot work as asked, `ExportCheckError` when the graph does not compute what the model
+    does (beyond `TOLERANCE`); either way, no file of a failed export is left."""
     existing = [path.name for path in Path(output_dir).glob("*") if path.name in WRITTEN or
                 path.name.startswith(("model.onnx", "model.int8.onnx"))] if Path(output_dir).is_dir() else []
     if existing and not overwrite:
         raise ExportError(f"{output_dir} already holds {sorted(existing)}: pass overwrite=True (--overwrite) to "
                           "replace them, or choose another folder")
+    if config_overrides:
+        from .convert import check_config_overrides
+
+        check_config_overrides(config_overrides)  # a misspelled key is an error, as in predict and convert
     model = _load(model, config_overrides or {}).eval()
     task = task_of_class(type(model).__name__)
     _check_request(task, format, dtype, quantize)
@@ -149,6 +166,17 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     processor.size = {"height": height, "width": width}
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time_ns() - 10**9  # file systems keep mtimes coarser than the clock
+    try:
+        return _export(model, task, processor, output_dir, format, dtype, dynamic_batch, dynamic_size, quantize, opset)
+    except BaseException:
+        for path in _ours(output_dir, started):  # no half export blocks the next run
+            path.unlink()
+        raise
+
+
+def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_batch, dynamic_size, quantize, opset):
+    height, width, patch = processor.size["height"], processor.size["width"], model.config.patch_size
 
     torch_dtype = getattr(torch, DTYPES[dtype])
     graph = _Graph(model.to(torch_dtype), task.output).eval()
@@ -178,7 +206,7 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
 
     sizes = [(height, width)] + ([(height + 2 * patch, width + patch)] if dynamic_size else [])
     batches = [1, 3] if dynamic_batch else [1]
-    differences = {}
+    differences, scale = {}, 1.0
     for size in sizes:
         for batch in batches:
             pixel_values = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(torch_dtype)
@@ -195,13 +223,16 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
                     ) from error
                 raise
             differences[f"{batch}x{size[0]}x{size[1]}"] = float(np.abs(actual - expected).max())
+            scale = max(scale, float(np.abs(expected).max()))
     worst = max(differences.values())
-    if not worst <= TOLERANCE[dtype]:
-        raise ExportError(f"The exported graph differs from the eager model by {worst:.3g} (more than "
-                          f"{TOLERANCE[dtype]:g} for {dtype}); see {output_dir} and report it")
+    if not worst <= TOLERANCE[dtype] * scale:
+        raise ExportCheckError(f"The exported graph differs from the eager model by {worst:.3g}, more than "
+                               f"{TOLERANCE[dtype]:g} × the output's scale {scale:.3g} for {dtype}: nothing was kept; "
+                               "please report it with the model and the command")
 
     manifest = _manifest(model, task, format, file.name, dtype, opset, (height, width), dynamic_batch, dynamic_size)
     manifest["max_abs_difference_to_eager"] = differences
+    manifest["output_scale"] = scale
     if quantize:
         manifest["int8"] = quantize_int8(file, output_dir / "model.int8.onnx", task, processor)
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
