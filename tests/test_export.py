@@ -301,3 +301,45 @@ def test_a_failed_export_leaves_nothing_and_a_typo_is_refused(tmp_path, monkeypa
         export(model, tmp_path / "typo", config_overrides={"num_hiden_layers": 3})
     assert main(["export", model, str(tmp_path / "typo"), "--config", "num_hiden_layers=3"]) == 2
     assert not (tmp_path / "typo").exists()
+
+
+def test_a_damaged_or_edited_export_folder_is_refused_with_its_reason(tmp_path):
+    """A manifest naming a graph outside the folder, another task than the graph's, an unknown format, or a
+    missing graph file: one ValueError naming the manifest or the file and what to do, from the runner and from
+    the pipelines' model alike (never a raw KeyError, never a file outside the folder opened)."""
+    from sapiens_hf.exported_model import SapiensExportedModel
+    from sapiens_hf.runtime import ExportedModel
+
+    export(saved_model("seg", tmp_path / "model"), tmp_path / "out")
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    (tmp_path / "outside.onnx").write_bytes((tmp_path / "out" / "model.onnx").read_bytes())
+    for edit, message in [({"file": "../outside.onnx"}, "not a file name in the folder"),
+                          ({"task": "pose"}, "output is heatmaps, not logits"),
+                          ({"task": "pose", "output": "heatmaps"}, "computes 'logits', not 'heatmaps'"),
+                          ({"format": "tflite"}, "unknown format"),
+                          ({"file": "gone.onnx"}, "gone.onnx is missing")]:
+        (tmp_path / "out" / MANIFEST).write_text(json.dumps({**manifest, **edit}))
+        for load in (ExportedModel, SapiensExportedModel):
+            with pytest.raises(ValueError, match=message):
+                load(tmp_path / "out")
+    (tmp_path / "out" / MANIFEST).write_text(json.dumps({key: manifest[key] for key in manifest if key != "task"}))
+    with pytest.raises(ValueError, match="damaged or was edited .KeyError"):
+        ExportedModel(tmp_path / "out")
+
+
+def test_the_runner_reads_a_16_bit_png_as_the_pipelines_do(tmp_path):
+    """16-bit PNGs keep their high byte in the pipelines (as cv2.imread); the runner reads images the same way."""
+    import PIL.Image
+    from transformers import pipeline
+
+    import sapiens_hf  # noqa: F401  (registers the pipelines)
+    from sapiens_hf.runtime import ExportedModel
+
+    model = saved_model("depth", tmp_path / "model")
+    export(model, tmp_path / "out")
+    ramp = (np.arange(96 * 128, dtype=np.uint32).reshape(96, 128) * 5).astype(np.uint16)
+    PIL.Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert PIL.Image.open(tmp_path / "deep.png").mode.startswith("I")
+    expected = pipeline("sapiens-depth", model=model)(str(tmp_path / "deep.png"))["predicted_depth"].numpy()
+    actual = ExportedModel(tmp_path / "out")(tmp_path / "deep.png")["predicted_depth"]
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)

@@ -21,11 +21,10 @@ import torch
 from torch import nn
 
 from . import __version__
-from .runtime import DTYPES, MANIFEST, load_graph
+from .runtime import DTYPES, FORMATS, MANIFEST, load_graph
 from .tasks import task_of_class
 
 
-FORMATS = ("onnx", "exported-program")
 # Largest difference to the eager float32 model on the check input that the export accepts, per dtype, relative to
 # the output's scale (its largest magnitude, at least 1), as the reference tests compare.
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-2, "bf16": 2e-1}

@@ -1,7 +1,8 @@
 """Reading images: the one way the package turns a file, URL or image object into the `(height, width, 3)` uint8 RGB
 array that the processor, the pipelines, the command line, the training data and `annotate` work on, as the original
 sees an image read by `cv2.imread`. Files and URLs larger than a pixel limit are refused from their header, before
-they are decoded.
+they are decoded. NumPy and Pillow only (torch tensors are read without importing torch), so that the torch-free
+runtime reads images as the pipelines do.
 """
 
 import os
@@ -10,9 +11,6 @@ from io import BytesIO
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
-import torch
-from huggingface_hub.utils import httpx  # the HTTP client transformers' own image loading uses
-from transformers.image_utils import ChannelDimension, ImageInput
 
 
 # Largest image (height × width) processed by default. At 100 megapixels (more than common camera sensors) the
@@ -38,6 +36,8 @@ def check_image_pixels(height: int, width: int, max_pixels: int | None, what: st
 def download(url: str, timeout: float | None = None, max_bytes: int | None = None) -> bytes:
     """The body of `url`, refused past `max_bytes` (default `MAX_DOWNLOAD_BYTES`; from its announced length, else as
     it arrives); `timeout` (default `DEFAULT_TIMEOUT_S`) bounds the connection and each read."""
+    from huggingface_hub.utils import httpx  # the HTTP client transformers' own image loading uses
+
     max_bytes, chunks, size = max_bytes or MAX_DOWNLOAD_BYTES, [], 0
     with httpx.stream("GET", url, timeout=timeout or DEFAULT_TIMEOUT_S, follow_redirects=True) as response:
         response.raise_for_status()
@@ -92,8 +92,9 @@ def _channels_last(array: np.ndarray, input_data_format, prefer_first: bool) -> 
         return array[..., None]
     if array.ndim != 3:
         raise ValueError(f"An image must have 2 or 3 dimensions, got an array of shape {array.shape}")
-    if input_data_format is not None:
-        return array if ChannelDimension(input_data_format) == ChannelDimension.LAST else np.moveaxis(array, 0, -1)
+    if input_data_format is not None:  # a transformers `ChannelDimension` or its value
+        last = getattr(input_data_format, "value", input_data_format) == "channels_last"
+        return array if last else np.moveaxis(array, 0, -1)
     first, last = array.shape[0] in (1, 3, 4), array.shape[-1] in (1, 3, 4)
     if first and (prefer_first or not last):
         return np.moveaxis(array, 0, -1)
@@ -123,7 +124,7 @@ def _to_uint8(array: np.ndarray) -> np.ndarray:
     raise ValueError(f"Unsupported image dtype {array.dtype}")
 
 
-def to_rgb_uint8(image: ImageInput, input_data_format: str | ChannelDimension | None = None) -> np.ndarray:
+def to_rgb_uint8(image, input_data_format=None) -> np.ndarray:
     """Any supported image as an `(height, width, 3)` uint8 RGB array, as the original sees an image read by
     `cv2.imread`: grayscale is replicated to three channels, alpha is dropped (not composited), 16-bit values keep
     their high byte. Float images must be in [0, 1]; torch tensors are taken as channels-first when ambiguous."""
@@ -134,9 +135,9 @@ def to_rgb_uint8(image: ImageInput, input_data_format: str | ChannelDimension | 
         if image.mode.startswith("I;16"):
             array = array.astype(np.uint16)
         prefer_first = False
-    elif isinstance(image, torch.Tensor):
+    elif type(image).__module__.startswith("torch") and hasattr(image, "detach"):  # a tensor
         tensor = image.detach().cpu()
-        array, prefer_first = (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy(), True
+        array, prefer_first = (tensor.float() if str(tensor.dtype) == "torch.bfloat16" else tensor).numpy(), True
     elif isinstance(image, np.ndarray):
         array, prefer_first = image, False
     else:

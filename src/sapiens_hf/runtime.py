@@ -10,8 +10,8 @@ layer over this class; `export` writes the folders with this module's manifest n
     people = pose("photo.jpg", boxes=[[x, y, w, h]])  # [{"keypoints": (K, 2), "scores": (K,), "bbox_xywh": (4,)}]
     depth = ExportedModel("out/depth-onnx")("photo.jpg")["predicted_depth"]  # (H, W) float32
 
-Images are 8-bit: a path (EXIF orientation applied, converted to RGB as the pipelines do for 8-bit files) or a uint8
-RGB array `(H, W, 3)`. Pose takes `boxes` (COCO x, y, width, height; none: the whole image). Dense outputs are
+Images are read as the pipelines read them (`image_io.read_image`: paths, URLs, bytes, PIL images, arrays; EXIF
+orientation, 16-bit and grey images handled alike). Pose takes `boxes` (COCO x, y, width, height; none: the whole image). Dense outputs are
 resized to the image with OpenCV's bilinear resize, which the pipelines do with torch's (the same sampling, float
 rounding aside: tests/test_export.py compares them).
 """
@@ -21,16 +21,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import PIL.Image
-import PIL.ImageOps
 
 from .geometry import check_boxes, decode_udp_heatmaps, get_box_center_scale, get_udp_warp_matrix, warp_affine_bilinear
+from .image_io import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from .tasks import TASKS
 
 
 MANIFEST = "sapiens-export.json"
 # The dtypes an export is written in, by their manifest names: the names of the torch (and NumPy) dtypes.
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+FORMATS = ("onnx", "exported-program")
 
 
 def is_export_folder(path) -> bool:
@@ -38,21 +38,43 @@ def is_export_folder(path) -> bool:
 
 
 def read_manifest(folder: str | Path) -> dict:
-    """The manifest of an export folder; OSError for any other folder."""
+    """The manifest of an export folder, checked: a known task, format and dtype, and graph files that are plain
+    names inside the folder. OSError for any other folder, ValueError for a damaged or edited manifest."""
     if not is_export_folder(folder):
         raise OSError(f"{folder} is not a folder written by sapiens-hf export (no {MANIFEST})")
-    return json.loads((Path(folder) / MANIFEST).read_text())
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        files = [manifest["file"]] + ([manifest["int8"]["file"]] if "int8" in manifest else [])
+        problem = next((f"unknown {key} {manifest[key]!r}" for key, known in
+                        (("task", TASKS), ("format", FORMATS), ("dtype", DTYPES)) if manifest[key] not in known), None)
+        problem = problem or next((f"the graph file {file!r} is not a file name in the folder" for file in files
+                                   if not isinstance(file, str) or Path(file).name != file or file in ("", ".", "..")),
+                                  None)
+        if problem is None and manifest["output"] != TASKS[manifest["task"]].output:
+            problem = f"a {manifest['task']} model's output is {TASKS[manifest['task']].output}, not {manifest['output']}"
+    except (ValueError, KeyError, TypeError) as error:
+        problem = f"{type(error).__name__}: {error}"
+    if problem:
+        raise ValueError(f"{path} is damaged or was edited ({problem}): export the model again")
+    return manifest
 
 
-def load_graph(path: Path, dtype: str, providers: list[str] | None = None):
+def load_graph(path: Path, dtype: str, providers: list[str] | None = None, output: str | None = None):
     """The graph in `path` as a function from float32 pixel values to its output in float32 (NumPy arrays), the
-    input cast to the graph's `dtype` (a manifest name): onnxruntime for `.onnx` (with `providers`, default the CPU),
-    torch for a `torch.export` program, whose loading can run code from the file: load only files you trust."""
+    input cast to the graph's `dtype` (a manifest name): onnxruntime for `.onnx` (with `providers`, default the CPU;
+    its output must be named `output` when given: another task's graph is refused), torch for a `torch.export`
+    program, whose loading can run code from the file: load only files you trust."""
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: the export folder is incomplete; export the model again")
     if path.suffix == ".onnx":
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
         name, input_dtype = session.get_inputs()[0].name, np.dtype(DTYPES[dtype])
+        if output is not None and session.get_outputs()[0].name != output:
+            raise ValueError(f"{path} computes {session.get_outputs()[0].name!r}, not {output!r}: it is another "
+                             "task's graph; export the model again")
 
         def run(pixel_values: np.ndarray) -> np.ndarray:
             output = session.run(None, {name: pixel_values.astype(input_dtype, copy=False)})[0]
@@ -99,7 +121,7 @@ class ExportedModel:
         self.mean = np.asarray(processor["image_mean"], np.float32)
         self.std = np.asarray(processor["image_std"], np.float32)
         self.box_padding = processor.get("box_padding", 1.25)
-        self._graph = load_graph(folder / file, self.manifest["dtype"], providers)
+        self._graph = load_graph(folder / file, self.manifest["dtype"], providers, self.task.output)
 
     def __call__(self, image, boxes=None, kernel_size: int = 11):
         image = _rgb(image)
@@ -139,13 +161,7 @@ class ExportedModel:
 
 
 def _rgb(image) -> np.ndarray:
-    if isinstance(image, (str, Path)):
-        with PIL.Image.open(image) as opened:
-            return np.asarray(PIL.ImageOps.exif_transpose(opened).convert("RGB"))
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"Expected a uint8 RGB image (H, W, 3), got {image.dtype} {image.shape}")
-    return image
+    return read_image(image, max_pixels=DEFAULT_MAX_IMAGE_PIXELS)
 
 
 def _resize_twice(maps: np.ndarray, input_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
