@@ -449,3 +449,45 @@ def test_encoded_image_bytes_are_read_as_the_file_is(tmp_path, astronaut):
     assert from_file.shape == (300, 512, 3)
     assert np.array_equal(decode((tmp_path / "rotated.jpg").read_bytes()), from_file)
     assert np.array_equal(read_image((tmp_path / "rotated.jpg").read_bytes()), from_file)
+
+
+def test_many_people_in_one_image_keep_memory_bounded(models, processor, astronaut, monkeypatch):
+    """Crops are made `crops_at_once` at a time and each batch is decoded to keypoints at once (no image's heatmaps
+    wait for its other people): the results equal those of all crops at once; with `threshold`, the same keypoints
+    are dropped as by the processor."""
+    from sapiens_hf.modeling_sapiens import SapiensPoseEstimatorOutput
+    from sapiens_hf.pipelines import SapiensPosePipeline
+
+    pose = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    boxes = [[5 + 3 * index, 10 + 2 * index, 80, 120] for index in range(20)]
+    made = []
+    call = type(processor).__call__
+    monkeypatch.setattr(type(processor), "__call__", lambda self, *a, **k: made.append(len(k["boxes"][0])) or
+                        call(self, *a, **k))
+    people = pose(astronaut, boxes=boxes, batch_size=3)
+    assert max(made) == SapiensPosePipeline.crops_at_once and sum(made) == len(boxes)
+    monkeypatch.setattr(SapiensPosePipeline, "crops_at_once", 1000)
+    for one, other in zip(people, pose(astronaut, boxes=boxes, batch_size=3)):
+        assert torch.equal(one["keypoints"], other["keypoints"]) and torch.equal(one["scores"], other["scores"])
+        assert torch.equal(one["bbox_xywh"], other["bbox_xywh"])
+    crops = processor(astronaut, boxes=[boxes], return_tensors="pt")
+    heatmaps = models["pose"](pixel_values=crops["pixel_values"].float()).heatmaps
+    expected = processor.post_process_pose_estimation(
+        SapiensPoseEstimatorOutput(heatmaps=heatmaps), boxes=[boxes], threshold=0.004,
+        crop_center=crops["crop_center"], crop_scale=crops["crop_scale"])[0]
+    for person, reference in zip(pose(astronaut, boxes=boxes, threshold=0.004), expected):
+        assert torch.equal(person["labels"], reference["labels"])
+        torch.testing.assert_close(person["keypoints"], reference["keypoints"])
+
+
+def test_detectors_named_one_after_another_are_not_all_kept(models, processor, astronaut, monkeypatch):
+    """A long-running pipeline (the demo's server) keeps the last detector it loaded by name, not one per name."""
+    from sapiens_hf import pipelines
+
+    loaded = []
+    monkeypatch.setattr(pipelines, "pipeline", lambda task, model, device: loaded.append(model) or (lambda image: []))
+    pose = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    for name in ("a/detector", "b/detector", "c/detector", "c/detector"):
+        pose(astronaut, detector=name)
+    assert loaded == ["a/detector", "b/detector", "c/detector"]
+    assert pose._detector[0] == "c/detector"

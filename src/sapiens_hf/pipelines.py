@@ -204,8 +204,10 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     `model.config.id2label`.
     """
 
+    crops_at_once = 8  # person crops made at a time (a 1024×768 crop is 19 MB): memory stays bounded per image
+
     def __init__(self, *args, **kwargs):
-        self._detectors = {}
+        self._detector = (None, None)  # the last detector loaded by name, and its name
         super().__init__(*args, **kwargs)
 
     def __call__(self, inputs, boxes=None, **kwargs):
@@ -244,7 +246,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         if flip_test is not None:
             forward_params["flip_pairs"] = self.flip_pairs if flip_test else None
         if kernel_size is not None:
-            postprocess_params["kernel_size"] = check_kernel_size(kernel_size)
+            forward_params["kernel_size"] = check_kernel_size(kernel_size)
         if threshold is not None:
             postprocess_params["threshold"] = check_number(threshold, "threshold")
         return preprocess_params, forward_params, postprocess_params
@@ -254,9 +256,9 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             if not callable(detector):
                 raise TypeError("detector must be an object-detection pipeline, a model id or a callable")
             return detector
-        if detector not in self._detectors:
-            self._detectors[detector] = pipeline("object-detection", model=detector, device=self.device)
-        return self._detectors[detector]
+        if self._detector[0] != detector:  # one at a time: a server's memory does not grow with each name asked for
+            self._detector = (detector, pipeline("object-detection", model=detector, device=self.device))
+        return self._detector[1]
 
     def detect_people(self, image: np.ndarray, detector, threshold: float = 0.3, person_label: str = "person"):
         """Person boxes `(n, 4)` (x, y, width, height) and their scores, best first."""
@@ -286,17 +288,19 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         boxes = check_boxes(boxes, height, width)
         if box_scores is None or len(box_scores) == 0:
             box_scores = [None] * len(boxes)
-        model_inputs = self.image_processor(image, boxes=[boxes], return_tensors="pt")  # crops stay float64
-        pixel_values = model_inputs["pixel_values"].to(self.dtype)
-        for index, (box, box_score) in enumerate(zip(boxes, box_scores)):
-            yield {
-                "pixel_values": pixel_values[index : index + 1],
-                "box": torch.from_numpy(box)[None],
-                "crop_center": model_inputs["crop_center"][index : index + 1],
-                "crop_scale": model_inputs["crop_scale"][index : index + 1],
-                "box_score": None if box_score is None else float(box_score),
-                "is_last": index == len(boxes) - 1,
-            }
+        for start in range(0, len(boxes), self.crops_at_once):
+            group = boxes[start : start + self.crops_at_once]
+            model_inputs = self.image_processor(image, boxes=[group], return_tensors="pt")  # crops stay float64
+            for offset, box in enumerate(group):
+                index = start + offset
+                yield {
+                    "pixel_values": model_inputs["pixel_values"][offset : offset + 1].to(self.dtype),
+                    "box": torch.from_numpy(box)[None],
+                    "crop_center": model_inputs["crop_center"][offset : offset + 1],
+                    "crop_scale": model_inputs["crop_scale"][offset : offset + 1],
+                    "box_score": None if box_scores[index] is None else float(box_scores[index]),
+                    "is_last": index == len(boxes) - 1,
+                }
 
     @property
     def flip_pairs(self) -> list[list[int]]:
@@ -310,33 +314,31 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             )
         return pairs
 
-    def _forward(self, model_inputs, flip_pairs=None):
+    def _forward(self, model_inputs, flip_pairs=None, kernel_size=11):
+        """The keypoints of a batch of crops, decoded here so that only they (not the heatmaps, 60 MB a person at
+        308 keypoints) wait for the image's other people."""
         pixel_values = model_inputs.pop("pixel_values")
-        model_outputs = {"heatmaps": self.model(pixel_values=pixel_values).heatmaps, **model_inputs}
+        outputs, flipped = self.model(pixel_values=pixel_values), None
         if flip_pairs is not None:  # flip test: the model mirrors the flipped crops' heatmaps back, swaps left/right
-            model_outputs["heatmaps_flipped"] = self.model(
-                pixel_values=pixel_values.flip(-1), flip_pairs=flip_pairs
-            ).heatmaps
-        return model_outputs
-
-    def postprocess(self, all_outputs, kernel_size=11, threshold=None):
-        heatmaps = torch.cat([output["heatmaps"] for output in all_outputs])
-        flipped = None
-        if "heatmaps_flipped" in all_outputs[0]:
-            flipped = SapiensPoseEstimatorOutput(
-                heatmaps=torch.cat([output["heatmaps_flipped"] for output in all_outputs])
-            )
+            flipped = self.model(pixel_values=pixel_values.flip(-1), flip_pairs=flip_pairs)
         people = self.image_processor.post_process_pose_estimation(
-            SapiensPoseEstimatorOutput(heatmaps=heatmaps),
-            boxes=[torch.cat([output["box"] for output in all_outputs]).tolist()],
-            outputs_flipped=flipped,
-            kernel_size=kernel_size,
-            threshold=threshold,
-            crop_center=torch.cat([output["crop_center"] for output in all_outputs]),
-            crop_scale=torch.cat([output["crop_scale"] for output in all_outputs]),
+            SapiensPoseEstimatorOutput(heatmaps=outputs.heatmaps), boxes=[model_inputs["box"].tolist()],
+            outputs_flipped=flipped, kernel_size=kernel_size, crop_center=model_inputs["crop_center"],
+            crop_scale=model_inputs["crop_scale"],
         )[0]
-        for person, output in zip(people, all_outputs):
-            person["bbox_score"] = output["box_score"]
+        return {"keypoints": torch.stack([person["keypoints"] for person in people]),
+                "scores": torch.stack([person["scores"] for person in people]),
+                "box": model_inputs["box"], "box_score": model_inputs["box_score"], "is_last": model_inputs["is_last"]}
+
+    def postprocess(self, all_outputs, threshold=None):
+        people = []
+        for output in all_outputs:
+            person = {"keypoints": output["keypoints"][0], "scores": output["scores"][0],
+                      "labels": torch.arange(output["keypoints"].shape[1]), "bbox_xywh": output["box"][0].float()}
+            if threshold is not None:  # as post_process_pose_estimation(threshold=)
+                keep = person["scores"] > threshold
+                person.update({key: person[key][keep] for key in ("keypoints", "scores", "labels")})
+            people.append({**person, "bbox_score": output["box_score"]})
         return people
 
 
