@@ -215,7 +215,8 @@ def demo(args) -> int:
     from .predict import device_problem
 
     models = models_by_task(args, PIPELINE_TASK_NAMES)
-    problems = [problem for problem in [device_problem(args.device)] if problem]
+    problems = [f"--model {task}=...: the demo runs {', '.join(PIPELINE_TASK_NAMES)}" for task in models
+                if task not in PIPELINE_TASK_NAMES] + [problem for problem in [device_problem(args.device)] if problem]
     if problems:
         raise usage_error(problems)
     if importlib.util.find_spec("gradio") is None:
