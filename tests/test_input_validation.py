@@ -166,6 +166,8 @@ HEATMAPS = SapiensPoseEstimatorOutput(heatmaps=torch.rand(2, 17, 16, 12))
         ([[[10, 10, 50, -5], [0, 0, 20, 20]]], "Degenerate box"),
         ([[[10, NAN, 50, 50], [0, 0, 20, 20]]], "Degenerate box"),
         ([[[10, 10, INF, 50], [0, 0, 20, 20]]], "Degenerate box"),
+        ([[[0, 0, 1e300, 50], [0, 0, 20, 20]]], "beyond ±10,000,000 pixels"),  # float32 inf, then NaN keypoints
+        ([[[-2e7, 0, 3e7, 50]]], "beyond ±10,000,000 pixels"),
         ([[[1, 2, 3], [1, 2, 3]]], "x, y, width, height"),
         ([[1, 2, 3, 4, 5, 6, 7, 8]], "x, y, width, height"),  # not two boxes of one image
         ([[[1, 2, 3, 4], [1, 2, 3]]], "boxes"),
@@ -237,6 +239,7 @@ def test_dense_post_processing_accepts_integer_target_sizes(processor):
         ({"detector": lambda image: [], "detector_threshold": 1.5}, "detector_threshold"),
         ({"boxes": [[10, 10, 0, 20]]}, "Degenerate box"),
         ({"boxes": [[10, 10, NAN, 20]]}, "Degenerate box"),
+        ({"boxes": [[0, 0, 1e300, 20]]}, "beyond"),
     ],
 )
 def test_pose_pipeline_rejects_bad_arguments_before_running_the_model(models, processor, kwargs, name):
@@ -410,3 +413,9 @@ def test_number_checks_do_not_reject_numpy_numbers(processor):
         HEATMAPS, np.array([[[0, 0, 20, 40], [5, 5, 20, 40]]]), threshold=np.float32(0.1), kernel_size=np.int32(11)
     )[0]
     assert len(people) == 2 and not math.isnan(float(people[0]["bbox_xywh"][2]))
+
+
+@pytest.mark.parametrize("task", ["pose", "segmentation", "depth"])
+def test_an_empty_list_of_images_is_a_clear_error(models, processor, task):
+    with pytest.raises(ValueError, match="No images given"):
+        pipeline(f"sapiens-{task}", model=models[task], image_processor=processor)([])

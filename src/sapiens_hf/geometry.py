@@ -35,6 +35,10 @@ def _parallel_map(function, items: list) -> list:
         return list(pool.map(function, items))
 
 
+# Box coordinates are computed in float32 (as the original), exact to the pixel below 2**24 ≈ 16.7 million.
+MAX_BOX_COORDINATE = 10_000_000
+
+
 def check_boxes(boxes, image_height: int | None = None, image_width: int | None = None) -> np.ndarray:
     """COCO `(x, y, width, height)` boxes of one image as a float64 `(num_boxes, 4)` array; no boxes means the whole
     image, as the original demo does when the detector finds nobody (none when the image size is not given).
@@ -54,6 +58,9 @@ def check_boxes(boxes, image_height: int | None = None, image_width: int | None 
         x, y, width, height = box
         if not np.isfinite(box).all() or width <= 0 or height <= 0:
             raise ValueError(f"Degenerate box {box.tolist()}: boxes are [x, y, width, height] with width, height > 0")
+        if np.abs(box).max() > MAX_BOX_COORDINATE:
+            raise ValueError(f"Box {box.tolist()} has values beyond ±{MAX_BOX_COORDINATE:,.0f} pixels, where the "
+                             "float32 crop geometry loses whole pixels: boxes are pixel coordinates of the image")
         if image_height is not None and (x >= image_width or y >= image_height or x + width <= 0 or y + height <= 0):
             raise ValueError(f"Box {box.tolist()} lies entirely outside the {image_width}×{image_height} image")
     return boxes

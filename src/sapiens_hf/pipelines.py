@@ -68,6 +68,11 @@ class _SapiensPipelineMixin:
         names = [cls.__name__ for cls in type(self).__mro__]
         return next(task for name in names for task in PIPELINE_TASKS.values() if task.pipeline_class == name)
 
+    def __call__(self, inputs, *args, **kwargs):
+        if isinstance(inputs, (list, tuple)) and not inputs:  # transformers would fail with an IndexError
+            raise ValueError(f"No images given to the {self.task} pipeline: pass an image or a non-empty list")
+        return super().__call__(inputs, *args, **kwargs)
+
     def _check_model(self) -> None:
         """Rejects a model of another task: its class, or the task head class it was saved from
         (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
