@@ -140,7 +140,7 @@ def test_convert_subcommand_calls_the_converter(monkeypatch, tmp_path):
     monkeypatch.setattr("sapiens_hf.convert.convert_to_folder", lambda *args, **kwargs: calls.append((args, kwargs)))
     monkeypatch.setattr("sapiens_hf.hub.publish_converted", lambda *args, **kwargs: calls.append((args, kwargs)))
     assert main(["convert", "model.pth", str(tmp_path), "--task", "depth", "--push-to-hub", "me/sapiens-depth"]) == 0
-    assert calls == [(("model.pth", str(tmp_path)), {"task": "depth"}),
+    assert calls == [(("model.pth", str(tmp_path)), {"task": "depth", "overwrite": False}),
                      ((str(tmp_path), "me/sapiens-depth"), {"source": "model.pth"})]
 
 
@@ -521,3 +521,37 @@ def test_one_grammar_for_every_command(seg_model, tmp_path, capsys):
     assert "this run's --task is segmentation" in capsys.readouterr().err
     assert main(["annotate", str(photo), "--task", "seg", "--model", seg_model, "--output", str(tmp_path / "d"),
                  "--device", "cpu", "--workers", "0", "--quiet"]) == 0
+
+
+def test_errors_a_person_can_act_on_before_any_work(seg_model, tmp_path, capsys, monkeypatch):
+    """annotate refuses a misspelled --config key as predict does (exit 2, did-you-mean); convert refuses to replace
+    an earlier conversion unless --overwrite; the demo names a busy port before loading any model."""
+    import socket
+
+    from sapiens_hf import convert as conversion
+
+    photo = photos(tmp_path / "in", ["a.jpg"])
+    assert main(["annotate", str(photo), "--task", "seg", "--model", seg_model, "--output", str(tmp_path / "out"),
+                 "--config", "num_hiden_layers=1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--config num_hiden_layers" in err and "num_hidden_layers" in err and not (tmp_path / "out").exists()
+
+    (tmp_path / "converted").mkdir()
+    (tmp_path / "converted" / "config.json").write_text("{}")
+    (tmp_path / "converted" / "notes.txt").write_text("mine")
+    converted = []
+    monkeypatch.setattr(conversion, "_convert", lambda *args: converted.append(args) or (_ for _ in ()).throw(
+        AssertionError("converted although refused")))
+    assert main(["convert", "model.pth", str(tmp_path / "converted")]) == 2
+    assert "already holds config.json" in capsys.readouterr().err and converted == []
+    assert (tmp_path / "converted" / "config.json").read_text() == "{}"
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        loads = []
+        monkeypatch.setattr("sapiens_hf.pipelines.load_task_pipeline", lambda *a, **k: loads.append(a))
+        assert main(["demo", "--port", str(port), "--model", f"seg={seg_model}"]) == 2
+    err = capsys.readouterr().err
+    assert f"--port {port}: cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err and loads == []

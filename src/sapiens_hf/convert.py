@@ -465,15 +465,21 @@ def _load_converted(model, weights: dict, partial: bool) -> list[str]:
     return missing
 
 
-def convert_to_folder(checkpoint, output_dir, task: str | None = None, **config_overrides):
+def convert_to_folder(checkpoint, output_dir, task: str | None = None, overwrite: bool = False, **config_overrides):
     """Converts an original checkpoint and writes a transformers-format folder (config.json, model.safetensors,
-    preprocessor_config.json: the original pre-processing of every released model). Returns the model.
+    preprocessor_config.json: the original pre-processing of every released model). Returns the model. A folder that
+    already holds such files is refused unless `overwrite` (other files there are never touched).
 
     A new head (an encoder-only checkpoint converted for a task) is not saved: `from_pretrained` initialises it, so
     that `num_labels=` and other head settings can still be chosen when the folder is loaded.
     `sapiens_hf.hub.publish_converted` publishes such a folder with its provenance."""
-    model, fresh = _convert(checkpoint, task, config_overrides)
     output_dir = Path(output_dir)
+    existing = sorted(path.name for path in output_dir.glob("*") if path.name in ("config.json", "preprocessor_config.json")
+                      or (path.name.startswith("model") and ".safetensors" in path.name))
+    if existing and not overwrite:
+        raise FileExistsError(f"{output_dir} already holds {', '.join(existing)}: pass overwrite=True (--overwrite) to "
+                              "replace them, or choose another folder")
+    model, fresh = _convert(checkpoint, task, config_overrides)
     state_dict = {key: value for key, value in model.state_dict().items() if key not in set(fresh)}
     model.save_pretrained(output_dir, state_dict=state_dict)
     SapiensImageProcessorPil().save_pretrained(output_dir)

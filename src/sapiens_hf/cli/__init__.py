@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def annotate_problems(args) -> list[str]:
     unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
     if unknown:
         problems.append(f"--model given for {unknown}, which --task does not ask for")
+    problems += predict.config_problems(args.config)
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -139,6 +141,17 @@ def dense_size(text: str) -> tuple[int, int] | None:
     return int(height), int(width)
 
 
+def port_problem(port: int) -> str | None:
+    """Whether the demo can serve on `port` (at the address Gradio listens on), checked before the models load."""
+    host = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            return f"--port {port}: cannot serve on {host}:{port} ({error.strerror}); choose another --port"
+    return None
+
+
 def output_problem(output: Path) -> str | None:
     if output.exists() and not output.is_dir():
         return f"--output {output} is a file, not a folder"
@@ -157,13 +170,15 @@ def output_problem(output: Path) -> str | None:
 
 def convert(args) -> int:
     try:
-        conversion.convert_to_folder(args.checkpoint, args.output_dir, task=args.task, **dict(args.config))
+        conversion.convert_to_folder(args.checkpoint, args.output_dir, task=args.task, overwrite=args.overwrite,
+                                     **dict(args.config))
         if args.push_to_hub is not None:
             hub.publish_converted(args.output_dir, args.push_to_hub, source=args.checkpoint)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
-        code = EXIT_USAGE if isinstance(error, TypeError) else EXIT_FAILED  # TypeError: an unknown --config key
+        # TypeError: an unknown --config key; FileExistsError: an earlier conversion there, without --overwrite
+        code = EXIT_USAGE if isinstance(error, (TypeError, FileExistsError)) else EXIT_FAILED
         raise CommandError(code, [f"error: cannot convert {args.checkpoint}: {with_cli_hint(error)}"]) from None
     print(f"Converted {args.checkpoint} → {args.output_dir}")
     return 0
@@ -217,6 +232,7 @@ def demo(args) -> int:
     models = models_by_task(args, PIPELINE_TASK_NAMES)
     problems = [f"--model {task}=...: the demo runs {', '.join(PIPELINE_TASK_NAMES)}" for task in models
                 if task not in PIPELINE_TASK_NAMES] + [problem for problem in [device_problem(args.device)] if problem]
+    problems += [problem for problem in [port_problem(args.port)] if problem]
     if problems:
         raise usage_error(problems)
     if importlib.util.find_spec("gradio") is None:
@@ -343,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     conversion.add_argument("output_dir")
     conversion.add_argument("--task", help="pose, segmentation, depth, normal, pretraining (default: detected)")
     conversion.add_argument("--push-to-hub", metavar="REPO", help="also publish to this Hub model repo (org/name)")
+    conversion.add_argument("--overwrite", action="store_true", help="replace the files of an earlier conversion there")
     conversion.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                             help=config_help)
     conversion.set_defaults(handler=convert)
