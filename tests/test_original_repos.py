@@ -582,3 +582,25 @@ def test_a_local_original_replaced_with_its_size_and_modification_time_kept_is_c
     second = SapiensForPoseEstimation.from_pretrained(path, num_attention_heads=2)
     assert_same_weights(second, convert_original_checkpoint(other, num_attention_heads=2))
     assert not torch.equal(second.model.layers[0].mlp.fc1.weight, first.model.layers[0].mlp.fc1.weight)
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "no config.json", "garbled config.json"])
+def test_a_damaged_conversion_cache_entry_is_rebuilt_not_trusted(tmp_path, caplog, damage):
+    """A cached conversion cut short (a full disk, a killed copy) or missing a file is converted again with a
+    warning naming it, instead of a raw safetensors error (or `Directory not empty`) on every load."""
+    path = tmp_path / "release" / POSE_FILE
+    save_original(path)
+    SapiensForPoseEstimation.from_pretrained(path, num_attention_heads=2)  # converted into the cache
+    expected = convert_original_checkpoint(path, num_attention_heads=2)  # in memory (a load maps the cached file)
+    folder = releases.converted_folder(path, "pose")
+    if damage == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-1000])
+    elif damage == "no config.json":
+        (folder / "config.json").unlink()
+    else:
+        (folder / "config.json").write_text('{"model_type": "sapi')
+    with caplog.at_level("WARNING"):
+        model = SapiensForPoseEstimation.from_pretrained(path, num_attention_heads=2)
+    assert_same_weights(model, expected)
+    assert f"The cached conversion {folder} is damaged" in caplog.text

@@ -390,8 +390,12 @@ def converted_folder(
         task = _released_task(checkpoint).name
     if task is not None:
         task = get_task(task).name
-        if (entry / task / "config.json").is_file() and not force_download:
+        problem = _damage(entry / task)
+        if problem is None and not force_download:
             return entry / task
+        if problem is not None and (entry / task).exists():
+            logger.warning(f"The cached conversion {entry / task} is damaged ({problem}): converting again")
+            shutil.rmtree(entry / task)
     if local is not None:
         if checkpoint is not None:
             verify_file(local, checkpoint.sha256, checkpoint.file_size)
@@ -402,6 +406,26 @@ def converted_folder(
     return _convert_into(entry, path, task, num_attention_heads,
                          source={"name": str(name_or_path), "file": checkpoint.filename if checkpoint else str(local),
                                  "revision": revision, "content_id": key})
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a converted folder of the cache (a file cut short by a full disk or a killed copy, a file
+    removed), or None when it loads: a readable config.json and safetensors files whose data covers their header."""
+    from safetensors import safe_open
+
+    if not (folder / "config.json").is_file():
+        return "no config.json"
+    try:
+        json.loads((folder / "config.json").read_text())
+        weights = sorted(folder.glob("*.safetensors"))
+        if not weights:
+            return "no weights"
+        for path in weights:
+            with safe_open(path, "np"):  # checks that the file holds every byte its header announces
+                pass
+    except Exception as error:  # noqa: BLE001  (any unreadable file: the entry is rebuilt)
+        return f"{type(error).__name__}: {error}"
+    return None
 
 
 def _convert_into(entry: Path, path: Path, task: str | None, num_attention_heads: int | None, source: dict) -> Path:
@@ -418,10 +442,12 @@ def _convert_into(entry: Path, path: Path, task: str | None, num_attention_heads
         task = task or task_of_class(type(model).__name__).name
         (staging / "source.json").write_text(json.dumps({**source, "task": task}, indent=2) + "\n")
         target = entry / task
+        if target.exists() and _damage(target) is not None:
+            shutil.rmtree(target)  # left damaged: the fresh conversion replaces it
         try:
             staging.rename(target)
         except OSError:  # converted meanwhile by another process: keep its folder
-            if not (target / "config.json").is_file():
+            if _damage(target) is not None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
