@@ -399,6 +399,11 @@ def test_bad_arguments_are_reported_before_any_work(seg_model, tmp_path, monkeyp
             "override 'num_attention_head'; did you mean 'num_attention_heads'?")
     refused(["--output", output, "--task", "pose"], f"error: --model {seg_model} does not fit --task pose")
     assert calls == [] and not (tmp_path / "out").exists()
+    # Refused from the checkpoint's config, before its weights load into another head: one line, no load report.
+    assert main(seg + ["--output", output, "--task", "depth"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --model {seg_model} does not fit --task depth") and err.count("\n") == 1
+    assert "LOAD REPORT" not in err and "ignore_mismatched_sizes" not in err and "\x1b[" not in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")

@@ -353,7 +353,7 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
     loaded through the task's Sapiens class in `dtype` (default float32), a folder of `sapiens-hf export` as
     `SapiensExportedModel` (default: the dtype it was exported in), and the pipeline refuses a model of another task
     (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo."""
-    from transformers import AutoImageProcessor
+    from transformers import AutoConfig, AutoImageProcessor
 
     from . import modeling_sapiens
 
@@ -364,6 +364,11 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
             raise ValueError(f"{model} is an exported graph: its configuration is fixed ({sorted(config_overrides)})")
         loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
     else:
+        # Another task's checkpoint is refused from its config, before its weights load into the wrong head.
+        saved_as = task_of_class((AutoConfig.from_pretrained(model, **config_overrides).architectures or [None])[0])
+        if saved_as is not None and saved_as.has_head and saved_as is not task:
+            raise WrongModelError(f"The {task.pipeline} pipeline needs a {task.model_class}, got a {saved_as.name} "
+                                  f"model ({saved_as.model_class}); use pipeline(\"{saved_as.pipeline}\", ...) for it")
         loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype or torch.float32,
                                                                              **config_overrides)
     try:
