@@ -249,3 +249,37 @@ def test_annotate_replaces_only_the_shards_of_its_own_runs(models, tmp_path, cap
     assert sorted(path.name for path in out.glob("shard-*.parquet")) == ["shard-000000.parquet",
                                                                          "shard-final-backup.parquet"]
     assert (out / "shard-final-backup.parquet").read_bytes() == b"a backup"
+
+
+def test_a_finished_run_resumed_predicts_nothing_and_a_cut_write_leaves_no_shard(models, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """The same command again runs the model on no image (its chunk records say all is done); a shard write cut
+    short (the process dies in it) leaves no shard file that a reader would take, and the rerun writes it whole."""
+    import pyarrow.parquet as pq
+
+    from sapiens_hf import SapiensForDepthEstimation
+
+    images, out = small_folder(tmp_path / "in", 0), tmp_path / "out"
+    assert main(depth_arguments(models, images, out)) == 0
+    shards = shard_bytes(out)
+    calls = []
+    forward = SapiensForDepthEstimation.forward
+    monkeypatch.setattr(SapiensForDepthEstimation, "forward", lambda self, *a, **k: calls.append(1) or
+                        forward(self, *a, **k))
+    assert main(depth_arguments(models, images, out)) == 0
+    assert calls == [] and shard_bytes(out) == shards
+
+    cut = tmp_path / "cut"
+    write_table = pq.write_table
+
+    def dies_while_writing(table, where, *args, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a shard")
+        raise KeyboardInterrupt  # stands in for the process being killed here
+
+    monkeypatch.setattr(pq, "write_table", dies_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        main(depth_arguments(models, images, cut))
+    assert not list(cut.glob("shard-*.parquet"))
+    monkeypatch.setattr(pq, "write_table", write_table)
+    assert main(depth_arguments(models, images, cut)) == 0
+    assert shard_bytes(cut) == shards
