@@ -1,7 +1,11 @@
 """Hardening of `sapiens_hf.convert`: no code in a checkpoint is ever run on load (TorchScript archives included),
 non-float weights and misspelt config overrides are errors instead of silent casts or no-ops."""
 
+import functools
+import importlib
+import os
 import pickle
+import subprocess
 import zipfile
 
 import pytest
@@ -75,7 +79,7 @@ def test_torchscript_data_pkl_calling_anything_else_is_refused(tmp_path, capfd, 
     assert "EXECUTED" not in capfd.readouterr().out
 
 
-@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64, torch.bool, torch.uint8, torch.float8_e4m3fn])
 def test_non_float_weight_is_an_error_before_any_model_is_built(tmp_path, monkeypatch, dtype):
     weights = golden_weights("seg")
     key = "backbone.layers.0.attn.qkv.weight"
@@ -101,3 +105,21 @@ def test_unknown_config_override_names_the_closest_field(tmp_path):
         weights, num_attention_heads=heads, patch_embed_padding=2, attn_implementation="eager"
     )
     assert model.config.patch_embed_padding == 2
+
+
+@pytest.mark.parametrize("call", [print, os.system, eval, exec, subprocess.call, importlib.import_module, getattr,
+                                  torch.load, pickle.loads, functools.partial])
+def test_a_pickled_checkpoint_never_calls_a_dangerous_global(tmp_path, capfd, call):
+    """A `.pth` (torch.save's zip) whose pickle calls any global outside the tensor-rebuilding allow-list is refused
+    before that global is called."""
+
+    class Reduce:
+        def __reduce__(self):
+            return call, ("EXECUTED",) if call is not functools.partial else (print, "EXECUTED")
+
+    path = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"backbone.patch_embed.projection.weight": torch.zeros(1), "x": Reduce()}}, path)
+    capfd.readouterr()
+    with pytest.raises(ValueError, match="Refusing to load"):
+        load_original_state_dict(path)
+    assert "EXECUTED" not in capfd.readouterr().out

@@ -254,15 +254,20 @@ def _is_torchscript(path: Path) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# The dtypes original weights come in; others (integers, bool, float8) are refused rather than cast.
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
 def _split_original(state_dict: dict) -> tuple[dict, dict, dict]:
     """Splits original keys into encoder, head and MAE-decoder parts (prefixes removed); all must be float tensors."""
     encoder, head, decoder = {}, {}, {}
     for key, value in state_dict.items():
         if key.startswith(("data_preprocessor.", "auxiliary_head.")):
             continue
-        if not value.is_floating_point():  # would be silently cast (or truncated) into the float model weights
-            raise ValueError(f"Weight {key!r} of the checkpoint is {value.dtype}, not floating point: not a valid "
-                             "Sapiens checkpoint (was it quantised or corrupted?)")
+        if value.dtype not in WEIGHT_DTYPES:  # would be silently cast (or truncated) into the float model weights
+            raise ValueError(f"Weight {key!r} of the checkpoint is {value.dtype}, not one of the dtypes of released "
+                             "weights (float32, float16, bfloat16, float64): not a valid Sapiens checkpoint (was it "
+                             "quantised or corrupted?)")
         if key.startswith("backbone."):
             encoder[key[len("backbone.") :]] = value
         elif key.startswith(("head.", "decode_head.")):
