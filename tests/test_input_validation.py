@@ -419,3 +419,22 @@ def test_number_checks_do_not_reject_numpy_numbers(processor):
 def test_an_empty_list_of_images_is_a_clear_error(models, processor, task):
     with pytest.raises(ValueError, match="No images given"):
         pipeline(f"sapiens-{task}", model=models[task], image_processor=processor)([])
+
+
+@pytest.mark.parametrize(
+    "heatmaps, message",
+    [(torch.zeros(2, 17, 16, 12), None), (torch.full((2, 17, 16, 12), 0.5), None),
+     (torch.full((2, 17, 16, 12), 1e-38), None), (-torch.rand(2, 17, 16, 12), None),
+     (torch.full((2, 17, 16, 12), 3e38), "overflow the float32 decoding"),
+     (torch.rand(2, 17, 1, 1), "at least 2×2"), (torch.rand(2, 17, 1, 12), "at least 2×2")],
+)
+def test_degenerate_heatmaps_give_finite_keypoints_or_a_clear_error(processor, heatmaps, message):
+    """Zero, constant, tiny or negative heatmaps and tiny or huge boxes decode to finite numbers; heatmaps that
+    cannot be decoded (1 pixel wide, beyond float32's range in the blur) are an error, never NaN keypoints."""
+    boxes = [[[0, 0, 40, 60], [5, 5, 1e-3, 1e-3]]]
+    if message is not None:
+        with pytest.raises(ValueError, match=message):
+            processor.post_process_pose_estimation(SapiensPoseEstimatorOutput(heatmaps=heatmaps), boxes=boxes)
+        return
+    for person in processor.post_process_pose_estimation(SapiensPoseEstimatorOutput(heatmaps=heatmaps), boxes=boxes)[0]:
+        assert torch.isfinite(person["keypoints"]).all() and torch.isfinite(person["scores"]).all()

@@ -260,6 +260,9 @@ def refine_keypoints_dark_udp(keypoints: np.ndarray, heatmaps: np.ndarray, kerne
     return refined
 
 
+MAX_HEATMAP_MAGNITUDE = 1e30
+
+
 def decode_udp_heatmaps(
     heatmaps: np.ndarray, input_size: tuple[int, int], kernel_size: int = 11
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -267,6 +270,13 @@ def decode_udp_heatmaps(
     `(N, K)` from float32 heatmaps `(N, K, H, W)`: argmax, DARK refinement, then `kp / (W − 1, H − 1) × input_size`."""
     heatmaps = np.ascontiguousarray(heatmaps, dtype=np.float32)
     height, width = heatmaps.shape[-2:]
+    # Checked here so that no NaN reaches a keypoint: the scale divides by (W − 1, H − 1), and the DARK blur sums up
+    # to kernel_size² values in float32.
+    if height < 2 or width < 2:
+        raise ValueError(f"Heatmaps of {height}×{width} pixels: keypoints are decoded from heatmaps of at least 2×2")
+    if heatmaps.size and np.abs(heatmaps).max() > MAX_HEATMAP_MAGNITUDE:
+        raise ValueError(f"Heatmap values beyond ±{MAX_HEATMAP_MAGNITUDE:g} overflow the float32 decoding: these are "
+                         "not a pose model's heatmaps")
     keypoints, scores = get_heatmap_maximum(heatmaps)
     keypoints = refine_keypoints_dark_udp(keypoints, heatmaps, kernel_size)
     return keypoints / [width - 1, height - 1] * np.asarray(input_size), scores
