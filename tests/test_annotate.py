@@ -283,3 +283,17 @@ def test_a_finished_run_resumed_predicts_nothing_and_a_cut_write_leaves_no_shard
     monkeypatch.setattr(pq, "write_table", write_table)
     assert main(depth_arguments(models, images, cut)) == 0
     assert shard_bytes(cut) == shards
+
+
+def test_accelerate_starting_one_process_of_several_says_so(models, tmp_path, monkeypatch, capsys):
+    """`accelerate launch --num_processes 2` without --multi_gpu starts one process (its simple launcher sets only the
+    rendezvous address): the run says so, and how to get the processes, instead of silently running one."""
+    images = small_folder(tmp_path / "in", 0)
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(depth_arguments(models, images, tmp_path / "out")) == 0
+    assert "asked for several processes but started one" in capsys.readouterr().err
+    monkeypatch.delenv("MASTER_ADDR")
+    assert main(depth_arguments(models, images, tmp_path / "again")) == 0
+    assert "several processes" not in capsys.readouterr().err

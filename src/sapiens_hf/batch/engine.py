@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
 import signal
 import sys
@@ -221,6 +222,10 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     from ..pipelines import load_task_pipeline
 
     accelerator = Accelerator(cpu=device == "cpu")
+    if accelerator.num_processes == 1 and launched_for_several_processes():
+        print("annotate: `accelerate launch` asked for several processes but started one (its launcher without "
+              "--multi_gpu runs a single process): add --multi_gpu, which on a CPU-only machine runs the processes "
+              "with gloo; this run goes on in one process", file=sys.stderr)
     tasks = [task for task in PIPELINE_TASKS.values() if task.name in models]
     writer = ShardWriter(output, tasks)
     settings = {"tasks": {task.name: models[task.name] for task in tasks}, "input": source.describe(),
@@ -265,6 +270,12 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
             writer.push_to_hub(push_to_hub)
     accelerator.wait_for_everyone()
     return summary
+
+
+def launched_for_several_processes() -> bool:
+    """Whether `accelerate launch --num_processes N` (N > 1) started this single process: its simple launcher sets a
+    rendezvous address for N > 1 but starts one process, without the WORLD_SIZE of a distributed launch."""
+    return "ACCELERATE_USE_CPU" in os.environ and "MASTER_ADDR" in os.environ and "WORLD_SIZE" not in os.environ
 
 
 def _manifest(settings: dict, pipelines: dict) -> dict:
