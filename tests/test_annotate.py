@@ -16,7 +16,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
-from test_cli import saved_model
 
 from sapiens_hf.annotate import output
 from sapiens_hf.cli import main
@@ -28,9 +27,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return {task: saved_model(task, folder / task) for task in TASKS}
+def models(tiny_model):
+    return {task: tiny_model(task) for task in TASKS}
 
 
 @pytest.fixture(scope="module")

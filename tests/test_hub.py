@@ -9,16 +9,19 @@ the fake Hub (`client_env`, `run_client`). The server runs in this process, so t
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub, client_env, run_client
+from helpers import POSE_FILE, save_original
 from huggingface_hub import ModelCard
 
 from sapiens_hf import hub, releases
 from sapiens_hf.tasks import TASKS
 
 
-CLIENT = """
+# The clients import the tests' helpers (tiny configs) from this folder.
+CLIENT = f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n" + """
 import json, sys
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ import transformers
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, pipeline
 
+import helpers
 import sapiens_hf
 from sapiens_hf import SapiensConfig, SapiensImageProcessorPil, hub
 
@@ -37,10 +41,7 @@ PIPELINES = {"sapiens-pose": "SapiensForPoseEstimation", "sapiens-segmentation":
              "sapiens-depth": "SapiensForDepthEstimation", "sapiens-normal": "SapiensForNormalEstimation"}
 
 def tiny_config(**kwargs):
-    return SapiensConfig(**{**dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=[64, 48],
-        decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], decoder_hidden_size=16, decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2, decoder_intermediate_size=32), **kwargs})
+    return helpers.tiny_config(**{"num_hidden_layers": 2, "image_size": [64, 48], **helpers.MAE_DECODER, **kwargs})
 
 def tiny(name, **kwargs):
     model = getattr(sapiens_hf, name)(tiny_config(**EXTRA.get(name, {}), **kwargs)).eval()
@@ -195,8 +196,6 @@ print("{}")
 
 
 def test_convert_cli_publishes_with_source_hash_and_removes_stale_weights(client, fake_hub, tmp_path):
-    from test_original_repos import POSE_FILE, save_original
-
     save_original(tmp_path / POSE_FILE)
     # An earlier, sharded upload whose shards must not survive the new publication.
     fake_hub.commit("tester/converted",
@@ -279,8 +278,6 @@ print(json.dumps([type(config).__module__, type(model).__module__, type(processo
 
 
 def test_convert_push_uploads_only_the_checkpoint_and_never_touches_other_local_files(client, fake_hub, tmp_path):
-    from test_original_repos import POSE_FILE, save_original
-
     save_original(tmp_path / POSE_FILE)
     output = tmp_path / "converted"
     output.mkdir()

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load_golden
 from golden_utils import (
     arch,
     assert_matches_golden,
     golden_weights,
+    load_golden,
     manifest,
     subset_slices,
     well_conditioned_keypoints,
