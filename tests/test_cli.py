@@ -175,6 +175,7 @@ print(json.dumps({"helps": helps, "heavy": sorted({"torch", "transformers", "cv2
     assert "usage: sapiens-hf convert" in helps["convert --help"] and "--push-to" in helps["convert --help"]
 
 
+@pytest.mark.slow
 def test_import_sapiens_hf_registers_with_transformers_imported_afterwards():
     """The cheap `import sapiens_hf` still registers everything for transformers imported after it."""
     snippet = """
@@ -280,6 +281,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_interrupted_pose_run_keeps_finished_images_and_resumes(signal_name, pose_model, tmp_path):
     """Item 5: killed after the first image, the run leaves keypoints.json with it; the same command resumes and

@@ -88,6 +88,7 @@ def launch(ranks: int, config: str, output_dir: Path, max_steps: int, data: tupl
     return run.stdout + run.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ranks, config", [(1, "zero3_persistent_params.json"), (2, "zero3.json")])
 def test_zero3_trains_saves_resumes_and_consolidates(tmp_path, ranks, config, example_model):
     data = make_pose_data(tmp_path / "data")  # 2 people
@@ -122,6 +123,7 @@ def test_zero3_trains_saves_resumes_and_consolidates(tmp_path, ranks, config, ex
     assert any(not torch.equal(final[k], initial[k]) for k in initial)
 
 
+@pytest.mark.slow
 def test_gpu_check_dry_run_on_cpu(tmp_path):
     command = [
         sys.executable,

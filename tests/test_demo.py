@@ -180,6 +180,7 @@ def oversized_png(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_task_in_the_browser(page, detector, tmp_path):
     upload(page, SAMPLE_IMAGE)
 

@@ -159,6 +159,7 @@ class InterruptAfter(TrainerCallback):
             raise Interrupted
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_weights(workdir, example_model):
     """fp32 on CPU: 6 steps uninterrupted vs. interrupted after step 4 and rerun with the same command (resuming from
     checkpoint-3, in the middle of the second epoch, so the data skip, the restored RNG state and the per-sample

@@ -58,6 +58,7 @@ def test_a_transposed_convolution_traced_as_a_convolution_is_the_same_layer():
     assert list(head.modules()) == layers
 
 
+@pytest.mark.slow
 def test_the_encoder_exports_and_int8_reports_its_accuracy_change(tiny_model, tmp_path):
     torch.manual_seed(0)
     SapiensModel(tiny_config()).save_pretrained(tmp_path / "encoder")
@@ -82,6 +83,7 @@ def test_unsupported_requests_fail_before_anything_is_written(tiny_model, tmp_pa
         export(model, tmp_path / "dynamic", dynamic_size=True)
 
 
+@pytest.mark.slow
 def test_a_bf16_program_and_another_input_size(tiny_model, tmp_path):
     model = tiny_model("normal")
     manifest = export(model, tmp_path / "bf16", format="exported-program", dtype="bf16")
@@ -98,6 +100,7 @@ def test_a_bf16_program_and_another_input_size(tiny_model, tmp_path):
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "run_exported.py"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
 def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(task, tmp_path, tiny_model):
     """examples/run_exported.py in a fresh process: the ONNX graph with the NumPy/OpenCV pre- and post-processing
@@ -142,6 +145,7 @@ def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(ta
         np.testing.assert_allclose(output["result"]["normals"], normals, rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_the_export_command(tiny_model, tmp_path, capsys):
     from sapiens_hf.cli import main
 
@@ -208,6 +212,7 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path, tiny_model)
             np.testing.assert_allclose(from_export[key], result[key], rtol=0, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_path, capsys, monkeypatch):
     """`predict --model export_folder` and `annotate` (through `load_task_pipeline`, as the demo), int8 by
     `model_kwargs`, and a clear error for another task's export, another dtype or device, and overrides."""

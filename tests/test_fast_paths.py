@@ -140,6 +140,7 @@ def test_bf16_instance_norm_is_as_exact_as_fp32_on_the_same_input():
     assert (in_bf16 - in_fp32).abs().max() <= 2**-5  # one bf16 ulp at the output's magnitude (|y| < 8)
 
 
+@pytest.mark.slow
 def test_benchmark_cli_smoke(tmp_path):
     # The benchmark of docs/performance.md at the "tiny" size, so that the CLI keeps working between GPU runs.
     import importlib.util

@@ -94,6 +94,7 @@ def card(fake_hub, repo_id) -> ModelCard:
     return ModelCard(fake_hub.files(repo_id)["README.md"].decode())
 
 
+@pytest.mark.slow
 def test_every_class_the_config_and_the_processor_round_trip(client, fake_hub):
     results = client("""
 results = {}
@@ -120,6 +121,7 @@ print(json.dumps(results))
     assert "model.safetensors" in fake_hub.files("tester/sapiensforposeestimation")
 
 
+@pytest.mark.slow
 def test_the_four_pipelines_round_trip(client, fake_hub):
     results = client("""
 results = {}
@@ -144,6 +146,7 @@ print(json.dumps(results))
     assert card(fake_hub, "tester/sapiens-depth").data.pipeline_tag == "depth-estimation"
 
 
+@pytest.mark.slow
 def test_resharding_removes_stale_weight_files(client, fake_hub):
     results = client("""
 repo, model = "tester/sharded", tiny("SapiensForDepthEstimation")
@@ -169,6 +172,7 @@ print(json.dumps(dict(sharded=sharded, single=single, same=[same_sharded, same_s
     assert len(fake_hub.history("tester/sharded")) == 4  # creation + one commit per push (deletions included)
 
 
+@pytest.mark.slow
 def test_generated_model_card_and_hand_written_cards_are_kept(client, fake_hub):
     fake_hub.commit("tester/handwritten", {"README.md": b"# My own card\n"})
     client("""
@@ -228,6 +232,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForPoseEstimat
 """
 
 
+@pytest.mark.slow
 def test_remote_code_model_and_processor_load_without_sapiens_hf(client, fake_hub, tmp_path):
     """transformers' own remote-code mechanism: classes registered with `register_for_auto_class` save their modules,
     which import only torch, transformers and each other, so users without sapiens_hf load them."""

@@ -383,6 +383,7 @@ def photos(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_pretraining_run_lowers_the_loss_and_hands_the_encoder_to_pose(photos, tmp_path, one_thread):
     output_dir = tmp_path / "mae"
     trainer = run_mae_pretraining().main(
@@ -422,6 +423,7 @@ def test_pretraining_run_lowers_the_loss_and_hands_the_encoder_to_pose(photos, t
         assert pose(torch.randn(1, 3, 64, 48)).heatmaps.shape == (1, 17, 16, 12)
 
 
+@pytest.mark.slow
 def test_pretraining_run_with_deepspeed_zero3(photos, tmp_path):
     """The shipped ZeRO-3 config on CPU (one process): the model is built under zero.Init, trained with the MAE
     optimizer groups and saved consolidated, with the frozen sin-cos tables exactly as `_init_weights` wrote them."""

@@ -436,6 +436,7 @@ print(json.dumps(results))
     assert results["pinned match"] == ["loaded", [sha]]
 
 
+@pytest.mark.slow
 def test_plain_transformers_calls_and_default_pipelines_on_original_repos(fake_hub, tmp_path):
     """The headline usage against the loopback Hub: `pipeline("sapiens-depth", model="facebook/sapiens-depth-1b")`,
     the Auto classes, the built-in depth pipeline, the default model of `pipeline("sapiens-pose")` and of

@@ -101,6 +101,7 @@ def test_last_complete_checkpoint_skips_folders_cut_off_mid_save(tmp_path, caplo
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
+@pytest.mark.slow
 def test_rerun_skips_a_checkpoint_left_with_only_its_config(tmp_path, caplog, example_model):
     """checkpoint-4 truncated to config.json, as a SIGKILL right after the Trainer started it leaves it: the rerun
     resumes from checkpoint-2 (instead of failing with "Can't find a valid checkpoint") and finishes."""
@@ -136,6 +137,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+@pytest.mark.slow
 def test_rerun_after_sigkill_during_a_checkpoint_save(tmp_path, caplog, example_model):
     output_dir = tmp_path / "out"
     args = pose_args(tmp_path, output_dir, example_model("pose"))
