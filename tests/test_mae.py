@@ -433,8 +433,9 @@ def test_pretraining_run_with_deepspeed_zero3(photos, tmp_path):
         port = str(sock.getsockname()[1])
     env = dict(os.environ, DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", LOCAL_RANK="0",
                WORLD_SIZE="1", OMP_NUM_THREADS="1")
-    # The shm comm op DeepSpeed compiles on CPU (~30 s) is built once into the repo's ignored cache (as test_deepspeed).
-    env["TORCH_EXTENSIONS_DIR"] = str(REPO_ROOT / ".cache" / "torch_extensions")
+    # The shm comm op DeepSpeed compiles on CPU (~30 s) is built once (as test_deepspeed): into TORCH_EXTENSIONS_DIR
+    # where it is set (CI keeps it between runs), else into the repo's ignored cache.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
     config = REPO_ROOT / "examples" / "deepspeed" / "zero3_mae_2b.json"
     command = [sys.executable, str(SCRIPT), "--deepspeed", str(config), "--config_overrides", TINY_OVERRIDES]
     command += ["--train_dir", str(photos), "--output_dir", str(tmp_path)]
