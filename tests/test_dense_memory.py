@@ -38,6 +38,7 @@ def two_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_banded_resize_is_bit_identical_to_f_interpolate():
     rng = random.Random(0)
     cases = [((1024, 768), (600, 450)), ((1024, 768), (1, 700)), ((1024, 768), (5, 129)), ((1024, 768), (3001, 127))]
@@ -97,6 +98,7 @@ def small_bands(monkeypatch):
 SIZES = [(517, 389), (1, 700), (97, 1301), (1300, 131)]
 
 
+@pytest.mark.slow
 def test_post_processing_in_bands_matches_one_resize(small_bands, two_threads):
     processor = SapiensImageProcessorPil(size={"height": 64, "width": 48})
     generator = torch.Generator().manual_seed(0)
