@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 from unittest.mock import patch
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
-from skimage import data
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +135,8 @@ PEOPLE = {
 
 
 def photos() -> dict[str, np.ndarray]:
+    from skimage import data  # here: the Hub tests' client processes import this module too
+
     return {"astronaut.jpg": data.astronaut(), "camera.png": data.camera()}
 
 
@@ -172,6 +172,8 @@ def make_pose_data(root: Path, copies: int = 1) -> tuple[Path, Path]:
 def dense_targets(image: np.ndarray) -> dict[str, np.ndarray]:
     """Plausible targets from a photo: the dark person region as foreground, labels split left/right, depth and
     normals from the grey levels."""
+    import cv2
+
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
     foreground = grey < 110
     columns = np.arange(grey.shape[1])[None] > grey.shape[1] // 2
