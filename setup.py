@@ -39,6 +39,7 @@ setup(
         "test": [
             "pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0",
             "scipy>=1.10", "gradio>=5", "playwright>=1.40", "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20",
+            "pytest-xdist>=3.5",  # the test command's `-n 2`: many tests wait on subprocesses, a second worker fills in
             "ruff>=0.6",  # the linter CI runs (configuration in pyproject.toml)
         ],
         # timm is the peer in benchmarks/; on a CPU-only torch install it with `pip install --no-deps timm`.

@@ -16,7 +16,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import skimage.data
-from test_cli import saved_model
 
 from sapiens_hf.batch import writers as output
 from sapiens_hf.cli import main
@@ -28,9 +27,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("models")
-    return {task: saved_model(task, folder / task) for task in TASKS}
+def models(tiny_model):
+    return {task: tiny_model(task) for task in TASKS}
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +79,7 @@ def single(images, models, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_rows_are_the_pipelines_results_and_unreadable_inputs_are_recorded(single, images, models):
     from transformers import pipeline
 
@@ -108,6 +107,7 @@ def test_rows_are_the_pipelines_results_and_unreadable_inputs_are_recorded(singl
     assert depth.shape == (32, 24) and depth.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_two_processes_give_exactly_the_single_process_shards(single, images, models, tmp_path):
     out = tmp_path / "out"
     process = launch(arguments(images, models, out, "--workers", "1"), processes=2)
@@ -118,6 +118,7 @@ def test_two_processes_give_exactly_the_single_process_shards(single, images, mo
     assert "images/s over 2 process(es)" in log
 
 
+@pytest.mark.slow
 def test_a_killed_process_and_a_rerun_give_the_same_final_set(single, images, models, tmp_path):
     out = tmp_path / "out"
     process = launch(arguments(images, models, out, "--workers", "0"), processes=2, start_new_session=True)
@@ -180,6 +181,7 @@ def test_arguments_are_checked_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "out").exists() and output.STATE_DIR == ".sapiens-hf"
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_the_shards_and_the_manifest_only(models, tmp_path):
     from fake_hub import FakeHub, client_env, run_client
 

@@ -13,37 +13,12 @@ import PIL.Image
 import pytest
 import skimage.data
 import torch
+from helpers import POSE_FILE, model_class, save_original
 
-from sapiens_hf import (
-    SapiensConfig,
-    SapiensForDepthEstimation,
-    SapiensForNormalEstimation,
-    SapiensForPoseEstimation,
-    SapiensForSemanticSegmentation,
-    SapiensImageProcessorPil,
-)
+from sapiens_hf import SapiensForSemanticSegmentation
 from sapiens_hf.cli import SAMPLE_IMAGE, main
-from sapiens_hf.metadata import keypoint_set
 
 
-TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "decoder_deconv_channels": [8, 8],
-    "decoder_conv_channels": [8],
-    "image_size": [128, 96],
-}
-MODELS = {
-    "pose": (
-        SapiensForPoseEstimation,
-        {"num_labels": 17, "id2label": dict(enumerate(keypoint_set(17)["keypoint_names"]))},
-    ),
-    "seg": (SapiensForSemanticSegmentation, {"num_labels": 28}),
-    "depth": (SapiensForDepthEstimation, {}),
-    "normal": (SapiensForNormalEstimation, {}),
-}
 VIDEO_FRAMES = 3
 
 
@@ -62,18 +37,10 @@ def inputs(tmp_path_factory):
     return folder
 
 
-def saved_model(task: str, directory) -> str:
-    torch.manual_seed(0)
-    model_class, extra = MODELS[task]
-    model_class(SapiensConfig(**TINY, **extra)).save_pretrained(directory)
-    SapiensImageProcessorPil(size={"height": 128, "width": 96}).save_pretrained(directory)
-    return str(directory)
-
-
 @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
-def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys):
+def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys, tiny_model):
     output = tmp_path / "out"
-    arguments = ["predict", "--task", task, "--model", saved_model(task, tmp_path / "model"), str(inputs)]
+    arguments = ["predict", "--task", task, "--model", tiny_model(task), str(inputs)]
     arguments += ["--output", str(output), "--batch-size", "2", "--quiet"]
     if task in ("pose", "depth"):
         arguments.append("--flip-test")
@@ -106,9 +73,9 @@ def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys):
         assert np.load(output / "clip" / f"frame_000001_{task}.npy").shape[:2] == (48, 64)
 
 
-def test_predict_on_the_shipped_sample_photo(tmp_path):
+def test_predict_on_the_shipped_sample_photo(tmp_path, tiny_model):
     assert SAMPLE_IMAGE.is_file()
-    arguments = ["predict", "--task", "seg", "--model", saved_model("seg", tmp_path / "model")]
+    arguments = ["predict", "--task", "seg", "--model", tiny_model("seg")]
     assert main(arguments + [str(SAMPLE_IMAGE), "--output", str(tmp_path / "out"), "--quiet"]) == 0
     assert PIL.Image.open(tmp_path / "out" / "astronaut_seg.png").size == (512, 512)
 
@@ -166,8 +133,6 @@ def test_predict_offline_with_an_original_hub_id_says_how_to_use_a_local_checkpo
 
 def test_predict_with_a_local_original_folder(tmp_path, monkeypatch, capsys):
     """A folder laid out like Meta's repo (a released `.pth`, no config.json) converts on load."""
-    from test_original_repos import POSE_FILE, save_original
-
     from sapiens_hf import convert
 
     monkeypatch.setitem(convert.HEADS_BY_WIDTH, 32, 2)  # the tiny checkpoint's width counts as a released size
@@ -228,13 +193,13 @@ def files_under(folder):
 
 
 @pytest.fixture(scope="module")
-def seg_model(tmp_path_factory):
-    return saved_model("seg", tmp_path_factory.mktemp("seg-model"))
+def seg_model(tiny_model):
+    return tiny_model("seg")
 
 
 @pytest.fixture(scope="module")
-def pose_model(tmp_path_factory):
-    return saved_model("pose", tmp_path_factory.mktemp("pose-model"))
+def pose_model(tiny_model):
+    return tiny_model("pose")
 
 
 def test_predict_never_overwrites_user_files_nor_reads_its_own_outputs(seg_model, tmp_path, capsys):
@@ -297,6 +262,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
 def test_interrupted_pose_run_keeps_finished_images_and_resumes(signal_name, pose_model, tmp_path):
     """Item 5: killed after the first image, the run leaves keypoints.json with it; the same command resumes and
@@ -357,7 +323,7 @@ def test_images_are_batched_like_video_frames(task, seg_model, pose_model, tmp_p
     with the results of one image at a time."""
     folder = photos(tmp_path / "in", [f"{index}.jpg" for index in range(5)])
     model = seg_model if task == "seg" else pose_model
-    calls = count_forward_calls(monkeypatch, MODELS[task][0])
+    calls = count_forward_calls(monkeypatch, model_class(task))
     arguments = ["predict", "--task", task, "--model", model, str(folder), "--quiet"]
     assert main(arguments + ["--output", str(tmp_path / "batched"), "--batch-size", "2"]) == 0
     assert calls == [2, 2, 1]
@@ -428,8 +394,6 @@ def test_a_corrupt_local_checkpoint_gives_the_real_reason_only(tmp_path, capsys)
 def test_convert_failures_are_one_line_and_config_overrides_reach_the_converter(tmp_path, capsys, monkeypatch):
     """Item 16: `sapiens-hf convert` errors without traceback (SAPIENS_HF_DEBUG=1 shows it), and `--config
     KEY=VALUE`, which the error about an unknown width points to."""
-    from test_original_repos import POSE_FILE, save_original
-
     checkpoint = tmp_path / POSE_FILE
     save_original(checkpoint)  # width 32: not a released size
     assert main(["convert", str(checkpoint), str(tmp_path / "out")]) == 1

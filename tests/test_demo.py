@@ -1,4 +1,4 @@
-"""`sapiens-hf demo` in a real browser: the Gradio app with tiny saved models (`test_cli.saved_model`) on a free
+"""`sapiens-hf demo` in a real browser: the Gradio app with tiny saved models (the `tiny_model` fixture) on a free
 loopback port, driven by headless Chromium through Playwright — upload the bundled photo, run each task (pose with
 typed boxes and with a tiny local person detector), check the pictures shown and parse every download; a text file
 and an oversized image get a message in the page, and the app keeps serving afterwards. Also: the downloads equal
@@ -29,15 +29,13 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the test's server
 
-from test_cli import saved_model  # noqa: E402
-
 from sapiens_hf import SapiensConfig  # noqa: E402
 from sapiens_hf.cli import SAMPLE_IMAGE, main  # noqa: E402
 from sapiens_hf.demo import DemoApp, build_demo  # noqa: E402
 from sapiens_hf.metadata import SEGMENTATION_CLASSES  # noqa: E402
 
 
-TASK_MODELS = {"pose": "pose", "segmentation": "seg", "depth": "depth", "normal": "normal"}  # saved_model's names
+TASK_MODELS = {"pose": "pose", "segmentation": "seg", "depth": "depth", "normal": "normal"}  # tiny_model's names
 SIZE = PIL.Image.open(SAMPLE_IMAGE).size  # (512, 512)
 TYPED_BOX = [100.0, 20.0, 300.0, 480.0]
 VIEWPORT = {"width": 1280, "height": 900}
@@ -61,9 +59,11 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("models")
-    models = {task: saved_model(name, folder / task) for task, name in TASK_MODELS.items()}
+def models(tmp_path_factory, tiny_model) -> dict:
+    models = {task: tiny_model(name) for task, name in TASK_MODELS.items()}
+    # a copy: the shared folder stays as saved
+    segmentation = tmp_path_factory.mktemp("models") / "segmentation"
+    models["segmentation"] = str(shutil.copytree(models["segmentation"], segmentation))
     config = SapiensConfig.from_pretrained(models["segmentation"])  # the class names, for the legend
     config.id2label = dict(enumerate(SEGMENTATION_CLASSES))
     config.label2id = {name: index for index, name in config.id2label.items()}
@@ -180,6 +180,7 @@ def oversized_png(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_task_in_the_browser(page, detector, tmp_path):
     upload(page, SAMPLE_IMAGE)
 

@@ -46,6 +46,7 @@ def banded(maps, size, rows_per_band):
     return torch.cat([band for _, _, band in bands], dim=1)
 
 
+@pytest.mark.slow
 def test_banded_resize_matches_f_interpolate():
     rng = random.Random(0)
     cases = [((1024, 768), (600, 450)), ((1024, 768), (1, 700)), ((1024, 768), (5, 129)), ((1024, 768), (3001, 127))]
@@ -88,6 +89,7 @@ def small_bands(monkeypatch):
 SIZES = [(517, 389), (1, 700), (97, 1301), (1300, 131)]
 
 
+@pytest.mark.slow
 def test_post_processing_in_bands_matches_one_resize(small_bands):
     processor = SapiensImageProcessorPil(size={"height": 64, "width": 48})
     generator = torch.Generator().manual_seed(0)

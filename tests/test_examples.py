@@ -2,23 +2,19 @@
 (`skimage.data.astronaut()`, `camera()`) and evaluate; an interrupted run resumes to the same weights."""
 
 import json
-import sys
 from pathlib import Path
 from unittest.mock import patch
 
-import cv2
 import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from helpers import COMMON, dense_targets, make_dense_data, make_pose_data, photos, run_example
 from PIL import Image
 from safetensors.torch import load_file
-from skimage import data
 from transformers import TrainerCallback
 
 from sapiens_hf import (
-    SapiensConfig,
     SapiensForDepthEstimation,
     SapiensForNormalEstimation,
     SapiensForPoseEstimation,
@@ -28,170 +24,9 @@ from sapiens_hf.image_processing_sapiens import SapiensImageProcessorPil
 from sapiens_hf.training import SapiensTrainer
 
 
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "image_size": [128, 96]}
-TASK_MODELS = {
-    "pose": (SapiensForPoseEstimation, {"num_labels": 17, "patch_embed_padding": 2, "decoder_deconv_channels": [16, 16]}),
-    "segmentation": (SapiensForSemanticSegmentation, {"num_labels": 28, "decoder_deconv_channels": [16, 16, 16]}),
-    "depth": (SapiensForDepthEstimation, {"num_labels": 1, "decoder_deconv_channels": [16, 16, 16, 16]}),
-    "normal": (
-        SapiensForNormalEstimation,
-        {"num_labels": 3, "patch_embed_padding": 2, "decoder_deconv_channels": [16, 16, 16]},
-    ),
-}
-# Rough COCO-17 keypoints (x, y) of the two photos, for boxes [x, y, w, h].
-PEOPLE = {
-    "astronaut.jpg": (
-        [150, 10, 290, 502],
-        [
-            [263, 150],
-            [285, 127],
-            [242, 128],
-            [312, 140],
-            [220, 147],
-            [350, 260],
-            [180, 265],
-            [400, 400],
-            [160, 420],
-            [330, 470],
-            [200, 480],
-            [0, 0],
-            [0, 0],
-            [0, 0],
-            [0, 0],
-            [0, 0],
-            [0, 0],
-        ],
-    ),
-    "camera.png": (
-        [150, 40, 220, 440],
-        [
-            [250, 95],
-            [258, 88],
-            [241, 88],
-            [268, 92],
-            [232, 93],
-            [292, 150],
-            [212, 148],
-            [310, 220],
-            [190, 215],
-            [265, 210],
-            [218, 160],
-            [282, 300],
-            [228, 300],
-            [300, 390],
-            [205, 385],
-            [312, 460],
-            [196, 455],
-        ],
-    ),
-}
-
-
-def save_tiny_model(task: str, path: Path) -> Path:
-    model_class, head = TASK_MODELS[task]
-    torch.manual_seed(0)
-    model_class(SapiensConfig(**TINY, decoder_conv_channels=[16], **head)).save_pretrained(path)
-    SapiensImageProcessorPil(size={"height": 128, "width": 96}).save_pretrained(path)
-    return path
-
-
-def photos() -> dict[str, np.ndarray]:
-    return {"astronaut.jpg": data.astronaut(), "camera.png": data.camera()}
-
-
-def make_pose_data(root: Path, copies: int = 1) -> tuple[Path, Path]:
-    """A COCO keypoint file with one person per photo (each listed `copies` times) and the image folder."""
-    (root / "images").mkdir(parents=True, exist_ok=True)
-    images, annotations = [], []
-    for image_id, (name, image) in enumerate(photos().items(), start=1):
-        Image.fromarray(image).save(root / "images" / name)
-        images.append({"id": image_id, "file_name": name, "height": 512, "width": 512})
-        box, keypoints = PEOPLE[name]
-        visibility = [[0] if x == y == 0 else [2] for x, y in keypoints]
-        flat = np.hstack([np.asarray(keypoints, float), visibility]).flatten().tolist()
-        for _ in range(copies):
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": image_id,
-                    "bbox": box,
-                    "keypoints": flat,
-                    "num_keypoints": sum(v[0] > 0 for v in visibility),
-                    "area": box[2] * box[3] * 0.6,
-                    "iscrowd": 0,
-                    "category_id": 1,
-                }
-            )
-    categories = [{"id": 1, "name": "person", "keypoints": [f"k{i}" for i in range(17)]}]
-    path = root / "person_keypoints.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return path, root / "images"
-
-
-def dense_targets(image: np.ndarray) -> dict[str, np.ndarray]:
-    """Plausible targets from a photo: the dark person region as foreground, labels split left/right, depth and
-    normals from the grey levels."""
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32) if image.ndim == 3 else image.astype(np.float32)
-    foreground = grey < 110
-    columns = np.arange(grey.shape[1])[None] > grey.shape[1] // 2
-    labels = np.where(foreground, np.where(columns, 13, 4), 0).astype(np.uint8)  # Left_Foot / Right_Foot
-    gradient_y, gradient_x = np.gradient(grey / 255)
-    normals = np.dstack([-gradient_x, -gradient_y, np.ones_like(grey)])
-    normals /= np.linalg.norm(normals, axis=-1, keepdims=True)
-    return {"labels": labels, "depth": 1 + grey / 255, "normals": normals.astype(np.float32), "masks": foreground}
-
-
-def make_dense_data(root: Path) -> Path:
-    """`root/{train,val}/{images,labels,depth,normals,masks}`, one pair per photo (down-scaled to 256 px)."""
-    for split in ("train", "val"):
-        for name, image in photos().items():
-            image = np.ascontiguousarray(image[::2, ::2])
-            stem = Path(name).stem
-            (root / split / "images").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image).save(root / split / "images" / f"{stem}.png")
-            for folder, target in dense_targets(image).items():
-                (root / split / folder).mkdir(exist_ok=True)
-                if folder in ("labels", "masks"):
-                    Image.fromarray(target.astype(np.uint8) * (255 if folder == "masks" else 1)).save(
-                        root / split / folder / f"{stem}.png"
-                    )
-                else:
-                    np.save(root / split / folder / f"{stem}.npy", target)
-    return root
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("examples")
-
-
-def run_example(script: str, args: list[str]) -> None:
-    """Runs an example's `main()` in this process, as transformers' example tests do."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(script, REPO_ROOT / "examples" / f"{script}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    with patch.object(sys, "argv", [script, *args]):
-        module.main()
-
-
-COMMON = [
-    "--do_train",
-    "--do_eval",
-    "--max_steps",
-    "2",
-    "--per_device_train_batch_size",
-    "2",
-    "--per_device_eval_batch_size",
-    "2",
-    "--report_to",
-    "none",
-    "--save_strategy",
-    "no",
-    "--seed",
-    "0",
-]
 
 
 def check_outputs(output_dir: Path, model_class, metric_keys) -> dict:
@@ -204,14 +39,14 @@ def check_outputs(output_dir: Path, model_class, metric_keys) -> dict:
     return results | {"model": model}
 
 
-def test_run_pose(workdir):
+def test_run_pose(workdir, example_model):
     annotations, images = make_pose_data(workdir / "pose_data")
     output_dir = workdir / "pose_out"
     run_example(
         "run_pose",
         [
             "--model_name_or_path",
-            str(save_tiny_model("pose", workdir / "pose_model")),
+            str(example_model("pose")),
             "--train_annotation_file",
             str(annotations),
             "--train_image_dir",
@@ -245,7 +80,7 @@ def test_run_pose(workdir):
         ),
     ],
 )
-def test_run_dense_task(workdir, task, model_class, metric_keys):
+def test_run_dense_task(workdir, task, model_class, metric_keys, example_model):
     root = workdir / "dense_data"
     if not root.exists():
         make_dense_data(root)
@@ -254,7 +89,7 @@ def test_run_dense_task(workdir, task, model_class, metric_keys):
         f"run_{task}",
         [
             "--model_name_or_path",
-            str(save_tiny_model(task, workdir / f"{task}_model")),
+            str(example_model(task)),
             "--train_dir",
             str(root / "train"),
             "--validation_dir",
@@ -267,7 +102,7 @@ def test_run_dense_task(workdir, task, model_class, metric_keys):
     check_outputs(output_dir, model_class, metric_keys)
 
 
-def test_run_segmentation_from_a_hub_style_dataset(workdir):
+def test_run_segmentation_from_a_hub_style_dataset(workdir, example_model):
     """`--dataset_name` with `image` / `label` columns (here a local parquet dataset, as the Hub serves them)."""
     rows = {"image": [], "label": []}
     for image in photos().values():
@@ -285,7 +120,7 @@ def test_run_segmentation_from_a_hub_style_dataset(workdir):
         "run_segmentation",
         [
             "--model_name_or_path",
-            str(save_tiny_model("segmentation", workdir / "hub_seg_model")),
+            str(example_model("segmentation")),
             "--dataset_name",
             str(folder.parent),
             "--class_names",
@@ -324,12 +159,13 @@ class InterruptAfter(TrainerCallback):
             raise Interrupted
 
 
-def test_interrupted_run_resumes_to_the_same_weights(workdir):
+@pytest.mark.slow
+def test_interrupted_run_resumes_to_the_same_weights(workdir, example_model):
     """fp32 on CPU: 6 steps uninterrupted vs. interrupted after step 4 and rerun with the same command (resuming from
     checkpoint-3, in the middle of the second epoch, so the data skip, the restored RNG state and the per-sample
     augmentations all have to line up)."""
     annotations, images = make_pose_data(workdir / "resume_data", copies=2)  # 4 people: 2 steps per epoch
-    model = save_tiny_model("pose", workdir / "resume_model")
+    model = example_model("pose")
 
     def train(output_dir: Path) -> None:
         run_example(

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 from golden_utils import well_conditioned_keypoints
-from test_cli import MODELS, TINY, saved_model
+from helpers import tiny_config
 
-from sapiens_hf import SapiensConfig, SapiensModel
+from sapiens_hf import SapiensModel
 from sapiens_hf.export import MANIFEST, ExportError, export
 from sapiens_hf.image_io import read_image
 
@@ -20,10 +20,10 @@ from sapiens_hf.image_io import read_image
 pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("task", sorted(MODELS))
+@pytest.mark.parametrize("task", ["depth", "normal", "pose", "seg"])
 @pytest.mark.parametrize("format", ["onnx", "exported-program"])
-def test_every_task_exports_equal_to_eager(task, format, tmp_path):
-    manifest = export(saved_model(task, tmp_path / "model"), tmp_path / "out", format=format, dynamic_batch=True)
+def test_every_task_exports_equal_to_eager(task, format, tmp_path, tiny_model):
+    manifest = export(tiny_model(task), tmp_path / "out", format=format, dynamic_batch=True)
     assert set(manifest["max_abs_difference_to_eager"]) == {"1x128x96", "3x128x96"}
     assert max(manifest["max_abs_difference_to_eager"].values()) <= 1e-4
     assert json.loads((tmp_path / "out" / MANIFEST).read_text()) == manifest
@@ -58,19 +58,20 @@ def test_a_transposed_convolution_traced_as_a_convolution_is_the_same_layer():
     assert list(head.modules()) == layers
 
 
-def test_the_encoder_exports_and_int8_reports_its_accuracy_change(tmp_path):
+@pytest.mark.slow
+def test_the_encoder_exports_and_int8_reports_its_accuracy_change(tiny_model, tmp_path):
     torch.manual_seed(0)
-    SapiensModel(SapiensConfig(**TINY)).save_pretrained(tmp_path / "encoder")
+    SapiensModel(tiny_config()).save_pretrained(tmp_path / "encoder")
     assert export(tmp_path / "encoder", tmp_path / "encoder-onnx")["output"] == "last_hidden_state"
-    manifest = export(saved_model("pose", tmp_path / "pose"), tmp_path / "pose-onnx", quantize="int8")
+    manifest = export(tiny_model("pose"), tmp_path / "pose-onnx", quantize="int8")
     assert (tmp_path / "pose-onnx" / "model.int8.onnx").is_file()
     assert manifest["int8"]["keypoint_error_px_mean"] >= 0 and manifest["int8"]["size_ratio"] < 1
-    manifest = export(saved_model("seg", tmp_path / "seg"), tmp_path / "seg-onnx", quantize="int8")
+    manifest = export(tiny_model("seg"), tmp_path / "seg-onnx", quantize="int8")
     assert 0 <= manifest["int8"]["pixel_agreement"] <= 1
 
 
-def test_unsupported_requests_fail_before_anything_is_written(tmp_path):
-    model = saved_model("depth", tmp_path / "model")
+def test_unsupported_requests_fail_before_anything_is_written(tiny_model, tmp_path):
+    model = tiny_model("depth")
     for request, message in [({"dtype": "bf16"}, "exported-program for bf16"),
                              ({"format": "tflite"}, "Unknown format"),
                              ({"quantize": "int8", "format": "exported-program"}, "fp32 ONNX"),
@@ -82,8 +83,9 @@ def test_unsupported_requests_fail_before_anything_is_written(tmp_path):
         export(model, tmp_path / "dynamic", dynamic_size=True)
 
 
-def test_a_bf16_program_and_another_input_size(tmp_path):
-    model = saved_model("normal", tmp_path / "model")
+@pytest.mark.slow
+def test_a_bf16_program_and_another_input_size(tiny_model, tmp_path):
+    model = tiny_model("normal")
     manifest = export(model, tmp_path / "bf16", format="exported-program", dtype="bf16")
     assert manifest["dtype"] == "bf16" and max(manifest["max_abs_difference_to_eager"].values()) <= 2e-1
     manifest = export(model, tmp_path / "fp16", dtype="fp16")  # for GPU runtimes; checked on onnxruntime's CPU
@@ -101,8 +103,9 @@ WITHOUT_TORCH = ("import runpy, sys; sys.modules.update(torch=None, transformers
                  "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
-def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(task, tmp_path):
+def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(task, tmp_path, tiny_model):
     """examples/run_exported.py in a fresh process: the ONNX graph with the NumPy/OpenCV pre- and post-processing
     equals the torch pipeline (keypoints within 1e-3 px), in a process where torch and transformers cannot be
     imported."""
@@ -111,7 +114,7 @@ def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(ta
     import sapiens_hf  # noqa: F401  (registers the pipelines)
     from sapiens_hf.cli import SAMPLE_IMAGE
 
-    model = saved_model(task, tmp_path / "model")
+    model = tiny_model(task)
     export(model, tmp_path / "onnx", dynamic_batch=True)
     command = [sys.executable, "-c", WITHOUT_TORCH, str(EXAMPLE), str(tmp_path / "onnx"), str(SAMPLE_IMAGE)]
     if task == "pose":
@@ -146,10 +149,11 @@ def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(ta
         np.testing.assert_allclose(output["result"]["normals"], normals, rtol=0, atol=1e-4)
 
 
-def test_the_export_command(tmp_path, capsys):
+@pytest.mark.slow
+def test_the_export_command(tiny_model, tmp_path, capsys):
     from sapiens_hf.cli import main
 
-    model = saved_model("depth", tmp_path / "model")
+    model = tiny_model("depth")
     assert main(["export", model, str(tmp_path / "out"), "--dynamic-batch"]) == 0
     assert "largest difference to the eager model" in capsys.readouterr().out
     (tmp_path / "out" / "notes.txt").write_text("mine")
@@ -163,7 +167,7 @@ def test_the_export_command(tmp_path, capsys):
 
 @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
 @pytest.mark.parametrize("format", ["onnx", "exported-program"])
-def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
+def test_the_pipelines_take_an_export_folder(task, format, tmp_path, tiny_model):
     """`pipeline("sapiens-…", model=export_folder)` runs the graph with the pipeline's own pre- and post-processing:
     the results of the torch model, also for a graph of batch 1 given batches of 2, and with the flip test."""
     from transformers import pipeline
@@ -171,7 +175,7 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
     import sapiens_hf  # noqa: F401  (registers the pipelines)
     from sapiens_hf.cli import SAMPLE_IMAGE
 
-    model = saved_model(task, tmp_path / "model")
+    model = tiny_model(task)
     export(model, tmp_path / "export", format=format)  # batch 1: the pipelines' batches are split
     name = {"seg": "segmentation"}.get(task, task)
     trusted = {} if format == "onnx" else {"trust_remote_code": True}  # a program's loading can unpickle
@@ -212,7 +216,8 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path):
             np.testing.assert_allclose(from_export[key], result[key], rtol=0, atol=1e-4)
 
 
-def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, monkeypatch):
+@pytest.mark.slow
+def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_path, capsys, monkeypatch):
     """`predict --model export_folder` and `annotate` (through `load_task_pipeline`, as the demo), int8 by
     `model_kwargs`, and a clear error for another task's export, another dtype or device, and overrides."""
     from transformers import pipeline
@@ -221,13 +226,13 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, m
     from sapiens_hf.exported_model import SapiensExportedModel
     from sapiens_hf.pipelines import WrongModelError, load_task_pipeline
 
-    pose = tmp_path / "pose-onnx"
-    export(saved_model("pose", tmp_path / "pose"), pose, quantize="int8")
+    pose, pose_model = tmp_path / "pose-onnx", tiny_model("pose")
+    export(pose_model, pose, quantize="int8")
     output = tmp_path / "out"
     assert main(["predict", "--task", "pose", "--model", str(pose), str(SAMPLE_IMAGE), "--output", str(output),
                  "--quiet"]) == 0
     people = json.loads((output / "keypoints.json").read_text())["annotations"]
-    expected = load_task_pipeline("pose", str(tmp_path / "pose"))(str(SAMPLE_IMAGE))
+    expected = load_task_pipeline("pose", pose_model)(str(SAMPLE_IMAGE))
     assert len(people) == len(expected) == 1 and len(people[0]["keypoints"]) == 17 * 3
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -247,12 +252,12 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, m
     with pytest.raises(ValueError, match="exported in fp32"):  # transformers' loader would fall back to float32
         pipeline("sapiens-pose", model=str(pose), dtype=torch.float16)
     assert SapiensExportedModel.from_pretrained(pose, dtype="float32").dtype == torch.float32
-    export(saved_model("depth", tmp_path / "depth"), tmp_path / "depth-fp16", dtype="fp16")  # runs in its own dtype
+    export(tiny_model("depth"), tmp_path / "depth-fp16", dtype="fp16")  # runs in its own dtype
     assert main(["predict", "--task", "depth", "--model", str(tmp_path / "depth-fp16"), str(SAMPLE_IMAGE), "--output",
                  str(tmp_path / "fp16-out"), "--quiet"]) == 0
     assert np.isfinite(np.load(tmp_path / "fp16-out" / f"{SAMPLE_IMAGE.stem}_depth.npy")).all()
 
-    export(saved_model("seg", tmp_path / "seg"), tmp_path / "seg-onnx")
+    export(tiny_model("seg"), tmp_path / "seg-onnx")
     with pytest.raises(ValueError, match="no int8 graph"):
         SapiensExportedModel.from_pretrained(tmp_path / "seg-onnx", int8=True)
     with pytest.raises(WrongModelError, match="a segmentation model"):
@@ -268,21 +273,21 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tmp_path, capsys, m
 
     monkeypatch.setattr(transformers.pipelines.base, "is_torch_cuda_available", lambda *args, **kwargs: True)
     assert pipeline("sapiens-segmentation", model=str(tmp_path / "seg-onnx")).device == torch.device("cpu")
-    export(saved_model("depth", tmp_path / "depth"), tmp_path / "depth-pt2", format="exported-program")
+    export(tiny_model("depth"), tmp_path / "depth-pt2", format="exported-program")
     with pytest.raises(ValueError, match="trust_remote_code=True"):
         SapiensExportedModel.from_pretrained(tmp_path / "depth-pt2")
     with pytest.raises(OSError, match="not a folder written by sapiens-hf export"):
-        SapiensExportedModel.from_pretrained(tmp_path / "pose")
+        SapiensExportedModel.from_pretrained(pose_model)
 
 
-def test_a_failed_export_leaves_nothing_and_a_typo_is_refused(tmp_path, monkeypatch, capsys):
+def test_a_failed_export_leaves_nothing_and_a_typo_is_refused(tmp_path, monkeypatch, capsys, tiny_model):
     """A graph whose self-check fails (tolerance patched to 0) is a failure (exit code 1, not a usage error) that
     removes the files it wrote, so the same command runs again without --overwrite; a misspelled --config key is
     refused as predict and convert refuse it; the check's tolerance is relative to the output's scale."""
     from sapiens_hf import export as exporting
     from sapiens_hf.cli import main
 
-    model = saved_model("depth", tmp_path / "model")
+    model = tiny_model("depth")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "notes.txt").write_text("mine")
     monkeypatch.setattr(exporting, "TOLERANCE", {"fp32": 0.0, "fp16": 0.0, "bf16": 0.0})
@@ -303,14 +308,14 @@ def test_a_failed_export_leaves_nothing_and_a_typo_is_refused(tmp_path, monkeypa
     assert not (tmp_path / "typo").exists()
 
 
-def test_a_damaged_or_edited_export_folder_is_refused_with_its_reason(tmp_path):
+def test_a_damaged_or_edited_export_folder_is_refused_with_its_reason(tmp_path, tiny_model):
     """A manifest naming a graph outside the folder, another task than the graph's, an unknown format, or a
     missing graph file: one ValueError naming the manifest or the file and what to do, from the runner and from
     the pipelines' model alike (never a raw KeyError, never a file outside the folder opened)."""
     from sapiens_hf.exported_model import SapiensExportedModel
     from sapiens_hf.runtime import ExportedModel
 
-    export(saved_model("seg", tmp_path / "model"), tmp_path / "out")
+    export(tiny_model("seg"), tmp_path / "out")
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     (tmp_path / "outside.onnx").write_bytes((tmp_path / "out" / "model.onnx").read_bytes())
     for edit, message in [({"file": "../outside.onnx"}, "not a file name in the folder"),
@@ -327,7 +332,7 @@ def test_a_damaged_or_edited_export_folder_is_refused_with_its_reason(tmp_path):
         ExportedModel(tmp_path / "out")
 
 
-def test_the_runner_reads_a_16_bit_png_as_the_pipelines_do(tmp_path):
+def test_the_runner_reads_a_16_bit_png_as_the_pipelines_do(tmp_path, tiny_model):
     """16-bit PNGs keep their high byte in the pipelines (as cv2.imread); the runner reads images the same way."""
     import PIL.Image
     from transformers import pipeline
@@ -335,7 +340,7 @@ def test_the_runner_reads_a_16_bit_png_as_the_pipelines_do(tmp_path):
     import sapiens_hf  # noqa: F401  (registers the pipelines)
     from sapiens_hf.runtime import ExportedModel
 
-    model = saved_model("depth", tmp_path / "model")
+    model = tiny_model("depth")
     export(model, tmp_path / "out")
     ramp = (np.arange(96 * 128, dtype=np.uint32).reshape(96, 128) * 5).astype(np.uint16)
     PIL.Image.fromarray(ramp).save(tmp_path / "deep.png")

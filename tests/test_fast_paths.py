@@ -8,6 +8,7 @@
 
 import copy
 
+import helpers
 import pytest
 import torch
 import torch.nn.functional as F
@@ -29,17 +30,8 @@ IMAGE = (64, 48)  # 4×3 patches: tiny, but not square, as the real 1024×768
 
 
 def tiny_config(hidden_size=64, heads=4, **overrides) -> SapiensConfig:
-    return SapiensConfig(
-        hidden_size=hidden_size,
-        num_hidden_layers=2,
-        num_attention_heads=heads,
-        intermediate_size=2 * hidden_size,
-        image_size=list(IMAGE),
-        decoder_deconv_channels=[16, 16],
-        decoder_conv_channels=[16],
-        num_labels=5,
-        **overrides,
-    )
+    return helpers.tiny_config(size="small", hidden_size=hidden_size, num_attention_heads=heads,
+                               intermediate_size=2 * hidden_size, image_size=list(IMAGE), num_labels=5, **overrides)
 
 
 def build(model_class, attn_implementation="sdpa", **overrides):
@@ -148,12 +140,13 @@ def test_bf16_instance_norm_is_as_exact_as_fp32_on_the_same_input():
     assert (in_bf16 - in_fp32).abs().max() <= 2**-5  # one bf16 ulp at the output's magnitude (|y| < 8)
 
 
+@pytest.mark.slow
 def test_benchmark_cli_smoke(tmp_path):
     # The benchmark of docs/performance.md at the "tiny" size, so that the CLI keeps working between GPU runs.
     import importlib.util
     import json
 
-    from conftest import REPO_ROOT
+    from helpers import REPO_ROOT
 
     spec = importlib.util.spec_from_file_location("benchmark", REPO_ROOT / "benchmarks" / "benchmark.py")
     benchmark = importlib.util.module_from_spec(spec)

@@ -9,16 +9,19 @@ the fake Hub (`client_env`, `run_client`). The server runs in this process, so t
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from fake_hub import FakeHub, client_env, run_client
+from helpers import POSE_FILE, save_original
 from huggingface_hub import ModelCard
 
 from sapiens_hf import hub, releases
 from sapiens_hf.tasks import TASKS
 
 
-CLIENT = """
+# The clients import the tests' helpers (tiny configs) from this folder.
+CLIENT = f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n" + """
 import json, sys
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ import transformers
 from PIL import Image
 from transformers import AutoConfig, AutoImageProcessor, pipeline
 
+import helpers
 import sapiens_hf
 from sapiens_hf import SapiensConfig, SapiensImageProcessorPil, hub
 
@@ -37,10 +41,7 @@ PIPELINES = {"sapiens-pose": "SapiensForPoseEstimation", "sapiens-segmentation":
              "sapiens-depth": "SapiensForDepthEstimation", "sapiens-normal": "SapiensForNormalEstimation"}
 
 def tiny_config(**kwargs):
-    return SapiensConfig(**{**dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=[64, 48],
-        decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], decoder_hidden_size=16, decoder_num_hidden_layers=1,
-        decoder_num_attention_heads=2, decoder_intermediate_size=32), **kwargs})
+    return helpers.tiny_config(**{"num_hidden_layers": 2, "image_size": [64, 48], **helpers.MAE_DECODER, **kwargs})
 
 def tiny(name, **kwargs):
     model = getattr(sapiens_hf, name)(tiny_config(**EXTRA.get(name, {}), **kwargs)).eval()
@@ -93,6 +94,7 @@ def card(fake_hub, repo_id) -> ModelCard:
     return ModelCard(fake_hub.files(repo_id)["README.md"].decode())
 
 
+@pytest.mark.slow
 def test_every_class_the_config_and_the_processor_round_trip(client, fake_hub):
     results = client("""
 results = {}
@@ -119,6 +121,7 @@ print(json.dumps(results))
     assert "model.safetensors" in fake_hub.files("tester/sapiensforposeestimation")
 
 
+@pytest.mark.slow
 def test_the_four_pipelines_round_trip(client, fake_hub):
     results = client("""
 results = {}
@@ -143,6 +146,7 @@ print(json.dumps(results))
     assert card(fake_hub, "tester/sapiens-depth").data.pipeline_tag == "depth-estimation"
 
 
+@pytest.mark.slow
 def test_resharding_removes_stale_weight_files(client, fake_hub):
     results = client("""
 repo, model = "tester/sharded", tiny("SapiensForDepthEstimation")
@@ -168,6 +172,7 @@ print(json.dumps(dict(sharded=sharded, single=single, same=[same_sharded, same_s
     assert len(fake_hub.history("tester/sharded")) == 4  # creation + one commit per push (deletions included)
 
 
+@pytest.mark.slow
 def test_generated_model_card_and_hand_written_cards_are_kept(client, fake_hub):
     fake_hub.commit("tester/handwritten", {"README.md": b"# My own card\n"})
     client("""
@@ -195,8 +200,6 @@ print("{}")
 
 
 def test_convert_cli_publishes_with_source_hash_and_removes_stale_weights(client, fake_hub, tmp_path):
-    from test_original_repos import POSE_FILE, save_original
-
     save_original(tmp_path / POSE_FILE)
     # An earlier, sharded upload whose shards must not survive the new publication.
     fake_hub.commit("tester/converted",
@@ -229,6 +232,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModelForPoseEstimat
 """
 
 
+@pytest.mark.slow
 def test_remote_code_model_and_processor_load_without_sapiens_hf(client, fake_hub, tmp_path):
     """transformers' own remote-code mechanism: classes registered with `register_for_auto_class` save their modules,
     which import only torch, transformers and each other, so users without sapiens_hf load them."""
@@ -279,8 +283,6 @@ print(json.dumps([type(config).__module__, type(model).__module__, type(processo
 
 
 def test_convert_push_uploads_only_the_checkpoint_and_never_touches_other_local_files(client, fake_hub, tmp_path):
-    from test_original_repos import POSE_FILE, save_original
-
     save_original(tmp_path / POSE_FILE)
     output = tmp_path / "converted"
     output.mkdir()

@@ -9,7 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import golden_path, load_golden, normalize
+from golden_utils import golden_path, load_golden, normalize
 from transformers import AutoImageProcessor
 
 import sapiens_hf  # noqa: F401  (registers the processor)

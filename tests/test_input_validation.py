@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import mae_config, tiny_config
 from transformers import pipeline
 from transformers.modeling_outputs import DepthEstimatorOutput, SemanticSegmenterOutput
 
@@ -26,26 +27,6 @@ from sapiens_hf import (
 from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
 
 
-TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "decoder_deconv_channels": [8, 8],
-    "decoder_conv_channels": [8],
-    "image_size": [64, 48],
-}
-MAE_TINY = {
-    "hidden_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "decoder_hidden_size": 16,
-    "decoder_num_hidden_layers": 1,
-    "decoder_num_attention_heads": 2,
-    "decoder_intermediate_size": 32,
-    "image_size": [64, 64],
-}
 PIPELINES = {
     "pose": "sapiens-pose",
     "segmentation": "sapiens-segmentation",
@@ -65,15 +46,15 @@ def processor():
 def models():
     torch.manual_seed(0)
     return {
-        "pose": SapiensForPoseEstimation(SapiensConfig(num_labels=17, **TINY)).eval(),
-        "segmentation": SapiensForSemanticSegmentation(SapiensConfig(num_labels=28, **TINY)).eval(),
-        "depth": SapiensForDepthEstimation(SapiensConfig(**TINY)).eval(),
-        "normal": SapiensForNormalEstimation(SapiensConfig(**TINY)).eval(),
+        "pose": SapiensForPoseEstimation(tiny_config(num_labels=17, image_size=[64, 48])).eval(),
+        "segmentation": SapiensForSemanticSegmentation(tiny_config(num_labels=28, image_size=[64, 48])).eval(),
+        "depth": SapiensForDepthEstimation(tiny_config(image_size=[64, 48])).eval(),
+        "normal": SapiensForNormalEstimation(tiny_config(image_size=[64, 48])).eval(),
     }
 
 
 def mae(**kwargs) -> SapiensForMaskedImageModeling:
-    return SapiensForMaskedImageModeling(SapiensConfig.from_preset("0.3b", "pretraining", **MAE_TINY, **kwargs)).eval()
+    return SapiensForMaskedImageModeling(mae_config(num_hidden_layers=1, **kwargs)).eval()
 
 
 def forbid_forward(model):
@@ -122,7 +103,7 @@ def test_pipeline_takes_a_task_model_made_from_an_encoder_checkpoint(processor, 
 def test_pipeline_rejects_models_without_a_task_head(processor):
     with pytest.raises(ValueError, match="a pretraining model"):
         pipeline("sapiens-pose", model=mae(), image_processor=processor)
-    for model in (SapiensModel(SapiensConfig(**TINY)), SapiensBackbone(SapiensConfig(**TINY))):
+    for model in (SapiensModel(tiny_config(image_size=[64, 48])), SapiensBackbone(tiny_config(image_size=[64, 48]))):
         with pytest.raises(ValueError, match=f"a model without a task head \\({type(model).__name__}\\)"):
             pipeline("sapiens-depth", model=model, image_processor=processor)
 
@@ -353,7 +334,7 @@ def test_two_channel_images_are_rejected(processor):
 
 
 def test_four_channel_model_error_does_not_claim_rgb():
-    model = SapiensModel(SapiensConfig(num_channels=4, **TINY))
+    model = SapiensModel(tiny_config(num_channels=4, image_size=[64, 48]))
     with pytest.raises(ValueError, match="expects 4") as error:
         model(torch.zeros(1, 3, 64, 48))
     assert "RGB" not in str(error.value)
@@ -367,8 +348,8 @@ def test_four_channel_model_error_does_not_claim_rgb():
 def all_models(models):
     return {
         **models,
-        "model": SapiensModel(SapiensConfig(**TINY)).eval(),
-        "backbone": SapiensBackbone(SapiensConfig(**TINY, out_indices=[1])).eval(),
+        "model": SapiensModel(tiny_config(image_size=[64, 48])).eval(),
+        "backbone": SapiensBackbone(tiny_config(out_indices=[1], image_size=[64, 48])).eval(),
     }
 
 

@@ -1,7 +1,8 @@
 """The task losses against the original mmpose/mmseg losses (golden case 6), values and gradients."""
 
 import torch
-from conftest import load_golden
+from golden_utils import load_golden
+from helpers import tiny_config
 
 from sapiens_hf.metadata import CLASS_WEIGHTS
 from sapiens_hf.modeling_sapiens import (
@@ -61,10 +62,7 @@ def test_normal_loss():
 def test_model_forward_returns_the_configured_pose_loss():
     import sapiens_hf
 
-    config = sapiens_hf.SapiensConfig(
-        hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=[64, 48],
-        decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], num_labels=17,
-    )
+    config = tiny_config(num_labels=17, image_size=[64, 48])
     model = sapiens_hf.SapiensForPoseEstimation(config)
     pixels = torch.randn(2, 3, 64, 48)
     labels, weights = torch.rand(2, 17, 16, 12), torch.rand(2, 17)

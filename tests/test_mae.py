@@ -13,8 +13,8 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import REPO_ROOT, load_golden, normalize, recipe
-from golden_utils import ATOL, RTOL, arch, images, manifest
+from golden_utils import ATOL, RTOL, arch, images, load_golden, manifest, normalize, recipe
+from helpers import MAE_TINY, REPO_ROOT, config_overrides, mae_config
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedImageModeling, AutoModelForPreTraining
 
@@ -32,21 +32,12 @@ from sapiens_hf import (
 from sapiens_hf.modeling_sapiens import convert_position_embeddings, sincos_position_embeddings
 
 
-TINY = {
-    "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "decoder_hidden_size": 16,
-    "decoder_num_hidden_layers": 1, "decoder_num_attention_heads": 2, "decoder_intermediate_size": 32,
-}
-TINY_DECODER = {key: value for key, value in TINY.items() if key.startswith("decoder_")}
-TINY_OVERRIDES = ",".join(f"{key}={value}" for key, value in TINY.items())
-
-
-def tiny_config(image_size=(64, 64), **kwargs) -> SapiensConfig:
-    values = {**TINY, "image_size": list(image_size), **kwargs}
-    return SapiensConfig.from_preset("sapiens-0.3b", task="pretraining", **values)
+TINY_DECODER = {key: value for key, value in MAE_TINY.items() if key.startswith("decoder_")}
+TINY_OVERRIDES = config_overrides(MAE_TINY)
 
 
 def tiny_mae(image_size=(64, 64), **kwargs) -> SapiensForMaskedImageModeling:
-    model = SapiensForMaskedImageModeling(tiny_config(image_size, **kwargs)).eval()
+    model = SapiensForMaskedImageModeling(mae_config(image_size, **kwargs)).eval()
     with torch.no_grad():  # a random encoder table, so that a wrong row drop or resize shows
         model.model.embeddings.position_embeddings.normal_()
     return model
@@ -188,7 +179,7 @@ def test_input_sizes(size, one_thread):
 
 
 def test_position_tables_are_frozen_sincos(tmp_path):
-    model = SapiensForMaskedImageModeling(tiny_config(image_size=(64, 48)))
+    model = SapiensForMaskedImageModeling(mae_config(image_size=(64, 48)))
     encoder_table, decoder_table = model.model.embeddings.position_embeddings, model.decoder.position_embeddings
     assert torch.equal(encoder_table, sincos_position_embeddings((4, 3), 32, with_cls=True))
     assert torch.equal(decoder_table, sincos_position_embeddings((4, 3), 16, with_cls=True))
@@ -231,7 +222,7 @@ def test_activation_checkpointing_covers_encoder_and_decoder():
 
 @pytest.mark.parametrize("auto_class", [AutoModelForMaskedImageModeling, AutoModelForPreTraining])
 def test_auto_classes(auto_class, tmp_path):
-    assert type(auto_class.from_config(tiny_config())) is SapiensForMaskedImageModeling
+    assert type(auto_class.from_config(mae_config())) is SapiensForMaskedImageModeling
     tiny_mae().save_pretrained(tmp_path)
     assert type(auto_class.from_pretrained(tmp_path)) is SapiensForMaskedImageModeling
 
@@ -318,7 +309,7 @@ def test_clean_checkpoint_into_mae_with_fresh_decoder(tmp_path):
 
 def test_task_checkpoint_into_mae_fails_clearly(tmp_path):
     head = {"decoder_deconv_channels": [8], "decoder_conv_channels": [8]}
-    config = SapiensConfig(**TINY, **head, image_size=[64, 48], num_labels=17)
+    config = SapiensConfig(**MAE_TINY, **head, image_size=[64, 48], num_labels=17)
     SapiensForPoseEstimation(config).save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="conversion"):
         SapiensForMaskedImageModeling.from_pretrained(tmp_path, use_cls_token=True)
@@ -392,6 +383,7 @@ def photos(tmp_path_factory):
     return folder
 
 
+@pytest.mark.slow
 def test_pretraining_run_lowers_the_loss_and_hands_the_encoder_to_pose(photos, tmp_path, one_thread):
     output_dir = tmp_path / "mae"
     trainer = run_mae_pretraining().main(
@@ -431,6 +423,7 @@ def test_pretraining_run_lowers_the_loss_and_hands_the_encoder_to_pose(photos, t
         assert pose(torch.randn(1, 3, 64, 48)).heatmaps.shape == (1, 17, 16, 12)
 
 
+@pytest.mark.slow
 def test_pretraining_run_with_deepspeed_zero3(photos, tmp_path):
     """The shipped ZeRO-3 config on CPU (one process): the model is built under zero.Init, trained with the MAE
     optimizer groups and saved consolidated, with the frozen sin-cos tables exactly as `_init_weights` wrote them."""
@@ -440,8 +433,9 @@ def test_pretraining_run_with_deepspeed_zero3(photos, tmp_path):
         port = str(sock.getsockname()[1])
     env = dict(os.environ, DS_ACCELERATOR="cpu", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK="0", LOCAL_RANK="0",
                WORLD_SIZE="1", OMP_NUM_THREADS="1")
-    # The shm comm op DeepSpeed compiles on CPU (~30 s) is built once into the repo's ignored cache (as test_deepspeed).
-    env["TORCH_EXTENSIONS_DIR"] = str(REPO_ROOT / ".cache" / "torch_extensions")
+    # The shm comm op DeepSpeed compiles on CPU (~30 s) is built once (as test_deepspeed): into TORCH_EXTENSIONS_DIR
+    # where it is set (CI keeps it between runs), else into the repo's ignored cache.
+    env.setdefault("TORCH_EXTENSIONS_DIR", str(REPO_ROOT / ".cache" / "torch_extensions"))
     config = REPO_ROOT / "examples" / "deepspeed" / "zero3_mae_2b.json"
     command = [sys.executable, str(SCRIPT), "--deepspeed", str(config), "--config_overrides", TINY_OVERRIDES]
     command += ["--train_dir", str(photos), "--output_dir", str(tmp_path)]

@@ -3,6 +3,7 @@
 import sys
 import types
 
+import helpers
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
@@ -13,13 +14,9 @@ from sapiens_hf import SapiensBackbone, SapiensConfig, SapiensForPoseEstimation,
 from sapiens_hf.convert import load_original_state_dict
 
 
-def tiny_config(**kwargs) -> SapiensConfig:
-    values = {
-        "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64, "image_size": [64, 48],
-        "decoder_deconv_channels": [8, 8], "decoder_conv_channels": [8], "num_labels": 17,
-    }
-    values.update(kwargs)
-    return SapiensConfig(**values)
+def tiny_config(**overrides) -> SapiensConfig:
+    """The tiny pose config with two layers (stages, out_indices) at 64×48."""
+    return helpers.tiny_config(**{"num_hidden_layers": 2, "image_size": [64, 48], "num_labels": 17, **overrides})
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ def test_task_model_matches_original(name):
     assert_matches_golden(_raw_output(model, batch_for(name)), "case1_task_outputs.safetensors", name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pose17", "pose308", "seg", "depth", "normal"])
 def test_full_width_heads_match_original(name):
     model = _convert(fullwidth_weights(name), name)

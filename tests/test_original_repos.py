@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from fake_hub import FakeHub, client_env, run_client
+from helpers import ENCODERS, POSE_FILE, save_original
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from transformers import (
@@ -38,62 +39,6 @@ from sapiens_hf import (
     releases,
 )
 from sapiens_hf.convert import TASK_TO_CLASS
-
-
-POSE_FILE = "sapiens_0.3b_goliath_best_goliath_AP_573.pth"  # a released name, tiny weights
-
-
-def original_pose_state_dict(seed: int = 0, hidden: int = 32, layers: int = 2, keypoints: int = 17) -> dict:
-    """A tiny pose checkpoint with the original mmpose key names (facebookresearch/sapiens, `pose/configs/sapiens_pose/`)."""
-    generator = torch.Generator().manual_seed(seed)
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=generator)
-
-    weights = {
-        "backbone.pos_embed": rand(1, 64 * 48, hidden),
-        "backbone.patch_embed.projection.weight": rand(hidden, 3, 16, 16),
-        "backbone.patch_embed.projection.bias": rand(hidden),
-        "backbone.ln1.weight": rand(hidden),
-        "backbone.ln1.bias": rand(hidden),
-        "head.deconv_layers.0.weight": rand(hidden, 8, 4, 4),
-        "head.deconv_layers.3.weight": rand(8, 8, 4, 4),
-        "head.conv_layers.0.weight": rand(8, 8, 1, 1),
-        "head.conv_layers.0.bias": rand(8),
-        "head.final_layer.weight": rand(keypoints, 8, 1, 1),
-        "head.final_layer.bias": rand(keypoints),
-    }
-    for i in range(layers):
-        prefix = f"backbone.layers.{i}."
-        weights.update({
-            prefix + "ln1.weight": rand(hidden), prefix + "ln1.bias": rand(hidden),
-            prefix + "attn.qkv.weight": rand(3 * hidden, hidden), prefix + "attn.qkv.bias": rand(3 * hidden),
-            prefix + "attn.proj.weight": rand(hidden, hidden), prefix + "attn.proj.bias": rand(hidden),
-            prefix + "ln2.weight": rand(hidden), prefix + "ln2.bias": rand(hidden),
-            prefix + "ffn.layers.0.0.weight": rand(2 * hidden, hidden),
-            prefix + "ffn.layers.0.0.bias": rand(2 * hidden),
-            prefix + "ffn.layers.1.weight": rand(hidden, 2 * hidden), prefix + "ffn.layers.1.bias": rand(hidden),
-        })
-    return weights
-
-
-def original_depth_state_dict(seed: int = 0) -> dict:
-    """A tiny depth checkpoint: the pose checkpoint's backbone with a `decode_head.` depth head (one output)."""
-    generator = torch.Generator().manual_seed(seed + 1000)
-    weights = {key: value for key, value in original_pose_state_dict(seed).items() if key.startswith("backbone.")}
-    for key, shape in [("deconv_layers.0.weight", (32, 8, 4, 4)), ("deconv_layers.3.weight", (8, 8, 4, 4)),
-                       ("conv_layers.0.weight", (8, 8, 1, 1)), ("conv_layers.0.bias", (8,)),
-                       ("conv_seg.weight", (1, 8, 1, 1)), ("conv_seg.bias", (1,))]:
-        weights["decode_head." + key] = torch.randn(*shape, generator=generator)
-    return weights
-
-
-def save_original(path, seed: int = 0, task: str = "pose") -> bytes:
-    """Writes a `.pth` like the released task files (`state_dict` + `meta`) and returns its bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = original_pose_state_dict(seed) if task == "pose" else original_depth_state_dict(seed)
-    torch.save({"state_dict": weights, "meta": {"epoch": 210}}, path)
-    return path.read_bytes()
 
 
 def assert_same_weights(a, b):
@@ -202,7 +147,7 @@ def test_an_original_is_converted_once_then_loaded_with_every_from_pretrained_op
 def test_an_encoder_converted_for_a_task_gets_a_new_head_at_load(tmp_path):
     """A pretrain (encoder-only) release loaded into a task class: the cached folder holds the encoder in the task's
     layout and no head, so head settings such as num_labels are chosen at load time."""
-    from conftest import load_golden
+    from golden_utils import load_golden
 
     checkpoint = tmp_path / "sapiens_tiny_epoch_1_clean.pth"
     torch.save(load_golden("case2_pretrain_checkpoint.safetensors"), checkpoint)
@@ -369,8 +314,7 @@ def test_a_config_passed_for_an_original_overrides_what_it_changes(tmp_path):
 def test_other_names_reach_transformers_unchanged(tmp_path, monkeypatch):
     monkeypatch.setenv("SAPIENS_HF_CACHE", str(tmp_path / "cache"))
     converted = tmp_path / "converted"
-    SapiensForDepthEstimation(SapiensConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                            intermediate_size=64)).save_pretrained(converted)
+    SapiensForDepthEstimation(SapiensConfig(**ENCODERS["tiny"])).save_pretrained(converted)
     SapiensImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(converted)
     save_original(converted / "stray" / POSE_FILE)  # ignored: config.json / preprocessor_config.json win
     assert AutoConfig.from_pretrained(converted).hidden_size == 32
@@ -494,6 +438,7 @@ print(json.dumps(results))
     assert results["pinned match"] == ["loaded", [sha]]
 
 
+@pytest.mark.slow
 def test_plain_transformers_calls_and_default_pipelines_on_original_repos(fake_hub, tmp_path):
     """The headline usage against the loopback Hub: `pipeline("sapiens-depth", model="facebook/sapiens-depth-1b")`,
     the Auto classes, the built-in depth pipeline, the default model of `pipeline("sapiens-pose")` and of

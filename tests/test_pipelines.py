@@ -15,15 +15,14 @@ import PIL.Image
 import pytest
 import skimage.data
 import torch
-from conftest import load_golden
-from golden_utils import arch, golden_weights, well_conditioned_keypoints
+from golden_utils import arch, golden_weights, load_golden, well_conditioned_keypoints
+from helpers import tiny_config
 from transformers import YolosConfig, YolosForObjectDetection, pipeline
 from transformers.dynamic_module_utils import get_imports
 from transformers.pipelines import PIPELINE_REGISTRY
 
 import sapiens_hf  # registers the pipelines
 from sapiens_hf import (
-    SapiensConfig,
     SapiensForDepthEstimation,
     SapiensForNormalEstimation,
     SapiensForPoseEstimation,
@@ -43,15 +42,8 @@ from sapiens_hf.visualization import (
 )
 
 
-TINY = {
-    "hidden_size": 64,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "intermediate_size": 128,
-    "decoder_deconv_channels": [16, 16],
-    "decoder_conv_channels": [16],
-    "image_size": [256, 192],
-}
+# The small encoder with one layer at 256×192 (helpers.tiny_config).
+SIZE = {"size": "small", "num_hidden_layers": 1, "image_size": [256, 192]}
 
 
 @pytest.fixture(scope="module")
@@ -62,16 +54,16 @@ def processor():
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    pose_config = SapiensConfig(
-        num_labels=17, id2label=dict(enumerate(keypoint_set(17)["keypoint_names"])), flip_pairs=flip_pairs(17), **TINY
+    pose_config = tiny_config(
+        num_labels=17, id2label=dict(enumerate(keypoint_set(17)["keypoint_names"])), flip_pairs=flip_pairs(17), **SIZE
     )
     return {
         "pose": SapiensForPoseEstimation(pose_config).eval(),
         "seg": SapiensForSemanticSegmentation(
-            SapiensConfig(num_labels=28, id2label=dict(enumerate(SEGMENTATION_CLASSES)), **TINY)
+            tiny_config(num_labels=28, id2label=dict(enumerate(SEGMENTATION_CLASSES)), **SIZE)
         ).eval(),
-        "depth": SapiensForDepthEstimation(SapiensConfig(**TINY)).eval(),
-        "normal": SapiensForNormalEstimation(SapiensConfig(**TINY)).eval(),
+        "depth": SapiensForDepthEstimation(tiny_config(**SIZE)).eval(),
+        "normal": SapiensForNormalEstimation(tiny_config(**SIZE)).eval(),
     }
 
 
@@ -287,7 +279,7 @@ def test_pose_flip_test_keypoint_pairs(models, processor, astronaut):
         astronaut, boxes=boxes, flip_test=True
     )
     assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
-    five = SapiensForPoseEstimation(SapiensConfig(num_labels=5, **TINY)).eval()
+    five = SapiensForPoseEstimation(tiny_config(num_labels=5, **SIZE)).eval()
     estimator = pipeline("sapiens-pose", model=five, image_processor=processor)
     assert estimator(astronaut)[0]["keypoints"].shape == (5, 2)
     with pytest.raises(ValueError, match="set model.config.flip_pairs"):

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import load_golden
 from golden_utils import (
     arch,
     assert_matches_golden,
     golden_weights,
+    load_golden,
     manifest,
     subset_slices,
     well_conditioned_keypoints,
@@ -244,6 +244,7 @@ def assert_well_conditioned_keypoints_close(people, merged_heatmaps, expected):
     assert_keypoints_close(actual[compared], expected[compared])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["pose17", "pose308"])
 def test_end_to_end_top_down_inference_matches_golden(pose_models, astronaut, boxes, processor, decode, name):
     """mmpose `inference_topdown` with the configs' flip test: crops → model (and on the flipped crops with

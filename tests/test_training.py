@@ -1,14 +1,14 @@
 """Fine-tuning building blocks: layer-wise LR decay groups (golden case 7), the Trainer's optimiser, the pose and
 dense-task augmentations and targets, the data loaders, argument presets and the GPU check's FLOP count."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT, golden_path
+from golden_utils import golden_path, load_golden
+from helpers import ENCODERS, REPO_ROOT, load_example, tiny_config
 from PIL import Image
 from skimage import data
 from transformers import TrainerCallback, TrainingArguments
@@ -37,16 +37,6 @@ from sapiens_hf.training import (
     parse_arguments,
     segmentation_flip_pairs,
 )
-
-
-TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128, "image_size": [128, 96]}
-
-
-def load_example(name: str, folder: str = "examples"):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / folder / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,7 +88,8 @@ def test_parameter_groups_equal_the_original_constructors(case, model_class, hea
 
 def test_parameter_groups_without_layer_decay_follow_the_mae_recipe():
     config = SapiensConfig(
-        **{**TINY, "image_size": [64, 64]},
+        **ENCODERS["small"],
+        image_size=[64, 64],
         use_cls_token=True,
         decoder_hidden_size=32,
         decoder_num_hidden_layers=1,
@@ -125,7 +116,7 @@ def test_parameter_groups_without_layer_decay_follow_the_mae_recipe():
 def test_parameter_groups_read_zero3_shapes():
     """Under ZeRO-3 every local parameter is an empty (0,) shard; the decay rule must use the full `ds_shape`."""
     model = SapiensForPoseEstimation(
-        SapiensConfig(**TINY, num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
+        tiny_config(size="small", num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
     )
     for param in model.parameters():
         param.ds_shape = param.shape
@@ -138,7 +129,7 @@ def test_parameter_groups_read_zero3_shapes():
 
 def test_trainer_builds_layer_decay_groups_from_its_arguments(tmp_path):
     model = SapiensForPoseEstimation(
-        SapiensConfig(**TINY, num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
+        tiny_config(size="small", num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
     )
     args = SapiensTrainingArguments(output_dir=str(tmp_path), layer_decay=0.5, learning_rate=1e-3, report_to=[])
     assert (args.weight_decay, args.batch_eval_metrics) == (0.1, True)  # the original recipe's defaults
@@ -482,8 +473,6 @@ def test_load_model_from_a_size_preset_with_overrides():
 def test_load_model_from_an_original_pretrain_checkpoint(tmp_path):
     """What the 2B presets do with facebook/sapiens-pretrain-2b, offline: an original (flat, CLS + 64×64 position
     table) pretraining checkpoint becomes a pose model with a new head and the config kwargs of the script."""
-    from conftest import load_golden
-
     from sapiens_hf.metadata import flip_pairs
     from sapiens_hf.training import ModelArguments, load_model
 
@@ -500,7 +489,7 @@ def test_lr_milestones_reproduce_the_original_multistep_schedule(tmp_path):
     """mmengine's MultiStepLR (pose recipe: ×0.1 at epochs 170 and 200) after transformers' constant warm-up, through a
     real Trainer run: 3 epochs of 2 steps, milestones at epochs 1 and 2, 1 warm-up step."""
     model = SapiensForPoseEstimation(
-        SapiensConfig(**TINY, num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
+        tiny_config(size="small", num_labels=17, decoder_deconv_channels=[8], decoder_conv_channels=[8])
     )
     generator = torch.Generator().manual_seed(0)
     samples = [

@@ -15,16 +15,9 @@ from unittest.mock import patch
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from helpers import COMMON, MAE_TINY, REPO_ROOT, config_overrides, make_dense_data, make_pose_data, run_example
 from PIL import Image
 from skimage import data
-from test_examples import (
-    COMMON,
-    make_dense_data,
-    make_pose_data,
-    run_example,
-    save_tiny_model,
-)
 
 from sapiens_hf.training import (
     SapiensTrainer,
@@ -40,13 +33,13 @@ from sapiens_hf.training import (
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def pose_args(workdir: Path, output_dir: Path) -> list[str]:
+def pose_args(workdir: Path, output_dir: Path, model: Path) -> list[str]:
     annotations, images = make_pose_data(
         workdir / "data", copies=2
     )  # 4 people: 2 steps per epoch
     return [
         "--model_name_or_path",
-        str(save_tiny_model("pose", workdir / "model")),
+        str(model),
         "--train_annotation_file",
         str(annotations),
         "--train_image_dir",
@@ -108,11 +101,12 @@ def test_last_complete_checkpoint_skips_folders_cut_off_mid_save(tmp_path, caplo
     assert last_complete_checkpoint(tmp_path / "missing") is None
 
 
-def test_rerun_skips_a_checkpoint_left_with_only_its_config(tmp_path, caplog):
+@pytest.mark.slow
+def test_rerun_skips_a_checkpoint_left_with_only_its_config(tmp_path, caplog, example_model):
     """checkpoint-4 truncated to config.json, as a SIGKILL right after the Trainer started it leaves it: the rerun
     resumes from checkpoint-2 (instead of failing with "Can't find a valid checkpoint") and finishes."""
     output_dir = tmp_path / "out"
-    args = pose_args(tmp_path, output_dir)
+    args = pose_args(tmp_path, output_dir, example_model("pose"))
     run_example("run_pose", args)
     checkpoint = output_dir / "checkpoint-4"
     for path in checkpoint.iterdir():
@@ -143,9 +137,10 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def test_rerun_after_sigkill_during_a_checkpoint_save(tmp_path, caplog):
+@pytest.mark.slow
+def test_rerun_after_sigkill_during_a_checkpoint_save(tmp_path, caplog, example_model):
     output_dir = tmp_path / "out"
-    args = pose_args(tmp_path, output_dir)
+    args = pose_args(tmp_path, output_dir, example_model("pose"))
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
     killed = subprocess.run(
         [
@@ -173,11 +168,11 @@ def test_rerun_after_sigkill_during_a_checkpoint_save(tmp_path, caplog):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def run_segmentation_on(root: Path, tmp_path: Path) -> None:
+def run_segmentation_on(root: Path, tmp_path: Path, model: Path) -> None:
     """run_segmentation on `root/{train,val}`, failing the test if training starts."""
     args = [
         "--model_name_or_path",
-        str(save_tiny_model("segmentation", tmp_path / "model")),
+        str(model),
         "--train_dir",
         str(root / "train"),
         "--validation_dir",
@@ -197,7 +192,7 @@ def seg_data(tmp_path) -> Path:
     return make_dense_data(tmp_path / "data")
 
 
-def test_colour_label_png_is_refused_naming_the_file(seg_data, tmp_path):
+def test_colour_label_png_is_refused_naming_the_file(seg_data, tmp_path, example_model):
     label = seg_data / "train" / "labels" / "camera.png"
     classes = np.asarray(Image.open(label))
     colours = np.array(
@@ -207,11 +202,11 @@ def test_colour_label_png_is_refused_naming_the_file(seg_data, tmp_path):
         label
     )  # a colour-coded label, as label tools export them
     with pytest.raises(ValueError, match="cannot be used") as error:
-        run_segmentation_on(seg_data, tmp_path)
+        run_segmentation_on(seg_data, tmp_path, example_model("segmentation"))
     assert f"The segmentation label {label} is a colour image" in str(error.value)
 
 
-def test_out_of_range_label_is_refused_naming_the_file_and_value(seg_data, tmp_path):
+def test_out_of_range_label_is_refused_naming_the_file_and_value(seg_data, tmp_path, example_model):
     label = seg_data / "val" / "labels" / "astronaut.png"
     classes = np.asarray(Image.open(label)).copy()
     classes[:5, :5], classes[-5:, -5:] = (
@@ -222,7 +217,7 @@ def test_out_of_range_label_is_refused_naming_the_file_and_value(seg_data, tmp_p
     with pytest.raises(
         ValueError, match="1 of 2 validation samples cannot be used"
     ) as error:
-        run_segmentation_on(seg_data, tmp_path)
+        run_segmentation_on(seg_data, tmp_path, example_model("segmentation"))
     message = str(error.value)
     assert (
         f"The segmentation label {label} has the value(s) 40 outside the 28 classes 0-27"
@@ -231,7 +226,7 @@ def test_out_of_range_label_is_refused_naming_the_file_and_value(seg_data, tmp_p
     assert "255," not in message
 
 
-def test_truncated_image_is_refused_before_the_first_step(seg_data, tmp_path):
+def test_truncated_image_is_refused_before_the_first_step(seg_data, tmp_path, example_model):
     png = seg_data / "train" / "images" / "astronaut.png"
     jpeg = png.with_suffix(".jpg")
     Image.open(png).convert("RGB").save(jpeg, quality=90)
@@ -242,7 +237,7 @@ def test_truncated_image_is_refused_before_the_first_step(seg_data, tmp_path):
     with pytest.raises(
         ValueError, match="1 of 2 train samples cannot be used"
     ) as error:
-        run_segmentation_on(seg_data, tmp_path)
+        run_segmentation_on(seg_data, tmp_path, example_model("segmentation"))
     assert str(jpeg) in str(error.value) and "truncated" in str(error.value)
 
 
@@ -267,11 +262,7 @@ def test_mae_pretraining_eval_reports_a_finite_eval_loss(tmp_path):
         image = Image.fromarray(getattr(data, name)())
         image.thumbnail((96, 96))
         image.save(tmp_path / "photos" / f"{name}.png")
-    overrides = (
-        "hidden_size=32,num_hidden_layers=2,num_attention_heads=2,intermediate_size=64,"
-    )
-    overrides += "decoder_hidden_size=16,decoder_num_hidden_layers=1,decoder_num_attention_heads=2,"
-    overrides += "decoder_intermediate_size=32"
+    overrides = config_overrides(MAE_TINY)
     args = [
         "--config_name",
         "sapiens-0.3b",
