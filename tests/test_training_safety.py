@@ -320,12 +320,12 @@ def test_bf16_without_a_gpu_exits_with_a_hint(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def test_a_rerun_on_other_data_or_labels_does_not_resume_the_old_checkpoint(tmp_path, caplog):
+def test_a_rerun_on_other_data_or_labels_does_not_resume_the_old_checkpoint(tmp_path, caplog, example_model):
     """The finished run's checkpoint-4 is resumed by the same command only: with other training data, or another
     seed, the rerun stops before training and names the checkpoint, what differs and the two ways
     on; `--resume_from_checkpoint` continues from it on purpose."""
     output_dir = tmp_path / "out"
-    args = pose_args(tmp_path, output_dir)
+    args = pose_args(tmp_path, output_dir, example_model("pose"))
     run_example("run_pose", args)
     record = json.loads((output_dir / "sapiens-hf-run.json").read_text())
     assert rerun_resumes_from(args, caplog) == str(output_dir / "checkpoint-4")
@@ -352,9 +352,9 @@ def test_a_rerun_on_other_data_or_labels_does_not_resume_the_old_checkpoint(tmp_
     assert rerun_resumes_from(on_purpose, caplog) == str(output_dir / "checkpoint-4")
 
 
-def test_checkpoints_without_a_run_record_are_not_resumed(tmp_path):
+def test_checkpoints_without_a_run_record_are_not_resumed(tmp_path, example_model):
     output_dir = tmp_path / "out"
-    args = pose_args(tmp_path, output_dir)
+    args = pose_args(tmp_path, output_dir, example_model("pose"))
     run_example("run_pose", args)
     (output_dir / "sapiens-hf-run.json").unlink()
     with patch.object(SapiensTrainer, "train") as train, pytest.raises(ValueError, match="no sapiens-hf-run.json"):

@@ -10,7 +10,9 @@ other commands do not need."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -378,28 +380,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def quieten() -> None:
-    """--quiet: no loading bars or messages of transformers, huggingface_hub and DeepSpeed (warnings stay)."""
-    import logging
-
+@contextlib.contextmanager
+def quiet_libraries(quiet: bool):
+    """--quiet: no loading bars or messages of transformers, huggingface_hub and DeepSpeed (warnings stay) while the
+    command runs; the libraries' settings are restored after it (`main` may be called from Python)."""
+    if not quiet:
+        yield
+        return
     import huggingface_hub
     import transformers
 
+    verbosity, bars = transformers.utils.logging.get_verbosity(), transformers.utils.logging.is_progress_bar_enabled()
+    hub_bars_off, deepspeed = huggingface_hub.utils.are_progress_bars_disabled(), logging.getLogger("DeepSpeed")
+    deepspeed_level = deepspeed.level
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     huggingface_hub.utils.disable_progress_bars()
-    logging.getLogger("DeepSpeed").setLevel(logging.ERROR)
+    deepspeed.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
+        if not hub_bars_off:
+            huggingface_hub.utils.enable_progress_bars()
+        deepspeed.setLevel(deepspeed_level)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.quiet:
-        quieten()
     try:
         problems = argument_problems(args)
         if problems:
             raise usage_error(problems)
-        return args.handler(args)
+        with quiet_libraries(args.quiet):
+            return args.handler(args)
     except CommandError as error:
         for line in error.lines:
             print(line, file=sys.stderr)

@@ -217,12 +217,13 @@ def last_complete_checkpoint(output_dir: str | os.PathLike) -> str | None:
 
 # The work a run's checkpoints belong to, kept in its output folder: a rerun resumes them only for the same work.
 RUN_RECORD = "sapiens-hf-run.json"
-# The training arguments that change what is learnt (the others, e.g. logging, saving and evaluation, do not).
+# The training arguments that change what is learnt (the others — logging, saving, evaluation — do not; nor does
+# the length of the run, num_train_epochs / max_steps: a longer run of the same work continues from its checkpoint).
 _WORK_ARGUMENTS = (
     "learning_rate", "weight_decay", "layer_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm",
-    "optim", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio",
-    "warmup_steps", "lr_milestones", "lr_milestone_gamma", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "seed", "data_seed", "bf16", "fp16",
+    "optim", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_ratio", "warmup_steps", "lr_milestones",
+    "lr_milestone_gamma", "per_device_train_batch_size", "gradient_accumulation_steps", "seed", "data_seed", "bf16",
+    "fp16",
 )
 
 
