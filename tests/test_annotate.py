@@ -299,3 +299,16 @@ def test_accelerate_starting_one_process_of_several_says_so(models, tmp_path, mo
     monkeypatch.delenv("MASTER_ADDR")
     assert main(depth_arguments(models, images, tmp_path / "again")) == 0
     assert "several processes" not in capsys.readouterr().err
+
+
+def test_annotate_does_not_resume_with_a_model_replaced_in_place(models, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "depth"
+    shutil.copytree(models["depth"], model)
+    images, out = small_folder(tmp_path / "in", 0), tmp_path / "out"
+    arguments = [*depth_arguments(models, images, out), "--model", f"depth={model}"]
+    assert main(arguments) == 0
+    (model / "config.json").write_text((model / "config.json").read_text() + "\n")
+    assert main(arguments) != 0
+    assert "other settings (model_files)" in capsys.readouterr().err

@@ -524,3 +524,20 @@ def test_errors_a_person_can_act_on_before_any_work(seg_model, tmp_path, capsys,
         assert main(["demo", "--port", str(port), "--model", f"seg={seg_model}"]) == 2
     err = capsys.readouterr().err
     assert f"--port {port}: cannot serve on 127.0.0.1:{port}" in err and "Traceback" not in err and loads == []
+
+
+def test_a_model_replaced_in_place_is_not_resumed_as_the_same_run(seg_model, tmp_path, capsys):
+    """The same --model path holding other weights (retrained or copied over) is other work: the rerun names the
+    changed settings instead of keeping the old model's results."""
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(seg_model, model)
+    folder = photos(tmp_path / "in", ["a.jpg"])
+    command = ["predict", "--task", "seg", "--model", str(model), str(folder), "--output", str(tmp_path / "out"),
+               "--quiet"]
+    assert main(command) == 0
+    assert main(command) == 0 and "Resumed: skipped 1" in capsys.readouterr().out
+    (model / "config.json").write_text((model / "config.json").read_text() + "\n")  # the folder changed
+    assert main(command) == 2
+    assert "records a run with other settings" in capsys.readouterr().err

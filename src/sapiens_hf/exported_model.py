@@ -43,8 +43,8 @@ class SapiensExportedModel(nn.Module):
             raise ValueError(f"{folder} holds an export of a {self.task.name} model, which no pipeline takes; run it "
                              "with sapiens_hf.runtime.ExportedModel")
         if not (folder / "config.json").is_file():
-            raise OSError(f"{folder} has no config.json (earlier versions of sapiens-hf export did not write it): "
-                          "export the model again")
+            raise OSError(f"{folder} has no config.json, which the pipelines read the labels and sizes from: export the "
+                          "model again")
         if isinstance(dtype, str) and dtype != "auto":
             dtype = getattr(torch, dtype, dtype)
         if dtype not in (None, "auto", self.dtype):

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from ..tasks import PIPELINE_TASKS, Task
-from .inputs import ChunkReader, UnitEnd, frame_events, worker_count
+from .inputs import ChunkReader, UnitEnd, frame_events, model_identity, worker_count
 from .writers import ChunkRecords, ResumeRecord, ShardWriter
 
 
@@ -228,7 +228,9 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
               "with gloo; this run goes on in one process", file=sys.stderr)
     tasks = [task for task in PIPELINE_TASKS.values() if task.name in models]
     writer = ShardWriter(output, tasks)
-    settings = {"tasks": {task.name: models[task.name] for task in tasks}, "input": source.describe(),
+    settings = {"tasks": {task.name: models[task.name] for task in tasks},
+                "model_files": {task.name: model_identity(models[task.name]) for task in tasks},
+                "input": source.describe(),
                 "dtype": dtype, "batch_size": batch_size, "chunk_size": chunk_size, "config": config_overrides or {},
                 "dense_size": list(dense_size) if dense_size else "image"}
     if accelerator.is_main_process:

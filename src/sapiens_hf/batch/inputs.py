@@ -74,6 +74,16 @@ def file_identity(path: Path) -> list:
     return [str(path.resolve()), status.st_size, status.st_mtime_ns]
 
 
+def model_identity(model: str | None) -> str | None:
+    """What tells a local model apart for resuming: a sha256 of the `file_identity` of its file, or of every file in
+    its folder (a checkpoint retrained or replaced in place is other work). None for a Hub id, named by its id."""
+    path = Path(model) if model else None
+    if path is None or not path.exists():
+        return None
+    files = sorted(file for file in path.iterdir() if file.is_file()) if path.is_dir() else [path]
+    return hashlib.sha256(repr([file_identity(file) for file in files]).encode()).hexdigest()
+
+
 @dataclass
 class Input:
     file: Path

@@ -143,11 +143,11 @@ class ProgressFile(ResumeRecord):
         if self.file is not None:
             self.file.close()
 
-    def forget_changed(self, sources: dict) -> list:
-        """Units recorded as done from another source than `sources[unit]` (`inputs.file_identity`) — another file
-        of the same name, or the file changed since: they are done again. Returns them."""
+    def forget_changed(self) -> list:
+        """Units recorded as done from another source than this run's (`current`, `inputs.file_identity`) — another
+        file of the same name, or the file changed since: they are done again. Returns them."""
         changed = [unit for unit in sorted(self.done, key=str)
-                   if unit in sources and self.sources.get(unit) != sources[unit]]
+                   if unit in self.current and self.sources.get(unit) != self.current[unit]]
         self.done.difference_update(changed)
         return changed
 

@@ -15,7 +15,7 @@ import torch
 from huggingface_hub import constants
 
 from ..batch.engine import Interrupted, predict_files
-from ..batch.inputs import collect_inputs, file_identity, name_clashes
+from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
 from ..convert import check_config_overrides
 from ..pipelines import WrongModelError, load_task_pipeline
@@ -135,9 +135,10 @@ def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
 
 
 def run_settings(args) -> dict:
-    """What makes two runs the same for resuming (the inputs may differ)."""
+    """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
-    return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config)}
+    return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config),
+            "model_files": model_identity(args.model)}
 
 
 def predict(args) -> int:
@@ -155,7 +156,7 @@ def predict(args) -> int:
     if not args.overwrite:  # else: start afresh
         mismatch = record.load()
         problems += [mismatch] if mismatch else overwrite_problems(writer, inputs, record)
-        changed = record.forget_changed(record.current)
+        changed = record.forget_changed()
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
