@@ -478,6 +478,9 @@ def test_one_grammar_for_every_command(seg_model, tmp_path, capsys):
         assert parser.parse_args(["predict", "--task", "seg", "x.jpg", "--output", "o", "--dtype", spelling]).dtype \
             == "bfloat16"
     assert parser.parse_args(["convert", "a.pth", "out", "--push-to-hub", "me/x"]).push_to_hub == "me/x"
+    for model, parsed in [("runs/lr=1e-4/model", (None, "runs/lr=1e-4/model")), ("seg=runs/x", ("segmentation",
+                          "runs/x")), ("normals=a=b", ("normal", "a=b"))]:  # "=" in a path is not a task
+        assert parser.parse_args(["demo", "--model", model]).model == [parsed]
     assert parser.parse_args(["annotate", "x/", "--task", "seg", "--output", "o", "--device", "auto"]).device is None
 
     photo = photos(tmp_path / "in", ["a.jpg"])

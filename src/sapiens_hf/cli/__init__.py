@@ -34,6 +34,7 @@ SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
 TOP_DOWN_TASKS = [name for name, task in TASKS.items() if task.top_down]
+TASK_SPELLINGS = {spelling for task in TASKS.values() for spelling in (task.name, *task.aliases)}
 
 
 def task_name(text: str) -> str:
@@ -113,7 +114,7 @@ def annotate_problems(args) -> list[str]:
 def task_model(text: str) -> tuple[str | None, str]:
     """`--model MODEL` (the model of the one task asked for) or `--model TASK=MODEL`, as in every command."""
     task, equals, model = text.partition("=")
-    if not equals:
+    if not equals or task not in TASK_SPELLINGS:  # a path may hold "=" too (runs/lr=1e-4/model)
         return None, text
     if not model:
         raise argparse.ArgumentTypeError(f"expected MODEL or TASK=MODEL (e.g. pose=facebook/sapiens-pose-1b), got "
