@@ -139,15 +139,24 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     after `TrainingArguments`, so that DeepSpeed ZeRO-3 partitions it while loading."""
     overrides = parse_config_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
+        download = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
         if uses_sapiens2(model_args):
             model_class = sapiens2.model_class(model_class.task)
             fine_tuning = {key: value for key, value in sapiens2.FINE_TUNING.items() if key not in overrides}
-            config_kwargs = {**fine_tuning, **config_kwargs}
+            config, extra = Sapiens2Config.from_pretrained(
+                model_args.model_name_or_path,
+                **download,
+                return_unused_kwargs=True,
+                **fine_tuning,
+                **overrides,
+                **config_kwargs,
+            )
+            for key, value in extra.items():  # fields Sapiens2Config does not declare, e.g. the loss's class_weights
+                setattr(config, key, value)
+            config_kwargs, overrides = {"config": config}, {}
         return model_class.from_pretrained(
             model_args.model_name_or_path,
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            token=model_args.token,
+            **download,
             # Only when asked: transformers otherwise reports a head of another size as an error.
             **({"ignore_mismatched_sizes": True} if model_args.ignore_mismatched_sizes else {}),
             **overrides,
