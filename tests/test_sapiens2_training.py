@@ -170,7 +170,18 @@ def test_load_model_gives_sapiens2_classes_set_up_for_fine_tuning(tmp_path):
     assert model.config.head_config.conv_out_channels == [8]
     assert not uses_sapiens2(ModelArguments(config_name="sapiens-0.3b"))  # v1 presets: no lookup
     assert not uses_sapiens2(ModelArguments(model_name_or_path="facebook/sapiens-pretrain-0.3b"))
-    from sapiens_hf import SapiensForDepthEstimation
+    # A pretraining checkpoint (a bare Sapiens2Model, no head config) gets the task's original head and labels.
+    from transformers import Sapiens2Model
+
+    from sapiens_hf import SapiensForDepthEstimation, SapiensForNormalEstimation
+
+    torch.manual_seed(0)
+    backbone = Sapiens2Model(sapiens2_config("pose", head_config=None))
+    backbone.save_pretrained(tmp_path / "pretrain")
+    normal = load_model(SapiensForNormalEstimation, ModelArguments(model_name_or_path=str(tmp_path / "pretrain")))
+    assert type(normal) is Sapiens2ForNormalEstimation and normal.config.num_labels == 3
+    assert normal.config.head_config.use_pixel_shuffle and normal.config.head_config.upsample_kernel_sizes[0] == 3
+    torch.testing.assert_close(normal.model.model.layer[1].mlp.up_proj.weight, backbone.model.layer[1].mlp.up_proj.weight)
 
     with pytest.raises(ValueError, match="no depth head"):
         load_model(SapiensForDepthEstimation, ModelArguments(model_name_or_path=str(folder)))

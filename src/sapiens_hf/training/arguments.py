@@ -141,7 +141,7 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     if model_args.model_name_or_path:
         download = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
         if uses_sapiens2(model_args):
-            model_class = sapiens2.model_class(model_class.task)
+            task, model_class = model_class.task, sapiens2.model_class(model_class.task)
             fine_tuning = {key: value for key, value in sapiens2.FINE_TUNING.items() if key not in overrides}
             config, extra = Sapiens2Config.from_pretrained(
                 model_args.model_name_or_path,
@@ -153,6 +153,7 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
             )
             for key, value in extra.items():  # fields Sapiens2Config does not declare, e.g. the loss's class_weights
                 setattr(config, key, value)
+            sapiens2.add_task_head(config, task, {**overrides, **config_kwargs}.get("num_labels"))
             config_kwargs, overrides = {"config": config}, {}
         return model_class.from_pretrained(
             model_args.model_name_or_path,

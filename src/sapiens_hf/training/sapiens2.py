@@ -19,6 +19,7 @@ from transformers import (
     Sapiens2ForNormalEstimation,
     Sapiens2ForPoseEstimation,
     Sapiens2ForSemanticSegmentation,
+    Sapiens2HeadConfig,
 )
 
 from ..modeling_sapiens import keypoint_mse_loss, segmentation_loss
@@ -107,6 +108,17 @@ def preset_config(name: str, task: str, **fields) -> Sapiens2Config:
     values.update(fields)
     values["head_config"] = {**values["head_config"], **head_fields}
     return Sapiens2Config(**values)
+
+
+def add_task_head(config: Sapiens2Config, task: str, num_labels: int | None = None) -> None:
+    """Gives a backbone's config (a pretraining checkpoint's: no head, or transformers' empty default one) the task's original head at the
+    nearest release size (by width), and the task's label count unless `num_labels` is given."""
+    if config.head_config is not None and config.head_config.upsample_out_channels is not None:
+        return
+    size = min(SIZES, key=lambda name: abs(SIZES[name]["hidden_size"] - config.hidden_size))
+    head, default_labels = _head(size, task)
+    config.head_config = Sapiens2HeadConfig(**head)
+    config.num_labels = num_labels or default_labels
 
 
 # The original fine-tuning builds the backbone without RoPE coordinate augmentation (no `pos_embed_rope_*_coords`);
