@@ -168,6 +168,9 @@ def test_load_model_gives_sapiens2_classes_set_up_for_fine_tuning(tmp_path):
     model = load_model(SapiensForPoseEstimation, scratch, num_labels=17)
     assert type(model) is Sapiens2ForPoseEstimation and model.config.num_labels == 17
     assert model.config.head_config.conv_out_channels == [8]
+    with pytest.raises(ValueError, match="no field 'pos_embed_rescal'"):
+        load_model(SapiensForPoseEstimation, ModelArguments(model_name_or_path=str(folder),
+                                                            config_overrides="pos_embed_rescal=2.0"))
     assert not uses_sapiens2(ModelArguments(config_name="sapiens-0.3b"))  # v1 presets: no lookup
     assert not uses_sapiens2(ModelArguments(model_name_or_path="facebook/sapiens-pretrain-0.3b"))
     # A pretraining checkpoint (a bare Sapiens2Model, no head config) gets the task's original head and labels.
@@ -182,6 +185,9 @@ def test_load_model_gives_sapiens2_classes_set_up_for_fine_tuning(tmp_path):
     assert type(normal) is Sapiens2ForNormalEstimation and normal.config.num_labels == 3
     assert normal.config.head_config.use_pixel_shuffle and normal.config.head_config.upsample_kernel_sizes[0] == 3
     torch.testing.assert_close(normal.model.model.layer[1].mlp.up_proj.weight, backbone.model.layer[1].mlp.up_proj.weight)
+    backbone.config.to_json_file(tmp_path / "pretrain.json")  # the same from scratch, from its config.json
+    scratch = load_model(SapiensForNormalEstimation, ModelArguments(config_name=str(tmp_path / "pretrain.json")))
+    assert type(scratch) is Sapiens2ForNormalEstimation and scratch.config.pos_embed_rescale is None
 
     with pytest.raises(ValueError, match="no depth head"):
         load_model(SapiensForDepthEstimation, ModelArguments(model_name_or_path=str(folder)))

@@ -141,6 +141,7 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     if model_args.model_name_or_path:
         download = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
         if uses_sapiens2(model_args):
+            sapiens2.check_overrides(overrides)
             task, model_class = model_class.task, sapiens2.model_class(model_class.task)
             fine_tuning = {key: value for key, value in sapiens2.FINE_TUNING.items() if key not in overrides}
             config, extra = Sapiens2Config.from_pretrained(
@@ -151,7 +152,7 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
                 **overrides,
                 **config_kwargs,
             )
-            for key, value in extra.items():  # fields Sapiens2Config does not declare, e.g. the loss's class_weights
+            for key, value in extra.items():  # the scripts' fields Sapiens2Config does not declare (class_weights)
                 setattr(config, key, value)
             sapiens2.add_task_head(config, task, {**overrides, **config_kwargs}.get("num_labels"))
             config_kwargs, overrides = {"config": config}, {}
@@ -170,18 +171,21 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     if _is_v1_preset(name):
         config = SapiensConfig.from_preset(name, task=model_class.task, **fields)
     elif sapiens2.preset_size(name):
+        sapiens2.check_overrides(overrides)
         config = sapiens2.preset_config(name, model_class.task, **fields)
     else:
         values = {
             k: v for k, v in SapiensConfig.get_config_dict(name)[0].items() if k not in ("out_features", "out_indices")
         }
         if sapiens2.is_sapiens2(values):
+            sapiens2.check_overrides(overrides)
             values.pop("stage_names", None)  # derived from the depth, which the fields may change
             config = Sapiens2Config.from_dict({**values, **sapiens2.FINE_TUNING, **fields})
         else:
             config = SapiensConfig.from_dict({**values, **fields})
     if sapiens2.is_sapiens2(config):
-        model_class = sapiens2.model_class(model_class.task)
+        task, model_class = model_class.task, sapiens2.model_class(model_class.task)
+        sapiens2.add_task_head(config, task, fields.get("num_labels"))
     return model_class._from_config(config)  # as Auto*.from_config: under ZeRO-3 built inside zero.Init
 
 

@@ -12,6 +12,8 @@ What the original fine-tuning (github.com/facebookresearch/sapiens2: `sapiens/po
   `DiceLoss`, normals `NormalCosineSimilarityLoss` ×10 + `L1Loss` + `NormalGradL1Loss` ×10.
 """
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from transformers import (
@@ -108,6 +110,15 @@ def preset_config(name: str, task: str, **fields) -> Sapiens2Config:
     values.update(fields)
     values["head_config"] = {**values["head_config"], **head_fields}
     return Sapiens2Config(**values)
+
+
+def check_overrides(overrides: dict) -> None:
+    """Refuses `--config_overrides` keys that are no Sapiens2Config field (its strict config would keep a typo as an
+    unused attribute)."""
+    known = {field.name for field in dataclasses.fields(Sapiens2Config)} | {"num_labels", "out_features", "out_indices"}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"--config_overrides: Sapiens2Config has no field {', '.join(map(repr, unknown))}")
 
 
 def add_task_head(config: Sapiens2Config, task: str, num_labels: int | None = None) -> None:
