@@ -60,8 +60,6 @@ SIZES = {
     "1b": {"hidden_size": 1536, "num_hidden_layers": 40, "num_attention_heads": 24},
     "5b": {"hidden_size": 2432, "num_hidden_layers": 56, "num_attention_heads": 32},
 }
-# `layer_decay_rate` of the original fine-tuning configs (the same for every task at a size).
-LAYER_DECAY = {"0.4b": 0.8, "0.8b": 0.85, "1b": 0.9, "5b": 0.94}
 
 
 def _head(size: str, task: str) -> tuple[dict, int]:
@@ -122,8 +120,8 @@ def check_overrides(overrides: dict) -> None:
 
 
 def add_task_head(config: Sapiens2Config, task: str, num_labels: int | None = None) -> None:
-    """Gives a backbone's config (a pretraining checkpoint's: no head, or transformers' empty default one) the task's original head at the
-    nearest release size (by width), and the task's label count unless `num_labels` is given."""
+    """Gives a backbone's config (a pretraining checkpoint's: no head, or transformers' empty default one) the task's
+    original head at the nearest release size (by width), and the task's label count unless `num_labels` is given."""
     if config.head_config is not None and config.head_config.upsample_out_channels is not None:
         return
     size = min(SIZES, key=lambda name: abs(SIZES[name]["hidden_size"] - config.hidden_size))
@@ -172,8 +170,8 @@ def segmentation_dice_loss(
     logits: torch.Tensor, labels: torch.Tensor, class_weights: list[float] | None, ignore_index: int
 ) -> torch.Tensor:
     """The original `SegHead` loss: class-weighted cross-entropy (mean over all pixels, as v1's) + `dice_loss`, on
-    logits bilinearly resized to the labels."""
-    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    logits bilinearly resized to the labels; in float32 also for a bf16 model (sums over a million pixels)."""
+    logits = F.interpolate(logits.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
     labels = labels.long()
     return segmentation_loss(logits, labels, class_weights, ignore_index) + dice_loss(logits, labels, ignore_index)
 
@@ -194,8 +192,9 @@ def normal_gradient_loss(normals: torch.Tensor, labels: torch.Tensor, valid: tor
 def sapiens2_normal_loss(normals: torch.Tensor, labels: torch.Tensor, invalid_value: float = -100.0) -> torch.Tensor:
     """The original `NormalHead` loss: 10 · cosine + L1 + 10 · gradient loss over the pixels whose target is >
     `invalid_value` (background −1000, as v1's targets), on predictions bilinearly resized to the labels; 0 (with a
-    gradient) when no pixel is valid, and NaN/∞ set to 0 as the original."""
-    normals = F.interpolate(normals, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    gradient) when no pixel is valid, and NaN/∞ set to 0 as the original. In float32 also for a bf16 model."""
+    normals = F.interpolate(normals.float(), size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    labels = labels.float()
     valid = (labels[:, :1] > invalid_value).to(normals.dtype)
     if not valid.any():
         return 0.0 * normals.sum()
