@@ -279,3 +279,22 @@ def test_dense_scripts_fine_tune_sapiens2_models(workdir, task, model_class, met
     if task == "segmentation":  # Sapiens2's 29 classes and their original weights by default
         assert model.config.id2label[2] == "Eyeglass" and model.config.class_weights[2] == 10.0
         assert np.isfinite(results["eval_iou_Left_Foot"])
+
+
+def test_a_sapiens2_processor_config_loads_as_the_same_preprocessing(tmp_path):
+    """The scripts read a Sapiens2 checkpoint's preprocessor_config.json (transformers' torchvision-only
+    Sapiens2ImageProcessor, ImageNet statistics on a 0–1 scale) into the package's processor: the same pixels."""
+    from sapiens_hf import SapiensImageProcessorPil
+    from sapiens_hf.training import load_image_processor
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Sapiens2ImageProcessor", "do_resize": True, "size": {"height": 1024, "width": 768},
+        "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "keypoint_heatmap_sigma": 6.0,
+    }))
+    processor = load_image_processor(ModelArguments(model_name_or_path=str(tmp_path)))
+    image = (np.random.default_rng(0).random((300, 200, 3)) * 255).astype(np.uint8)
+    for boxes in ({"boxes": [[[10, 10, 150, 250]]]}, {}):
+        ours = processor(images=image, return_tensors="pt", **boxes)["pixel_values"]
+        default = SapiensImageProcessorPil()(images=image, return_tensors="pt", **boxes)["pixel_values"]
+        torch.testing.assert_close(ours, default, atol=1e-6, rtol=0)
