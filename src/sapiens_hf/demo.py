@@ -34,7 +34,8 @@ from .batch.inputs import Frame, Input
 from .batch.writers import FileWriter
 from .image_io import read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
-from .pipelines import WrongModelError, load_task_pipeline
+from .modeling_sapiens import WrongModelError
+from .pipelines import load_task_pipeline
 from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
 from .visualization import segmentation_palette
 

@@ -29,15 +29,11 @@ from .geometry import check_boxes
 from .image_io import read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
-from .modeling_sapiens import SapiensPoseEstimatorOutput
+from .modeling_sapiens import SapiensPoseEstimatorOutput, WrongModelError
 from .runtime import is_export_folder
 from .tasks import PIPELINE_TASKS, Task, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
-
-
-class WrongModelError(ValueError):
-    """A model of another task, or without a task head, given to a Sapiens pipeline."""
 
 
 class _SapiensPipelineMixin:
@@ -74,18 +70,14 @@ class _SapiensPipelineMixin:
         return super().__call__(inputs, *args, **kwargs)
 
     def _check_model(self) -> None:
-        """Rejects a model of another task: its class, or the task head class it was saved from
-        (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
-        model's 17 keypoints would become 17 segmentation classes), so the class alone does not tell. (An encoder
-        checkpoint, pretraining or backbone, gives a new head to be fine-tuned: the model's own class counts.)"""
-        class_name = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
-        saved_as = task_of_class((self.model.config.architectures or [None])[0])
-        name = saved_as.model_class if saved_as is not None and saved_as.has_head else class_name
+        """Rejects a model of another task by its class. (A task model cannot be built from another task head's
+        checkpoint at all: `SapiensTaskModel` refuses its config. One built from an encoder checkpoint, pretraining
+        or backbone, has a new head to be fine-tuned: its own class counts.)"""
+        model = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
         wanted = self.sapiens_task
-        if class_name == name == wanted.model_class:
+        if model == wanted.model_class:
             return
-        task = task_of_class(name)
-        model = name if name == class_name else f"{class_name} loaded from a {name} checkpoint"
+        task = task_of_class(model)
         if task is not None and task.has_head:
             problem = f'a {task.name} model ({model}); use pipeline("{task.pipeline}", ...) for it'
         elif task is not None and task.encoder_only:

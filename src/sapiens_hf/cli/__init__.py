@@ -22,6 +22,7 @@ from .. import __version__, hub
 from .. import convert as conversion
 from ..export import ExportError
 from ..export import export as export_model
+from ..modeling_sapiens import WrongModelError
 from ..tasks import TASKS, get_task
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
@@ -220,6 +221,8 @@ def annotate(args) -> int:
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
                            push_to_hub=args.push_to_hub)
+    except WrongModelError as error:  # a usage error, as in predict
+        raise usage_error([f"annotate: --model does not fit --task: {error}"]) from None
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
