@@ -311,7 +311,9 @@ class VideoSegments:
 
     def remove(self, root: Path) -> None:
         """Removes the segments' folder, and its parents up to `root` left empty."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if not self.folder.is_dir():  # a still image's, or removed already
+            return
+        shutil.rmtree(self.folder)
         for parent in self.folder.parents:
             if parent == root or any(parent.iterdir()):
                 break
