@@ -53,6 +53,8 @@ class PersonTracker:
         self.detections = supervision.Detections
         self.fps, self.smoothing = fps, smoothing
         self.filters: dict[int, list] = {}  # per track id, one filter per coordinate
+        self.seen: dict[int, int] = {}  # per track id, the last update that had it
+        self.updates = 0
 
     def update(self, boxes, scores, time: float, points=None) -> tuple[list[int | None], np.ndarray | None]:
         boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -63,6 +65,11 @@ class PersonTracker:
         ids: list[int | None] = [None] * len(boxes)
         for index, track_id in zip(tracked.data.get("index", []), tracked.tracker_id):  # none tracked: no data
             ids[int(index)] = int(track_id)
+        self.updates += 1
+        self.seen.update({track_id: self.updates for track_id in ids if track_id is not None})
+        for track_id in [key for key, last in self.seen.items() if self.updates - last > self.tracker.max_time_lost]:
+            del self.seen[track_id]  # lost for longer than ByteTrack keeps a track: its id never comes back
+            self.filters.pop(track_id, None)
         if self.smoothing is None or points is None:
             return ids, None
         points = np.array(points, dtype=np.float64).reshape(len(boxes), -1, 2)

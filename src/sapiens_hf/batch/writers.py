@@ -26,9 +26,9 @@ imported inside the functions that use them."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import shutil
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -77,6 +77,11 @@ class ResumeRecord:
     def add(self, unit, value) -> None:
         self._store({"name": unit, "record": value})
 
+    def add_all(self, unit, values: list) -> None:
+        """Keeps several values in one entry: a run stopped while it is stored keeps all of them or none."""
+        if values:
+            self._store({"name": unit, "records": values})
+
     def finish(self, unit, summary: dict) -> None:
         self._store({"done": unit, **summary})
 
@@ -90,6 +95,8 @@ class ResumeRecord:
             self.sources[entry["start"]] = entry.get("source")
         elif "done" in entry:
             self.done.add(entry["done"])
+        elif "records" in entry:
+            self.kept.setdefault(entry["name"], []).extend(entry["records"])
         else:
             self.kept.setdefault(entry["name"], []).append(entry["record"])
 
@@ -257,7 +264,7 @@ class VideoSegments:
             self.stream = self.container.add_stream("libx264", rate=self.rate)
             self.stream.height, self.stream.width = image.shape[:2]
             self.stream.pix_fmt = "yuv420p"
-            self.stream.options = {"crf": "23", "x264-params": "bframes=0"}
+            self.stream.options = {"crf": "23", "preset": "veryfast", "x264-params": "bframes=0"}
             self.first = index
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = len(self.pending)
@@ -313,8 +320,9 @@ class VideoSegments:
         """Removes the segments' folder, and its parents up to `root` left empty."""
         if not self.folder.is_dir():  # a still image's, or removed already
             return
-        shutil.rmtree(self.folder)
-        for parent in self.folder.parents:
+        for path in self.files():
+            path.unlink()
+        for parent in [self.folder, *self.folder.parents]:  # only folders left empty: nothing but segments removed
             if parent == root or any(parent.iterdir()):
                 break
             parent.rmdir()
@@ -368,8 +376,8 @@ class FileWriter:
             self.written += 1
             return self.task.record(result, image, self.keypoint_threshold)
         record = self.task.record(result, {**image, "frame": frame.index}, self.keypoint_threshold) or {}
-        for kept in video["segments"].add(frame.index, visual, {"frame": frame.index, **record, **extra}):
-            self.record.add(frame.source.name, kept)
+        self.record.add_all(frame.source.name, video["segments"].add(frame.index, visual,
+                                                                      {"frame": frame.index, **record, **extra}))
         self.written += 1
         return None
 
@@ -384,7 +392,7 @@ class FileWriter:
         if name not in self.videos:
             from ..tracking import PersonTracker
 
-            fps = frame.fps if frame.fps > 0 else 25.0
+            fps = frame.fps if math.isfinite(frame.fps) and frame.fps > 0 else 25.0  # a header without one
             rate = Fraction(fps / self.frame_stride).limit_denominator(1001000)
             done = sorted(self.record.kept.get(name, []) if self.record else [], key=lambda kept: kept["frame"])
             segments = self._segments(name, rate)
@@ -405,8 +413,7 @@ class FileWriter:
         removed once the video is done); the input is done unless it failed."""
         video = self.videos.pop(name, None)
         segments = video["segments"] if video is not None else self._segments(name)
-        for kept in segments.commit():
-            self.record.add(name, kept)
+        self.record.add_all(name, segments.commit())
         segments.join(self.task.visual_path(self.folder, name, video=True))
         if name in self.failed:
             return None  # the segments stay for the frames done; a resumed run predicts the others
