@@ -236,3 +236,39 @@ def test_one_euro_smoothing_removes_jitter_and_follows_moves():
     lag = [moving[index] - tracker.update(box, [0.9], index / fps, np.full((1, 17, 2), moving[index]))[1][0, 0, 0]
            for index in range(60)]
     assert 0 < lag[-1] < 10 and not math.isnan(lag[-1])
+
+
+def test_a_tracks_filters_are_dropped_once_it_cannot_come_back():
+    tracker, box = PersonTracker(30.0, Smoothing()), [[10.0, 10.0, 20.0, 40.0]]
+    for index in range(3):
+        tracker.update(box, [0.9], index / 30, np.full((1, 17, 2), 20.0))
+    assert list(tracker.filters) == [1]
+    for index in range(3, 3 + tracker.tracker.max_time_lost):
+        tracker.update(np.zeros((0, 4)), [], index / 30, np.zeros((0, 17, 2)))
+    assert list(tracker.filters) == [1]  # ByteTrack may still find the person again
+    tracker.update(np.zeros((0, 4)), [], 1.0, np.zeros((0, 17, 2)))
+    assert tracker.filters == {} and tracker.seen == {}
+
+
+def test_a_segment_is_recorded_whole_or_not_at_all(tmp_path):
+    """The frames of a segment are one entry of the record: a run stopped while writing it keeps none of them (their
+    segment is removed and they are predicted again), never some."""
+    from sapiens_hf.batch.writers import ProgressFile
+    from sapiens_hf.tasks import TASKS
+
+    record = ProgressFile(tmp_path, TASKS["pose"], {"frame_stride": 1})
+    record.current = {"clip": ["clip.mp4", 1, 2]}
+    record.open()
+    record.start("clip")
+    record.add_all("clip", [{"frame": index} for index in range(4)])
+    record.add_all("clip", [{"frame": index} for index in range(4, 8)])
+    record.close()
+    text = record.path.read_text()
+    record.path.write_text(text[: len(text) - 20])  # stopped while the second segment's line was written
+
+    resumed = ProgressFile(tmp_path, TASKS["pose"], {"frame_stride": 1})
+    resumed.current = {"clip": ["clip.mp4", 1, 2]}
+    assert resumed.load() is None
+    assert resumed.frames_done("clip") == {0, 1, 2, 3}
+    resumed.current = {"clip": ["clip.mp4", 1, 3]}  # the file changed since: started again
+    assert resumed.frames_done("clip") == set()

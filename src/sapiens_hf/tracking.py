@@ -72,7 +72,10 @@ class PersonTracker:
             self.filters.pop(track_id, None)
         if self.smoothing is None or points is None:
             return ids, None
-        points = np.array(points, dtype=np.float64).reshape(len(boxes), -1, 2)
+        points = np.array(points, dtype=np.float64)
+        if not len(boxes):  # nobody in the frame
+            return ids, points
+        points = points.reshape(len(boxes), -1, 2)
         for person, track_id in enumerate(ids):
             if track_id is not None:
                 points[person] = self._smooth(track_id, points[person], time)
