@@ -7,8 +7,10 @@ from . import metadata
 def person_annotation(person: dict, keypoint_threshold: float) -> dict:
     """One person of a pose pipeline's result as a COCO annotation, without the ids (numbered in the document).
     `num_keypoints` counts the keypoints scoring above `keypoint_threshold`; `bbox_score` is the detector's score
-    (None for given boxes or the whole image)."""
+    (None for given boxes or the whole image); a person followed through a video has its `track_id` (None: in no
+    track)."""
     keypoints, scores = person["keypoints"].tolist(), person["scores"].float().tolist()
+    track = {"track_id": person["track_id"]} if "track_id" in person else {}
     return {
         "category_id": 1,
         "bbox": person["bbox_xywh"].tolist(),
@@ -16,6 +18,7 @@ def person_annotation(person: dict, keypoint_threshold: float) -> dict:
         "num_keypoints": int((person["scores"] > keypoint_threshold).sum()),
         "score": float(person["scores"].mean()),
         "bbox_score": person["bbox_score"],
+        **track,
     }
 
 

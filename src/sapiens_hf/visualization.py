@@ -68,6 +68,9 @@ def draw_keypoints(
             x, y, width, height = _numpy(person["bbox_xywh"])
             cv2.rectangle(canvas, (round(x), round(y)), (round(x + width), round(y + height)), _BOX_COLOR, thickness,
                           cv2.LINE_AA)
+            if person.get("track_id") is not None:  # a person followed through a video: its id over the box
+                cv2.putText(canvas, f"#{person['track_id']}", (round(x) + thickness, round(y) + 4 * radius + thickness),
+                            cv2.FONT_HERSHEY_SIMPLEX, radius / 5, _BOX_COLOR, thickness, cv2.LINE_AA)
         for (start, end), color in zip(links, link_colors):
             if visible[start] and visible[end]:
                 points = [tuple(round(v) for v in full[index]) for index in (start, end)]

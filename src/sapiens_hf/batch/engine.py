@@ -155,12 +155,13 @@ def predict_files(pipe, inputs: list, writer, record, batch_size: int, call_kwar
     from tqdm.auto import tqdm
 
     engine = Engine(pipeline_predictor(pipe, batch_size=batch_size, **call_kwargs), writer, record, batch_size)
-    total = sum(entry.frames for entry in inputs)
-    with tqdm(total=total, desc=f"sapiens {writer.task.name}", unit="image", disable=quiet) as bar:
+    total = sum(len(entry.indices) for entry in inputs)  # a video's frames after --frame-stride: the ETA's basis
+    with tqdm(total=total, desc=f"sapiens {writer.task.name}", unit="frame", disable=quiet) as bar:
+        bar.update(sum(len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done))
         with signals_interrupt():  # also during the clean-up, where a second signal is ignored
             record.open()
             try:
-                engine.run(frame_events(inputs, record.done), bar)
+                engine.run(frame_events(inputs, record.done, record.frames_done), bar)
             finally:
                 if writer.records_path is not None:
                     writer.write_records(record.kept_in_order([entry.name for entry in inputs]), pipe.model.config)

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -92,6 +93,16 @@ def argument_problems(args) -> list[str]:
         problems.append(f"--flip-test applies to --task {' and '.join(FLIP_TEST_TASKS)}")
     if args.detector and not TASKS[args.task].top_down:
         problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if args.frame_stride < 1:
+        problems.append("--frame-stride must be at least 1")
+    if args.smooth and not TASKS[args.task].top_down:
+        problems.append(f"--smooth applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    for option, value, allowed in (("--smooth-min-cutoff", args.smooth_min_cutoff, "above 0"),
+                                   ("--smooth-beta", args.smooth_beta, "0 or more")):
+        if value is not None and not args.smooth:
+            problems.append(f"{option} sets the filter of --smooth: add --smooth")
+        elif value is not None and not (math.isfinite(value) and (value > 0 if allowed == "above 0" else value >= 0)):
+            problems.append(f"{option} must be a finite number {allowed}, got {value}")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -307,6 +318,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
     run.add_argument("--detector-threshold", type=float, default=0.3)
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
+    run.add_argument("--frame-stride", type=int, default=1, metavar="N",
+                     help="videos: predict every Nth frame (the first, the N+1th, ...); the visualisation video's frame "
+                          "rate is divided by N")
+    run.add_argument("--smooth", action="store_true",
+                     help="pose on videos: smooth each tracked person's keypoints with the One Euro filter")
+    run.add_argument("--smooth-min-cutoff", type=float, metavar="HZ",
+                     help="--smooth: cutoff frequency at rest (default 1.0; lower: less jitter, more lag)")
+    run.add_argument("--smooth-beta", type=float,
+                     help="--smooth: how fast the cutoff rises with speed in pixels/s (default 0.01; higher: less lag)")
     run.set_defaults(handler=predict.predict)
 
     notes = command("annotate", "annotate a folder tree, a file list or a datasets dataset into Parquet shards, "

@@ -7,6 +7,7 @@ presents the errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from ..convert import check_config_overrides
 from ..modeling_sapiens import WrongModelError
 from ..pipelines import load_task_pipeline
 from ..tasks import TASKS
+from ..tracking import Smoothing, tracker_identity
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 
 
@@ -135,22 +137,36 @@ def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
     ]
 
 
+def smoothing(args) -> Smoothing | None:
+    """--smooth's One Euro filter, with the defaults of `tracking.Smoothing` for the values not given."""
+    if not args.smooth:
+        return None
+    given = {"min_cutoff": args.smooth_min_cutoff, "beta": args.smooth_beta}
+    return Smoothing(**{key: value for key, value in given.items() if value is not None})
+
+
 def run_settings(args) -> dict:
-    """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
-    keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
+    """What makes two runs the same for resuming (the inputs may differ): the options, the model's files and, for a
+    top-down task's videos, the tracker that numbers the people (its ids continue only with the same one)."""
+    keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold",
+            "frame_stride")
+    filtering = smoothing(args)
     return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config),
-            "model_files": model_identity(args.model)}
+            "model_files": model_identity(args.model),
+            "smooth": None if filtering is None else dataclasses.asdict(filtering),
+            "tracker": tracker_identity() if TASKS[args.task].top_down else None}
 
 
 def predict(args) -> int:
     output_dir, task = Path(args.output), TASKS[args.task]
-    inputs, missing = collect_inputs(args.inputs, exclude=output_dir)
+    inputs, missing = collect_inputs(args.inputs, exclude=output_dir, frame_stride=args.frame_stride)
     if missing:  # a mistyped path is reported before the model loads
         raise usage_error([f"{path}: {reason}" for path, reason in missing])
     if not inputs:
         raise usage_error([f"no images or videos found (the output folder {output_dir} is never searched)"])
-    writer = FileWriter(task, output_dir, args.keypoint_threshold)
     record = ProgressFile(output_dir, task, run_settings(args))
+    writer = FileWriter(task, output_dir, args.keypoint_threshold, frame_stride=args.frame_stride,
+                        smoothing=smoothing(args), record=record)
     problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
     problems += [p for p in [device_problem(args.device)] if p]
     record.current, changed = {entry.name: file_identity(entry.file) for entry in inputs}, []
