@@ -2,6 +2,8 @@
 """Fine-tunes a Sapiens model for camera-space surface-normal estimation with the original recipe: background −1000,
 random background / rescale / crop / flip (x negated) / photometric augmentations, cosine + L1 loss, AdamW with
 layer-wise LR decay. Evaluates mean / median angular error and the share of pixels within 11.25°, 22.5° and 30°.
+Fine-tunes Sapiens v1 (`SapiensForNormalEstimation`) or Sapiens2 (transformers' `Sapiens2ForNormalEstimation`, with
+the original sapiens2 cosine + L1 + gradient loss) checkpoints alike.
 
 Data: image + normal-map (+ foreground mask) folders or a Hub dataset; see docs/training.md.
 

@@ -2,7 +2,8 @@
 """Fine-tunes a Sapiens model for top-down human pose estimation on COCO-format keypoints (17 COCO, 133
 COCO-WholeBody or 308 Goliath keypoints) with the original recipe: UDP crops and heatmaps, flip / half-body / box
 jitter / photometric / blur / coarse-dropout augmentations, AdamW with layer-wise LR decay. Evaluates COCO keypoint AP
-(OKS) and PCK on the ground-truth boxes of the validation set.
+(OKS) and PCK on the ground-truth boxes of the validation set. Fine-tunes Sapiens v1 (`SapiensForPoseEstimation`) or
+Sapiens2 (transformers' `Sapiens2ForPoseEstimation`, with the original sapiens2 loss) checkpoints alike.
 
 Data format and launch commands: docs/training.md.
 

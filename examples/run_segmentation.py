@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Fine-tunes a Sapiens model for body-part segmentation (the 28 Goliath classes by default) with the original recipe:
 random background / rescale / crop / rotation / flip with left-right label swaps / photometric augmentations,
-class-weighted cross-entropy, AdamW with layer-wise LR decay. Evaluates mIoU and per-class accuracy.
+class-weighted cross-entropy (+ Dice for Sapiens2), AdamW with layer-wise LR decay. Evaluates mIoU and per-class
+accuracy. Fine-tunes Sapiens v1 (`SapiensForSemanticSegmentation`) or Sapiens2 (transformers'
+`Sapiens2ForSemanticSegmentation`, 29 classes) checkpoints alike.
 
 Data: image + label-mask folders or a Hub dataset with `image` / `label` columns; see docs/training.md.
 
@@ -33,6 +35,7 @@ from sapiens_hf.training import (
     prepare_datasets,
     segmentation_flip_pairs,
     train_and_evaluate,
+    uses_sapiens2,
 )
 
 
@@ -43,8 +46,9 @@ class SegmentationArguments:
     class_names: str | None = field(
         default=None,
         metadata={
-            "help": "Comma-separated class names (index order). Default: the 28 Goliath body-part classes with the "
-            "original class weights. Names `Left_X` / `Right_X` are swapped by horizontal flips."
+            "help": "Comma-separated class names (index order). Default: the 28 Goliath body-part classes (29 with "
+            "Eyeglass for a Sapiens2 model) with the original class weights. Names `Left_X` / `Right_X` are swapped "
+            "by horizontal flips."
         },
     )
     ignore_index: int = field(default=255, metadata={"help": "Label value excluded from loss and metrics."})
@@ -58,6 +62,8 @@ def main():
 
     if seg_args.class_names:
         names, class_weights = [name.strip() for name in seg_args.class_names.split(",")], None
+    elif uses_sapiens2(model_args):
+        names, class_weights = list(metadata.SAPIENS2_SEGMENTATION_CLASSES), list(metadata.SAPIENS2_CLASS_WEIGHTS)
     else:
         names, class_weights = list(metadata.SEGMENTATION_CLASSES), list(metadata.CLASS_WEIGHTS)
     id2label = dict(enumerate(names))

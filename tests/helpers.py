@@ -115,6 +115,48 @@ def save_example_model(task: str, path) -> Path:
     return save_model(task, path, tiny_config(size="small", **EXAMPLE_HEADS[task]))
 
 
+# Tiny Sapiens2 (transformers' own model) task configs with the original heads' layouts: 2 blocks (the second with
+# grouped-query attention), 2 register tokens.
+SAPIENS2_TINY = {
+    "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
+    "num_register_tokens": 2, "num_key_value_attention_heads": 1, "num_first_full_attention_layers": 1,
+    "num_last_full_attention_layers": 0, "layerscale_value": 1e-4, "image_size": list(IMAGE_SIZE),
+}
+SAPIENS2_HEADS = {
+    "pose": ({"upsample_out_channels": [16, 16], "conv_out_channels": [16]}, 17),
+    "segmentation": ({"upsample_out_channels": [16, 16, 16, 16], "conv_out_channels": [16]}, 29),
+    "normal": (
+        {"upsample_out_channels": [16, 16, 16, 16], "upsample_kernel_size": 3, "use_pixel_shuffle": True,
+         "conv_out_channels": [8], "conv_kernel_size": 3},
+        3,
+    ),
+}
+
+
+def sapiens2_config(task: str, **overrides):
+    """A tiny `Sapiens2Config` with `task`'s head (pose: 17 keypoints, segmentation: 29 classes, normal: 3)."""
+    from transformers import Sapiens2Config
+
+    head, num_labels = SAPIENS2_HEADS[TASK_ALIASES.get(task, task)]
+    return Sapiens2Config(**{**SAPIENS2_TINY, "head_config": head, "num_labels": num_labels, **overrides})
+
+
+def save_sapiens2_model(task: str, path, **overrides) -> Path:
+    """Saves a tiny Sapiens2 model of `task` (weights drawn after torch.manual_seed(0)) with an IMAGE_SIZE processor.
+    Its config keeps transformers' default `pos_embed_rescale=2.0`, as a released config may."""
+    from transformers import Sapiens2ForNormalEstimation, Sapiens2ForPoseEstimation, Sapiens2ForSemanticSegmentation
+
+    from sapiens_hf import SapiensImageProcessorPil
+
+    task = TASK_ALIASES.get(task, task)
+    classes = {"pose": Sapiens2ForPoseEstimation, "segmentation": Sapiens2ForSemanticSegmentation,
+               "normal": Sapiens2ForNormalEstimation}
+    torch.manual_seed(0)
+    classes[task](sapiens2_config(task, **overrides)).save_pretrained(path)
+    SapiensImageProcessorPil(size=dict(zip(("height", "width"), IMAGE_SIZE))).save_pretrained(path)
+    return Path(path)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tiny datasets made from real photos for the example scripts
 # ---------------------------------------------------------------------------------------------------------------

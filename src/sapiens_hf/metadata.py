@@ -405,6 +405,12 @@ CLASS_WEIGHTS = tuple(
     float(w) for w in (0.1, 10, 3, 2, 4, 4, 2, 2, 6, 10, 3, 3, 1, 4, 4, 2, 2, 6, 10, 3, 3, 1, 1, 10, 10, 10, 10, 10)
 )
 
+# Sapiens2's 29 body-part classes: the 28 above with "Eyeglass" at index 2, and their original loss weights
+# (facebookresearch/sapiens2: `sapiens/dense/src/datasets/seg/seg_utils.py` DOME_CLASSES_29,
+# `sapiens/dense/configs/seg/shutterstock_goliath/` CLASS_WEIGHT).
+SAPIENS2_SEGMENTATION_CLASSES = SEGMENTATION_CLASSES[:2] + ("Eyeglass",) + SEGMENTATION_CLASSES[2:]
+SAPIENS2_CLASS_WEIGHTS = CLASS_WEIGHTS[:2] + (10.0,) + CLASS_WEIGHTS[2:]
+
 
 def keypoint_set(num_keypoints: int) -> dict:
     """Names, flip indices, skeleton links, OKS sigmas, keypoint/link colours (RGB), ... of the released set with that
@@ -437,6 +443,8 @@ __all__ = [
     "KEYPOINT_SET_BY_COUNT",
     "SEGMENTATION_CLASSES",
     "SEGMENTATION_PALETTE",
+    "SAPIENS2_CLASS_WEIGHTS",
+    "SAPIENS2_SEGMENTATION_CLASSES",
     "flip_pairs",
     "keypoint_set",
 ]

@@ -7,6 +7,8 @@ loaders and the shared plumbing of the `examples/run_*.py` scripts. The recipe i
 - `pose_data`: top-down pose: COCO keypoint files, the original augmentations, UDP crops and heatmap targets.
 - `dense_data`: segmentation / depth / normals: folders or Hub datasets, the original augmentations, targets.
 - `arguments`: the example scripts' command line: `ModelArguments`, presets, loading the model and image processor.
+- `sapiens2`: fine-tuning transformers' Sapiens2 models with the same scripts: release-size presets, the original
+  losses (computed by `SapiensTrainer`).
 
 Every public name is importable from `sapiens_hf.training` itself.
 """
@@ -18,6 +20,7 @@ from .arguments import (
     parse_arguments,
     parse_config_overrides,
     setup_deepspeed_on_cpu,
+    uses_sapiens2,
 )
 from .data import (
     IMAGE_EXTENSIONS,
@@ -89,4 +92,5 @@ __all__ = [
     "load_model",
     "parse_config_overrides",
     "load_image_processor",
+    "uses_sapiens2",
 ]

@@ -13,10 +13,12 @@ from pathlib import Path
 import datasets
 import torch
 import transformers
-from transformers import HfArgumentParser, TrainingArguments
+from transformers import HfArgumentParser, Sapiens2Config, TrainingArguments
 
 from ..configuration_sapiens import SapiensConfig
 from ..image_processing_sapiens import SapiensImageProcessorPil
+from ..releases import ORIGINAL_CHECKPOINTS, find_original_file
+from . import sapiens2
 
 
 # The package's one logger ("sapiens_hf.training"), shared by its modules: `parse_arguments` sets its level for
@@ -41,7 +43,10 @@ class ModelArguments:
     )
     config_name: str | None = field(
         default=None,
-        metadata={"help": "Train from scratch: a size preset (sapiens-0.3b … sapiens-2b) or a config.json path."},
+        metadata={
+            "help": "Train from scratch: a size preset (sapiens-0.3b … sapiens-2b, sapiens2-0.4b … sapiens2-5b) or a "
+            "config.json path."
+        },
     )
     config_overrides: str | None = field(
         default=None, metadata={"help": "Config fields to override, e.g. 'num_hidden_layers=2,hidden_size=64'."}
@@ -129,15 +134,31 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
     """A `SapiensFor*` task model from `model_name_or_path` (a checkpoint without this head, e.g. a pretrained
     backbone, gets a new one) or, with `config_name`, freshly initialised; `config_kwargs` set config fields. The
     concrete class, not an Auto class, so that an encoder checkpoint (Meta's pretrain releases, converted once and
-    cached) gets this task's head. Build it after `TrainingArguments`, so that DeepSpeed ZeRO-3 partitions it while
-    loading."""
+    cached) gets this task's head. A Sapiens2 checkpoint or config (transformers' `model_type="sapiens2"`) gives the
+    task's `Sapiens2For*` class instead, set up for fine-tuning as the original (`sapiens2.FINE_TUNING`). Build it
+    after `TrainingArguments`, so that DeepSpeed ZeRO-3 partitions it while loading."""
     overrides = parse_config_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
+        download = {"cache_dir": model_args.cache_dir, "revision": model_args.model_revision, "token": model_args.token}
+        if uses_sapiens2(model_args):
+            sapiens2.check_overrides(overrides)
+            task, model_class = model_class.task, sapiens2.model_class(model_class.task)
+            fine_tuning = {key: value for key, value in sapiens2.FINE_TUNING.items() if key not in overrides}
+            config, extra = Sapiens2Config.from_pretrained(
+                model_args.model_name_or_path,
+                **download,
+                return_unused_kwargs=True,
+                **fine_tuning,
+                **overrides,
+                **config_kwargs,
+            )
+            for key, value in extra.items():  # the scripts' fields Sapiens2Config does not declare (class_weights)
+                setattr(config, key, value)
+            sapiens2.add_task_head(config, task, {**overrides, **config_kwargs}.get("num_labels"))
+            config_kwargs, overrides = {"config": config}, {}
         return model_class.from_pretrained(
             model_args.model_name_or_path,
-            cache_dir=model_args.cache_dir,
-            revision=model_args.model_revision,
-            token=model_args.token,
+            **download,
             # Only when asked: transformers otherwise reports a head of another size as an error.
             **({"ignore_mismatched_sizes": True} if model_args.ignore_mismatched_sizes else {}),
             **overrides,
@@ -147,14 +168,47 @@ def load_model(model_class, model_args: ModelArguments, **config_kwargs):
         raise ValueError("Pass --model_name_or_path (fine-tune a checkpoint) or --config_name (train from scratch)")
     name, fields = model_args.config_name, {**overrides, **config_kwargs}
     # Fields go through the constructor (not setattr afterwards) so derived ones, e.g. stage names, follow them.
-    if name.lower().removeprefix("sapiens-") in ("0.3b", "0.6b", "1b", "2b"):
+    if _is_v1_preset(name):
         config = SapiensConfig.from_preset(name, task=model_class.task, **fields)
+    elif sapiens2.preset_size(name):
+        sapiens2.check_overrides(overrides)
+        config = sapiens2.preset_config(name, model_class.task, **fields)
     else:
         values = {
             k: v for k, v in SapiensConfig.get_config_dict(name)[0].items() if k not in ("out_features", "out_indices")
         }
-        config = SapiensConfig.from_dict({**values, **fields})
+        if sapiens2.is_sapiens2(values):
+            sapiens2.check_overrides(overrides)
+            values.pop("stage_names", None)  # derived from the depth, which the fields may change
+            config = Sapiens2Config.from_dict({**values, **sapiens2.FINE_TUNING, **fields})
+        else:
+            config = SapiensConfig.from_dict({**values, **fields})
+    if sapiens2.is_sapiens2(config):
+        task, model_class = model_class.task, sapiens2.model_class(model_class.task)
+        sapiens2.add_task_head(config, task, fields.get("num_labels"))
     return model_class._from_config(config)  # as Auto*.from_config: under ZeRO-3 built inside zero.Init
+
+
+def _is_v1_preset(name: str) -> bool:
+    return name.lower().removeprefix("sapiens-") in ("0.3b", "0.6b", "1b", "2b")
+
+
+def uses_sapiens2(model_args: ModelArguments) -> bool:
+    """Whether the arguments name a Sapiens2 model: a checkpoint or config.json whose `model_type` is "sapiens2", or a
+    `sapiens2-*` size preset. Meta's original Sapiens releases (converted by the `releases` hook, they have no
+    config.json) are not looked up."""
+    name = model_args.model_name_or_path or model_args.config_name
+    if not model_args.model_name_or_path and (not name or _is_v1_preset(name) or sapiens2.preset_size(name)):
+        return bool(name) and not _is_v1_preset(name)
+    if any(checkpoint.repo_id == str(name) for checkpoint in ORIGINAL_CHECKPOINTS) or find_original_file(name):
+        return False
+    try:
+        values = SapiensConfig.get_config_dict(
+            name, cache_dir=model_args.cache_dir, revision=model_args.model_revision, token=model_args.token
+        )[0]
+    except (OSError, ValueError):  # no config.json: not a transformers folder (a v1 size preset, an original file)
+        return False
+    return sapiens2.is_sapiens2(values)
 
 
 def parse_config_overrides(text: str | None) -> dict:

@@ -19,6 +19,8 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, SchedulerType
 
+from .sapiens2 import is_sapiens2, loss_for
+
 
 # The package's one logger ("sapiens_hf.training"), shared by its modules: `parse_arguments` sets its level for
 # every module here.
@@ -29,25 +31,34 @@ logger = logging.getLogger(__package__)
 # ---------------------------------------------------------------------------------------------------------------
 
 # Never weight-decayed besides 1-D tensors and biases: the original skips `pos_embed` (fine-tuning) and MAE also
-# `cls_token` / `mask_token`.
+# `cls_token` / `mask_token`. Sapiens2's original optimiser skips only 1-D tensors and biases (it has no position
+# table; its CLS and register tokens are decayed).
 NO_DECAY_NAMES = ("position_embeddings", "cls_token", "mask_token")
 
 
 def _encoder_prefix(model: torch.nn.Module) -> str:
-    """Name prefix of the Sapiens encoder's parameters: "" for a bare `SapiensModel`, else `"<base_model_prefix>."`."""
+    """Name prefix of the encoder's parameters: "" for a bare `SapiensModel` / `Sapiens2Model`, else
+    `"<base_model_prefix>."`."""
+    from transformers import Sapiens2Model
+
     from ..modeling_sapiens import SapiensModel
 
-    return "" if isinstance(model, SapiensModel) else f"{model.base_model_prefix}."
+    return "" if isinstance(model, (SapiensModel, Sapiens2Model)) else f"{model.base_model_prefix}."
+
+
+# Where the transformer blocks are: `layers.<i>` in Sapiens, `model.layer.<i>` in transformers' Sapiens2.
+_BLOCKS = ("layers.", "model.layer.")
 
 
 def layer_id(name: str, num_layers: int, encoder_prefix: str = "model.") -> int:
     """Depth of a parameter for layer-wise LR decay, as the original: 0 for the embeddings (patch embedding, position
-    table, CLS token), i + 1 for transformer block i, `num_layers + 1` for everything above (final norm, heads, MAE
-    decoder)."""
+    table, CLS and register tokens), i + 1 for transformer block i, `num_layers + 1` for everything above (final norm,
+    heads, MAE decoder)."""
     if name.startswith(encoder_prefix + "embeddings."):
         return 0
-    if name.startswith(encoder_prefix + "layers."):
-        return int(name[len(encoder_prefix) :].split(".")[1]) + 1
+    for blocks in _BLOCKS:
+        if name.startswith(encoder_prefix + blocks):
+            return int(name[len(encoder_prefix + blocks) :].split(".")[0]) + 1
     return num_layers + 1
 
 
@@ -56,7 +67,7 @@ def parameter_groups(
 ) -> list[dict]:
     """Optimiser parameter groups of a Sapiens model, as the original optimiser constructors build them.
 
-    No weight decay for 1-D tensors (norms), biases, position embeddings and CLS/mask tokens. With `layer_decay`,
+    No weight decay for 1-D tensors (norms), biases and (Sapiens v1) position embeddings and CLS/mask tokens. With `layer_decay`,
     parameters at depth `layer_id` get `lr = learning_rate * layer_decay ** (num_layers + 1 - layer_id)` (groups
     `layer_{id}_decay` / `layer_{id}_no_decay`); with `None` (the MAE pretraining recipe) every group has
     `learning_rate` (groups `decay` / `no_decay`). Frozen parameters are left out. Works on ZeRO-3-partitioned models
@@ -64,12 +75,13 @@ def parameter_groups(
     """
     num_layers = model.config.num_hidden_layers
     prefix = _encoder_prefix(model)
+    no_decay_names = () if is_sapiens2(model.config) else NO_DECAY_NAMES
     groups: dict[str, dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         shape = getattr(param, "ds_shape", param.shape)  # ZeRO-3 leaves local shards of shape (0,)
-        no_decay = len(shape) == 1 or name.endswith(".bias") or any(key in name for key in NO_DECAY_NAMES)
+        no_decay = len(shape) == 1 or name.endswith(".bias") or any(key in name for key in no_decay_names)
         kind = "no_decay" if no_decay else "decay"
         if layer_decay is None:
             group_name, scale = kind, 1.0
@@ -122,15 +134,23 @@ class SapiensTrainingArguments(TrainingArguments):
 
 
 class SapiensTrainer(Trainer):
-    """`Trainer` that builds the optimiser from `parameter_groups` (layer-wise LR decay from `args.layer_decay`) and
-    tells datasets with a `set_epoch` method which epoch starts, so their per-sample augmentations stay reproducible.
+    """`Trainer` that builds the optimiser from `parameter_groups` (layer-wise LR decay from `args.layer_decay`),
+    tells datasets with a `set_epoch` method which epoch starts, so their per-sample augmentations stay reproducible,
+    and computes the original fine-tuning loss of transformers' Sapiens2 models (`sapiens2.loss_for`; Sapiens v1
+    models compute theirs in `forward`).
 
     Under DeepSpeed the config must not have an `optimizer` block (refused): only without one does the Trainer call
     `create_optimizer`; with one, DeepSpeed would build a single flat group and lose the decay.
     """
 
+    # Both families' losses are per-batch means: the Trainer divides them by the gradient accumulation steps.
+    loss_is_scaled_for_ga = False
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.original_loss = loss_for(self.accelerator.unwrap_model(self.model))
+        if self.original_loss is not None:
+            self.model_accepts_loss_kwargs = False  # the loss is not normalised by a token count
         deepspeed_config = getattr(self.args, "hf_deepspeed_config", None)
         if (
             getattr(self.args, "layer_decay", None) is not None
@@ -142,6 +162,15 @@ class SapiensTrainer(Trainer):
                 "the layer-wise LR decay: remove the block (the Trainer then builds AdamW with the decay groups)"
             )
         self.add_callback(_EpochCallback(self))
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.original_loss is None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs = dict(inputs)
+        labels, label_weights = inputs.pop("labels"), inputs.pop("label_weights", None)
+        outputs = model(**inputs)
+        loss = self.original_loss(outputs, labels, label_weights)
+        return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None) -> torch.optim.Optimizer:
         opt_model = self.model if model is None else model
