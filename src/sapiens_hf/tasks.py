@@ -99,6 +99,11 @@ class Task:
     def records_document(self, records: list[dict], model_config) -> dict:
         raise NotImplementedError(f"The {self.name} task writes no records file")
 
+    def results_list(self, document: dict) -> list | None:
+        """A second view of `records_document` written beside it as `<records file stem>_results.json` (pose: the
+        COCO results list), if any."""
+        return None
+
     # --- dense training (`training.dense_data`) ---------------------------------------------------------------------
     output_channels: int | None = None  # a dense head of fixed width (depth 1, normals 3); None: one per label
     target_argument: str = ""  # the image processor's argument for this task's training targets
@@ -165,12 +170,19 @@ class PoseTask(Task):
         """The COCO image and annotations of one image, without the ids (numbered in the document)."""
         from .coco import person_annotation
 
-        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result]}
+        formats = {person["keypoint_format"] for person in result if "keypoint_format" in person}
+        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result],
+                **({"keypoint_format": formats.pop()} if formats else {})}
 
     def records_document(self, records, model_config):
         from .coco import keypoints_document
 
         return keypoints_document(records, model_config)
+
+    def results_list(self, document):
+        from .coco import results_list
+
+        return results_list(document)
 
     def prepare(self, processor, image):
         from .geometry import check_boxes

@@ -196,6 +196,9 @@ class FileWriter:
     def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None):
         self.task, self.folder, self.keypoint_threshold = task, folder, keypoint_threshold
         self.records_path = folder / (records_name or task.records_file) if task.records_file else None
+        # The task's second view of the records (pose: the COCO results list), named after the records file.
+        self.results_path = None if self.records_path is None else self.records_path.with_name(
+            f"{self.records_path.stem}_results.json")
         self.videos: dict = {}
         self.failed: set[str] = set()
         self.failures: list[tuple[str, str]] = []
@@ -259,6 +262,9 @@ class FileWriter:
     def write_records(self, records: list[dict], model_config) -> None:
         document = self.task.records_document(records, model_config)
         write_atomically(self.records_path, lambda path: path.write_text(json.dumps(document)))
+        results = self.task.results_list(document)
+        if results is not None:
+            write_atomically(self.results_path, lambda path: path.write_text(json.dumps(results)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

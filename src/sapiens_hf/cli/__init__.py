@@ -22,6 +22,7 @@ from .. import __version__, hub
 from .. import convert as conversion
 from ..export import ExportError
 from ..export import export as export_model
+from ..keypoint_formats import FORMAT_NAMES, NATIVE
 from ..tasks import TASKS, get_task
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
@@ -30,6 +31,8 @@ from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging,
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes, resolved when the model is loaded
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the export manifest's names
+KEYPOINT_FORMAT_HELP = ("pose: the model's own keypoints (native, the default) or the same keypoints by name in "
+                        "COCO 17, COCO-WholeBody 133 or OpenPose 18 (docs/keypoint-formats.md)")
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
@@ -91,6 +94,8 @@ def argument_problems(args) -> list[str]:
         problems.append(f"--flip-test applies to --task {' and '.join(FLIP_TEST_TASKS)}")
     if args.detector and not TASKS[args.task].top_down:
         problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if args.keypoint_format != NATIVE and not TASKS[args.task].top_down:
+        problems.append(f"--keypoint-format applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -304,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
     run.add_argument("--detector-threshold", type=float, default=0.3)
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
+    run.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)
     run.set_defaults(handler=predict.predict)
 
     notes = command("annotate", "annotate a folder tree, a file list or a datasets dataset into Parquet shards, "
