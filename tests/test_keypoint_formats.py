@@ -2,6 +2,7 @@
 drawing, and the COCO files that `predict` writes (keypoints.json and the results list that pycocotools reads)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -196,3 +197,49 @@ def test_predict_refuses_an_impossible_format_before_any_image(tiny_model, tmp_p
     assert error.count("\n") == 1 and "--keypoint-format coco-wholebody" in error
     assert not any(output.glob("*.json")) and not any(output.glob("*.jpg"))
     assert main(["predict", "--task", "depth", str(photo), "--output", str(output), "--keypoint-format", "coco"]) == 2
+
+
+def test_the_demo_converts_with_the_same_answer_as_predict_and_names_a_refusal(tiny_model, tmp_path):
+    pytest.importorskip("gradio")
+    from sapiens_hf.cli import SAMPLE_IMAGE
+    from sapiens_hf.demo import DemoApp
+
+    photo = tmp_path / "astronaut.jpg"
+    photo.write_bytes(SAMPLE_IMAGE.read_bytes())
+    app = DemoApp({"pose": tiny_model("pose")}, device="cpu")
+    _, _, files, status = app.respond(str(photo), ["pose"], "whole image", "", 0.3, 0.3, False, "openpose")
+    assert "total" in status, status
+    download = json.loads(next(Path(file) for file in files if file.endswith("_keypoints.json")).read_text())
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), str(photo), "--output",
+                 str(tmp_path / "out"), "--keypoint-format", "openpose", "--quiet"]) == 0
+    written = json.loads((tmp_path / "out" / "keypoints.json").read_text())
+    assert download["annotations"] == written["annotations"]
+    assert download["categories"][0]["keypoints"][1] == "neck"
+    refused = app.respond(str(photo), ["pose"], "whole image", "", 0.3, 0.3, False, "coco-wholebody")[3]
+    assert refused.startswith("**Error:** Keypoint format") and "would only add" in refused
+
+
+def test_annotate_stores_the_pipelines_converted_keypoints_and_refuses_an_impossible_format(tiny_model, tmp_path,
+                                                                                             capsys):
+    import datasets
+
+    from sapiens_hf.pipelines import load_task_pipeline
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = np.random.default_rng(1).integers(0, 255, (70, 50, 3), dtype=np.uint8)
+    Image.fromarray(image).save(folder / "photo.png")
+    common = ["annotate", str(folder), "--task", "pose", "--model", tiny_model("pose"), "--device", "cpu", "--quiet"]
+    refused = tmp_path / "refused"
+    assert main([*common, "--output", str(refused), "--keypoint-format", "coco-wholebody"]) == 2
+    assert "would only add" in capsys.readouterr().err and not any(refused.glob("*.parquet"))
+    assert main(["annotate", str(folder), "--task", "depth", "--output", str(tmp_path / "depth"),
+                 "--keypoint-format", "openpose"]) == 2  # no pose task: refused before any model loads
+    assert "--keypoint-format applies to --task pose" in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert main([*common, "--output", str(out), "--keypoint-format", "openpose"]) == 0
+    row = datasets.load_dataset("parquet", data_dir=str(out), split="train")[0]
+    person = load_task_pipeline("pose", tiny_model("pose"))(image, keypoint_format="openpose")[0]
+    np.testing.assert_allclose(row["pose_keypoints"][0], person["keypoints"].numpy(), atol=1e-3)
+    np.testing.assert_allclose(row["pose_scores"][0], person["scores"].numpy(), atol=1e-4)
+    assert len(row["pose_keypoints"][0]) == 18

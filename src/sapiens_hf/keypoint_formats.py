@@ -26,6 +26,11 @@ from .metadata import KEYPOINT_SETS
 
 NATIVE = "native"
 
+
+class KeypointFormatError(ValueError):
+    """A keypoint format that a model's keypoints cannot give (or that does not exist)."""
+
+
 # OpenPose 18 in OpenPose order, its limbs (ControlNet's `limbSeq`) by name and its 18 colours (RGB; keypoint i and
 # limb i take colour i, as `draw_bodypose` does).
 _OPENPOSE_NAMES = (
@@ -102,7 +107,7 @@ FORMAT_NAMES = (NATIVE, *FORMATS)
 
 def keypoint_format(name: str) -> KeypointFormat:
     if name not in FORMATS:
-        raise ValueError(f"Unknown keypoint format {name!r}; choose one of {', '.join(FORMAT_NAMES)}")
+        raise KeypointFormatError(f"Unknown keypoint format {name!r}; choose one of {', '.join(FORMAT_NAMES)}")
     return FORMATS[name]
 
 
@@ -134,10 +139,26 @@ class Conversion:
                 out_scores[..., index] = scores[..., list(used)].min(axis=-1)
         return out_points, out_scores
 
+    def person(self, person: dict) -> dict:
+        """One person of a pose result (`keypoints`, `scores` as tensors or arrays, and the rest) in the target
+        format: `labels` are the target's indices and `keypoint_format` names it. Thresholding comes after."""
+        keypoints, scores = person["keypoints"], person["scores"]
+        tensors = hasattr(keypoints, "detach")
+        if tensors:
+            keypoints, scores = keypoints.detach().float().cpu().numpy(), scores.detach().float().cpu().numpy()
+        keypoints, scores = self.apply(keypoints, scores)
+        labels = np.arange(len(self.sources))
+        if tensors:
+            import torch
+
+            keypoints, scores, labels = torch.from_numpy(keypoints), torch.from_numpy(scores), torch.from_numpy(labels)
+        return {**person, "keypoints": keypoints, "scores": scores, "labels": labels,
+                "keypoint_format": self.target.name}
+
 
 def conversion(source_names, format_name: str) -> Conversion | None:
     """The conversion from keypoints named `source_names` (in order, e.g. a model's `id2label` values) to the format
-    `format_name`; None for `native`. A ValueError for an unknown format and for a conversion that is refused (see
+    `format_name`; None for `native`. A KeypointFormatError for an unknown format and for a conversion that is refused (see
     the module's docstring)."""
     if format_name == NATIVE:
         return None
@@ -157,13 +178,13 @@ def conversion(source_names, format_name: str) -> Conversion | None:
     used = {position for parts in sources for position in parts}
     source = f"the model's {len(source_names)} keypoints"
     if not used:
-        raise ValueError(f"Cannot convert {source} to {format_name}: they share no keypoint name with it")
+        raise KeypointFormatError(f"Cannot convert {source} to {format_name}: they share no keypoint name with it")
     if result.missing and len(used) == len(source_names):
-        raise ValueError(f"Cannot convert {source} to {format_name} ({target.num_keypoints} keypoints): it would only "
+        raise KeypointFormatError(f"Cannot convert {source} to {format_name} ({target.num_keypoints} keypoints): it would only "
                          f"add {len(result.missing)} keypoints they do not have; use a model with more keypoints "
                          "(e.g. the 308-keypoint Goliath release) or a smaller format")
     return result
 
 
-__all__ = ["ALIASES", "DERIVED", "FORMATS", "FORMAT_NAMES", "NATIVE", "Conversion", "KeypointFormat", "conversion",
-           "keypoint_format"]
+__all__ = ["ALIASES", "DERIVED", "FORMATS", "FORMAT_NAMES", "NATIVE", "Conversion", "KeypointFormat",
+           "KeypointFormatError", "conversion", "keypoint_format"]

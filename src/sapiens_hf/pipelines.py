@@ -264,9 +264,11 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     def keypoint_conversion(self, keypoint_format: str):
         """The `keypoint_formats.Conversion` from this model's keypoints (by their names, `config.id2label`) to
-        `keypoint_format`; None for "native". A ValueError for a format the model's keypoints cannot give."""
+        `keypoint_format`; None for "native". A `KeypointFormatError` for a format the model's keypoints cannot
+        give."""
         config = self.model.config
-        return keypoint_formats.conversion([config.id2label[index] for index in range(config.num_labels)], keypoint_format)
+        names = [config.id2label[index] for index in range(config.num_labels)]
+        return keypoint_formats.conversion(names, keypoint_format)
 
     def _resolve_detector(self, detector):
         if not isinstance(detector, str):
@@ -350,12 +352,10 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     def postprocess(self, all_outputs, threshold=None, conversion=None):
         people = []
         for output in all_outputs:
-            keypoints, scores, extra = output["keypoints"][0], output["scores"][0], {}
+            person = {"keypoints": output["keypoints"][0], "scores": output["scores"][0],
+                      "labels": torch.arange(output["keypoints"].shape[1]), "bbox_xywh": output["box"][0].float()}
             if conversion is not None:  # another keypoint format: missing points NaN, score 0
-                keypoints, scores = map(torch.from_numpy, conversion.apply(keypoints.float(), scores.float()))
-                extra = {"keypoint_format": conversion.target.name}
-            person = {"keypoints": keypoints, "scores": scores, "labels": torch.arange(keypoints.shape[0]),
-                      "bbox_xywh": output["box"][0].float(), **extra}
+                person = conversion.person(person)
             if threshold is not None:  # as post_process_pose_estimation(threshold=)
                 keep = person["scores"] > threshold
                 person.update({key: person[key][keep] for key in ("keypoints", "scores", "labels")})

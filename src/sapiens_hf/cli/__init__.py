@@ -22,7 +22,7 @@ from .. import __version__, hub
 from .. import convert as conversion
 from ..export import ExportError
 from ..export import export as export_model
-from ..keypoint_formats import FORMAT_NAMES, NATIVE
+from ..keypoint_formats import FORMAT_NAMES, NATIVE, KeypointFormatError
 from ..tasks import TASKS, get_task
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
@@ -107,6 +107,8 @@ def annotate_problems(args) -> list[str]:
         problems.append("--chunk-size must be at least 1")
     if args.workers is not None and args.workers < 0:
         problems.append("--workers must be 0 (decode in the main process) or more")
+    if args.keypoint_format != NATIVE and not any(TASKS[task].top_down for task in args.task):
+        problems.append(f"--keypoint-format applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     if args.device not in (None, "cpu"):
         problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
     unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
@@ -224,11 +226,12 @@ def annotate(args) -> int:
         summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
-                           push_to_hub=args.push_to_hub)
+                           push_to_hub=args.push_to_hub, keypoint_format=args.keypoint_format)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
-        raise CommandError(EXIT_FAILED, [f"error: annotate: {with_cli_hint(error)}"]) from None
+        code = EXIT_USAGE if isinstance(error, KeypointFormatError) else EXIT_FAILED  # the model cannot give it
+        raise CommandError(code, [f"error: annotate: {with_cli_hint(error)}"]) from None
     return EXIT_FAILED if summary.get("errors") else 0
 
 
@@ -340,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
+    notes.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
     notes.set_defaults(handler=annotate)
 
