@@ -24,6 +24,7 @@ from ..export import ExportError
 from ..export import export as export_model
 from ..keypoint_formats import FORMAT_NAMES, NATIVE, KeypointFormatError
 from ..tasks import TASKS, get_task
+from . import evaluate as evaluating
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
 
@@ -84,6 +85,8 @@ def argument_problems(args) -> list[str]:
         problems.append("--batch-size must be at least 1")
     if args.command == "annotate":
         return problems + annotate_problems(args)
+    if args.command == "evaluate":
+        return problems + evaluating.problems(args)
     if args.command != "predict":
         return problems
     if args.model is not None:  # MODEL or TASK=MODEL, as in the other commands
@@ -235,6 +238,10 @@ def annotate(args) -> int:
     return EXIT_FAILED if summary.get("errors") else 0
 
 
+def evaluate(args) -> int:
+    return evaluating.evaluate(args, predict.load_or_explain)
+
+
 def demo(args) -> int:
     import importlib.util
 
@@ -266,6 +273,7 @@ EXAMPLES = {
     "convert": """examples:
   sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose
   sapiens-hf convert sapiens_1b_epoch_173_clean.pth out/encoder-1b --push-to-hub me/sapiens-1b""",
+    "evaluate": evaluating.EXAMPLE,
     "demo": """examples:
   sapiens-hf demo
   sapiens-hf demo --model pose=facebook/sapiens-pose-1b --model seg=./my-seg --device cuda --share""",
@@ -376,6 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
     conversion.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                             help=config_help)
     conversion.set_defaults(handler=convert)
+
+    scoring = command("evaluate", "a model's figures on a labelled set: pose AP on a COCO keypoints file, "
+                      "segmentation mIoU, depth and normal errors on a dataset (docs/metrics.md)")
+    evaluating.add_arguments(scoring, task_model, task_name, PIPELINE_TASK_NAMES, model_help, device_help, dtype_help,
+                             dtype_name, device_name)
+    scoring.set_defaults(handler=evaluate)
 
     web = command("demo", 'a web app for the four tasks on uploaded images (needs Gradio: pip install '
                   '"sapiens-hf[demo]")')
