@@ -31,8 +31,8 @@ def pose_data(tmp_path_factory):
     document = json.loads(path.read_text())
     document["categories"][0]["keypoints"] = COCO_NAMES
     second = dict(document["annotations"][0], id=99, bbox=[100, 60, 200, 400])
-    second["keypoints"] = [value + 20 * (index % 3 < 2) * (value > 0) for index, value in
-                           enumerate(document["annotations"][0]["keypoints"])]
+    second["keypoints"] = [value + 120 * (index % 3 == 0) * (value > 0) for index, value in
+                           enumerate(document["annotations"][0]["keypoints"])]  # far enough to survive OKS-NMS
     document["annotations"].append(second)
     Image.fromarray(np.zeros((40, 30, 3), np.uint8)).save(images / "empty.png")
     document["images"].append({"id": 7, "file_name": "empty.png", "height": 40, "width": 30})
@@ -41,8 +41,10 @@ def pose_data(tmp_path_factory):
 
 
 class StubPose:
-    """A pose pipeline's interface whose people are the annotated ones plus noise (in the model's keypoint set
-    `names`: COCO-17 points at the same-named slots, others at random)."""
+    """A pose pipeline's interface whose people are the annotated ones (the one whose box centre is nearest) plus
+    noise (in the model's keypoint set `names`: COCO-17 points at the same-named slots, others at random)."""
+
+    image_processor = SimpleNamespace(size={"height": 1024, "width": 768})
 
     def __init__(self, document, names, noise=6.0):
         self.model = SimpleNamespace(config=SimpleNamespace(id2label=dict(enumerate(names)), num_labels=len(names)))
@@ -56,7 +58,7 @@ class StubPose:
         for item in inputs:
             people = []
             for box in item["boxes"]:
-                person, truth = self.people[tuple(box)]
+                person, truth = self.people[min(self.people, key=lambda known: distance(known, box))]
                 rng = np.random.default_rng(person)  # the same COCO points whatever the model's set
                 noise, coco_scores = rng.normal(0, self.noise, (17, 2)), rng.uniform(0.1, 1, 17)
                 keypoints = rng.uniform(0, 300, (len(self.names), 2)).astype(np.float32)
@@ -69,6 +71,10 @@ class StubPose:
                                "bbox_xywh": torch.tensor(box, dtype=torch.float32)})
             results.append(people)
         return results
+
+
+def distance(box, other) -> float:
+    return float(np.hypot(box[0] + box[2] / 2 - other[0] - other[2] / 2, box[1] + box[3] / 2 - other[1] - other[3] / 2))
 
 
 def cocoeval_stats(annotations_file, results, sigmas) -> list[float]:
@@ -100,6 +106,48 @@ def test_pose_ap_equals_cocoeval_on_the_same_results(pose_data, names):
         assert len(scores) == 17 and result["score"] == pytest.approx(scores[scores > 0.2].mean(), abs=1e-3)
     # The same points from the Goliath set (its order is not COCO's): the same results, the same figures.
     assert (figures, results) == evaluation.evaluate_pose(StubPose(document, COCO_NAMES), document, images)
+
+
+def test_pose_with_a_detection_file_scores_the_boxes_and_thins_duplicates_by_oks(pose_data, tmp_path):
+    """Boxes and scores of a COCO detection results file (the released evaluation's kind): a near-duplicate box of a
+    person gives the same keypoints and is dropped by OKS-NMS; other categories, other images and boxes that cannot
+    be cropped are left out."""
+    path, images, document = pose_data
+    detections = [{"image_id": 1, "category_id": 1, "bbox": [150, 10, 290, 502], "score": 0.8},
+                  {"image_id": 1, "category_id": 1, "bbox": [152, 12, 288, 500], "score": 0.5},
+                  {"image_id": 1, "category_id": 1, "bbox": [100, 60, 200, 400], "score": 0.7},
+                  {"image_id": 1, "category_id": 3, "bbox": [0, 0, 50, 50], "score": 0.9},
+                  {"image_id": 2, "category_id": 1, "bbox": [150, 40, 220, 440], "score": 0.6},
+                  {"image_id": 2, "category_id": 1, "bbox": [600, 600, 30, 30], "score": 0.9},
+                  {"image_id": 2, "category_id": 1, "bbox": [10, 10, 0, 30], "score": 0.9},
+                  {"image_id": 42, "category_id": 1, "bbox": [0, 0, 10, 10], "score": 0.9}]
+    file = tmp_path / "detections.json"
+    file.write_text(json.dumps(detections))
+    stub = StubPose(document, COCO_NAMES)
+    figures, results = evaluation.evaluate_pose(stub, document, images, evaluation.read_detections(file, document))
+    assert [(result["image_id"], result["bbox"]) for result in results] == [
+        (1, [150, 10, 290, 502]), (1, [100, 60, 200, 400]), (2, [150, 40, 220, 440])]
+    for result, box_score in zip(results, (0.8, 0.7, 0.6)):
+        scores = np.asarray(result["keypoints"][2::3])
+        assert result["score"] == pytest.approx(box_score * scores[scores > 0.2].mean(), abs=1e-3)
+    assert figures == dict(zip(functional.COCO_AP_NAMES, cocoeval_stats(path, results, metadata.keypoint_set(17)["sigmas"])))
+    assert 0.2 < figures["AP"] < 1
+
+
+def test_oks_nms_keeps_the_best_of_overlapping_people():
+    sigmas = metadata.keypoint_set(17)["sigmas"]
+    base = np.column_stack([np.linspace(100, 200, 17), np.linspace(50, 400, 17), np.ones(17)])
+
+    def person(shift, score):
+        return {"keypoints": (base + [shift, 0, 0]).flatten().tolist(), "score": score, "area": 40000.0}
+
+    people = [person(0, 0.5), person(1, 0.9), person(300, 0.4)]
+    assert evaluation.oks_nms(people, sigmas) == [people[1], people[2]]
+    # mmpose's OKS of a 10-pixel shift at this area: exp(-100 / (2σ)² / area / 2) averaged over the keypoints.
+    oks = np.exp(-100 / (2 * np.asarray(sigmas)) ** 2 / 40000 / 2).mean()
+    shifted = [person(0, 0.9), person(10, 0.5)]
+    assert len(evaluation.oks_nms(shifted, sigmas, threshold=oks - 1e-6)) == 1
+    assert len(evaluation.oks_nms(shifted, sigmas, threshold=oks + 1e-6)) == 2
 
 
 def test_pose_with_a_detector_and_the_tiny_model(pose_data, tiny_model):
@@ -140,6 +188,13 @@ def test_the_command_writes_the_figures_of_the_api(pose_data, tiny_model, tmp_pa
     assert "AP" in capsys.readouterr().out
     assert main(["evaluate", "--task", "pose", "--model", tiny_model("pose"), "--annotations", str(path), "--images",
                  str(images), "--output", str(output), "--quiet"]) == 2  # exists: not replaced without --overwrite
+    detections = tmp_path / "detections.json"
+    detections.write_text(json.dumps([{"image_id": 2, "category_id": 1, "bbox": [150, 40, 220, 440], "score": 0.6}]))
+    assert main(["evaluate", "--task", "pose", "--model", tiny_model("pose"), "--annotations", str(path), "--images",
+                 str(images), "--output", str(output), "--boxes", str(detections), "--overwrite", "--quiet"]) == 0
+    expected, _ = evaluation.evaluate_pose(load_task_pipeline("pose", tiny_model("pose")), document, images,
+                                           evaluation.read_detections(detections, document))
+    assert json.loads(output.read_text())["metrics"] == expected
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +283,10 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
         "exists": ["--task", "seg", "--dataset", str(dense_root), "--output", str(tmp_path / "exists.json")],
         "would replace --annotations": ["--task", "pose", "--annotations", str(path), "--images", str(images),
                                         "--output", str(path), "--overwrite"],
+        "expected gt, detector or a COCO detection": ["--task", "pose", "--annotations", str(path), "--images",
+                                                      str(images), "--boxes", "nope.json"],
+        "is not a COCO detection results file": ["--task", "pose", "--annotations", str(path), "--images", str(images), "--boxes",
+                                str(tmp_path / "exists.json")],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

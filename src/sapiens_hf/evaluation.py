@@ -1,9 +1,11 @@
 """`sapiens-hf evaluate`: a model's figures on a labelled set, predicted with the task's pipeline and scored with
 `sapiens_hf.metrics` (one implementation of each metric; protocol in docs/metrics.md).
 
-- pose: COCO keypoint AP/AR (OKS) on a COCO keypoints file and its image folder, with the ground-truth person boxes
-  or the pipeline's person detector, flip test on by default; the predictions are a COCO results list, scored as
-  mmpose's `CocoMetric` scores them (person score = box score × mean of the keypoint scores above 0.2).
+- pose: COCO keypoint AP/AR (OKS) on a COCO keypoints file and its image folder, with the ground-truth person boxes,
+  a COCO detection results file (as the released evaluation uses, `COCO_val2017_detections_AP_H_70_person.json`)
+  or the pipeline's person detector, flip test on by default; the predictions are a COCO results list, scored and
+  thinned as mmpose's `CocoMetric` does (person score = box score × mean of the keypoint scores above 0.2, then
+  OKS-NMS at 0.9 per image).
 - segmentation, depth, normals: mIoU, depth errors after per-image scale-and-shift alignment, angular errors, on a
   `datasets` dataset or a folder (`images/` + `labels/`, `depth/` or `normals/` [+ `masks/`]), the references read as
   the dense training scripts read them (`training.dense_data`).
@@ -22,9 +24,10 @@ from . import keypoint_formats, metadata
 from .tasks import Task
 
 
-# mmpose CocoMetric's defaults (score_mode="bbox_keypoint"), the released pose configs' evaluator.
+# mmpose CocoMetric's defaults (score_mode="bbox_keypoint", nms_mode="oks_nms"), the released pose configs' evaluator.
 KEYPOINT_SCORE_THRESHOLD = 0.2
-BOX_SOURCES = ("gt", "detector")
+OKS_NMS_THRESHOLD = 0.9
+BOX_SOURCES = ("gt", "detector")  # or the detections of a COCO results file (`read_detections`)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -75,6 +78,28 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
     return document
 
 
+def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[list[float], float]]]:
+    """Person boxes and scores by image id from a COCO detection results file (`[{image_id, category_id, bbox,
+    score}]`), those of the annotations' person category. A ValueError names the first problem."""
+    try:
+        detections = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read {path} as a COCO detection results file: {error}") from None
+    if not isinstance(detections, list):
+        raise ValueError(f"{path} is not a COCO detection results file (a list of detections)")
+    person = next(c["id"] for c in document["categories"] if isinstance(c, dict) and isinstance(c.get("keypoints"), list))
+    image_ids, by_image = {image["id"] for image in document["images"]}, {}
+    for detection in detections:
+        box = detection.get("bbox") if isinstance(detection, dict) else None
+        if not (isinstance(box, list) and len(box) == 4 and isinstance(detection.get("score"), (int, float))
+                and isinstance(detection.get("image_id"), int)):
+            raise ValueError(f"{path}: a detection without an integer image_id, a bbox [x, y, w, h] and a score "
+                             f"({str(detection)[:80]})")
+        if detection.get("category_id", person) == person and detection["image_id"] in image_ids:
+            by_image.setdefault(detection["image_id"], []).append((box, float(detection["score"])))
+    return by_image
+
+
 def pose_conversion(model_names: list[str], reference_names: list[str]):
     """How the model's keypoints become the references' (by name): None when they are the same set or only the
     names differ (same count: compared in order); else the `keypoint_formats` conversion to the format with those
@@ -100,54 +125,100 @@ def person_score(scores: np.ndarray, box_score: float | None) -> float:
     return (1.0 if box_score is None else box_score) * (float(confident.mean()) if confident.size else 0.0)
 
 
-def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes: str = "gt", detector=None,
+def usable_box(box, image: dict) -> bool:
+    """Whether the pipeline can crop `box` from `image`: some size, and inside the image where its size is known
+    (boxes that are not are left out, not the image)."""
+    x, y, width, height = box
+    inside = all(key not in image or value < image[key] for key, value in (("width", x), ("height", y)))
+    return width > 0 and height > 0 and x + width > 0 and y + height > 0 and inside
+
+
+def oks_nms(people: list[dict], sigmas, threshold: float = OKS_NMS_THRESHOLD) -> list[dict]:
+    """mmpose's `oks_nms` over one image's predictions (`keypoints` K×3 triplets, `score`, `area`): best score first,
+    dropping every later one whose OKS with a kept one exceeds `threshold` (the OKS of mmpose's `oks_iou`: squared
+    distances over the mean of the two areas)."""
+    if not people:
+        return []
+    points = np.array([np.asarray(person["keypoints"], np.float64).reshape(-1, 3)[:, :2] for person in people])
+    areas = np.array([person["area"] for person in people], np.float64)
+    variances = (2 * np.asarray(sigmas, np.float64)) ** 2
+    order, keep = np.argsort([-person["score"] for person in people], kind="stable"), []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(best)
+        squared = ((points[rest] - points[best]) ** 2).sum(-1)
+        scale = (areas[best] + areas[rest])[:, None] / 2 + np.spacing(1)
+        oks = np.exp(-squared / variances / scale / 2).mean(-1)
+        order = rest[oks <= threshold]
+    return [people[index] for index in sorted(keep)]
+
+
+def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", detector=None,
                   detector_threshold: float = 0.3, flip_test: bool = True, batch_size: int = 1,
-                  keypoint_format: str | None = None, progress: Callable[[int], None] | None = None
-                  ) -> tuple[dict, list[dict]]:
+                  progress: Callable[[int], None] | None = None) -> tuple[dict, list[dict]]:
     """COCO keypoint AP/AR of the pose pipeline `pipe` on `document` (`read_coco_keypoints`) and its images.
 
-    `boxes="gt"`: each image's non-crowd people with labelled keypoints are the boxes; `"detector"`: `detector` (the
-    pipeline's `detector=`) finds them, and an image where it finds nobody gives no prediction. The model's keypoints
-    are converted by name to the references' (`pose_conversion`). Returns the figures
+    `boxes="gt"`: the boxes of each image's non-crowd people with labelled keypoints; a dict (`read_detections`):
+    those boxes and scores; `"detector"`: `detector` (the pipeline's `detector=`) finds them, and an image where it
+    finds nobody gives no prediction. Boxes the pipeline cannot crop (`usable_box`) are left out. The model's
+    keypoints are converted by name to the references' (`pose_conversion`); each image's predictions are scored
+    (`person_score`) and thinned by `oks_nms` (areas: the padded crop sizes). Returns the figures
     (`metrics.functional.keypoint_ap`) and the COCO results list they were computed from."""
     from .coco import person_annotation
+    from .geometry import get_box_center_scale
     from .metrics.functional import keypoint_ap
 
-    if boxes not in BOX_SOURCES:
-        raise ValueError(f"boxes must be one of {BOX_SOURCES}, got {boxes!r}")
+    if not isinstance(boxes, dict) and boxes not in BOX_SOURCES:
+        raise ValueError(f"boxes must be one of {BOX_SOURCES} or detections by image id, got {boxes!r}")
     category = next(category for category in document["categories"] if isinstance(category.get("keypoints"), list))
     config = pipe.model.config
     conversion = pose_conversion([config.id2label[index] for index in range(config.num_labels)],
                                  list(category["keypoints"]))
     people = [annotation for annotation in document["annotations"] if annotation.get("category_id") == category["id"]]
-    by_image: dict[int, list] = {}
-    for annotation in people:
-        if not annotation.get("iscrowd", 0) and any(value > 0 for value in annotation["keypoints"][2::3]):
-            by_image.setdefault(annotation["image_id"], []).append(annotation["bbox"])
-    images = [image for image in document["images"] if boxes == "detector" or image["id"] in by_image]
+    by_image: dict[int, list] = {}  # image id → [(box, box score or None)]
+    if boxes == "gt":
+        for annotation in people:
+            if not annotation.get("iscrowd", 0) and any(value > 0 for value in annotation["keypoints"][2::3]):
+                by_image.setdefault(annotation["image_id"], []).append((annotation["bbox"], None))
+    elif isinstance(boxes, dict):
+        by_image = dict(boxes)
+    given = boxes != "detector"
+    for image in document["images"]:
+        if image["id"] in by_image:
+            by_image[image["id"]] = [entry for entry in by_image[image["id"]] if usable_box(entry[0], image)]
+    images = [image for image in document["images"] if not given or by_image.get(image["id"])]
     call = {"flip_test": flip_test, "batch_size": batch_size}
-    if boxes == "detector":
+    if not given:
         call.update(detector=detector, detector_threshold=detector_threshold)
+    size = pipe.image_processor.size
+    sigmas = metadata.keypoint_set(len(category["keypoints"]))["sigmas"]
     results = []
     for chunk in _chunks(images, max(batch_size, 8)):  # a few images at a time: memory stays bounded
         inputs = [str(Path(images_dir) / image["file_name"]) for image in chunk]
-        if boxes == "gt":
-            inputs = [{"image": path, "boxes": by_image[image["id"]]} for path, image in zip(inputs, chunk)]
+        if given:
+            inputs = [{"image": path, "boxes": [box for box, _ in by_image[image["id"]]]}
+                      for path, image in zip(inputs, chunk)]
         for image, predicted in zip(chunk, pipe(inputs, **call)):
-            for person in predicted:
-                if boxes == "detector" and person["bbox_score"] is None:
+            box_scores = [score for _, score in by_image[image["id"]]] if given else None
+            candidates = []
+            for index, person in enumerate(predicted):
+                box_score = box_scores[index] if given else person["bbox_score"]
+                if not given and box_score is None:
                     continue  # nobody detected: the pipeline fell back to the whole image
                 if conversion is not None:
                     person = conversion.person(person)
                 annotation = person_annotation(person, KEYPOINT_SCORE_THRESHOLD)
-                results.append({"image_id": image["id"], "category_id": category["id"],
-                                "keypoints": annotation["keypoints"], "bbox": annotation["bbox"],
-                                "score": person_score(person["scores"].float().numpy(), person["bbox_score"])})
+                scale = get_box_center_scale(np.asarray([annotation["bbox"]]), (size["width"], size["height"]))[1]
+                candidates.append({"image_id": image["id"], "category_id": category["id"],
+                                   "keypoints": annotation["keypoints"], "bbox": annotation["bbox"],
+                                   "score": person_score(person["scores"].float().numpy(), box_score),
+                                   "area": float(np.prod(scale))})
+            results += [{key: value for key, value in person.items() if key != "area"}
+                        for person in oks_nms(candidates, sigmas)]
         if progress is not None:
             progress(len(chunk))
     evaluated = {image["id"] for image in images}
     references = [annotation for annotation in people if annotation["image_id"] in evaluated]
-    sigmas = metadata.keypoint_set(len(category["keypoints"]))["sigmas"]
     return keypoint_ap(results, references, sigmas), results
 
 
@@ -240,5 +311,5 @@ def task_protocol(task: Task, **settings) -> dict:
                        "normal": "angular errors pooled over foreground pixels"}[task.name], **settings}
 
 
-__all__ = ["BOX_SOURCES", "dense_dataset", "evaluate_dense", "evaluate_pose", "pose_conversion",
-           "read_coco_keypoints"]
+__all__ = ["BOX_SOURCES", "dense_dataset", "evaluate_dense", "evaluate_pose", "oks_nms", "pose_conversion",
+           "read_coco_keypoints", "read_detections"]

@@ -39,8 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser, model_type, task_type, task_n
     pose = parser.add_argument_group("pose (a COCO keypoints file)")
     pose.add_argument("--annotations", help="COCO keypoints JSON (e.g. person_keypoints_val2017.json)")
     pose.add_argument("--images", help="the folder its images' file_name are relative to")
-    pose.add_argument("--boxes", choices=("gt", "detector"), default="gt",
-                      help="person boxes: the annotations' (gt, the default) or the person detector's")
+    pose.add_argument("--boxes", default="gt", metavar="gt|detector|FILE.json",
+                      help="person boxes: the annotations' (gt, the default), the person detector's, or those of a "
+                           "COCO detection results file (the released evaluation's "
+                           "COCO_val2017_detections_AP_H_70_person.json)")
     pose.add_argument("--detector", help="with --boxes detector: the object-detection model id or folder")
     pose.add_argument("--detector-threshold", type=float, default=0.3)
     dense = parser.add_argument_group("segmentation, depth, normal (a datasets dataset or a folder)")
@@ -54,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser, model_type, task_type, task_n
 
 def problems(args) -> list[str]:
     """What the arguments alone show wrong, and the annotations file's problems (before the model loads)."""
-    from ..evaluation import read_coco_keypoints
+    from ..evaluation import BOX_SOURCES, read_coco_keypoints, read_detections
     from .predict import device_problem
 
     task, found = TASKS[args.task], []
@@ -90,9 +92,12 @@ def problems(args) -> list[str]:
     if args.annotations and output.absolute() == Path(args.annotations).absolute():
         found.append("--output would replace --annotations")
     found += [problem for problem in [device_problem(args.device)] if problem]
+    if task.top_down and args.boxes not in BOX_SOURCES and not Path(args.boxes).is_file():
+        found.append(f"--boxes {args.boxes}: expected gt, detector or a COCO detection results file")
     if not found and task.top_down:
         try:
             args.document = read_coco_keypoints(args.annotations, args.images)
+            args.box_source = args.boxes if args.boxes in BOX_SOURCES else read_detections(args.boxes, args.document)
         except ValueError as error:
             found.append(str(error))
     return found
@@ -141,9 +146,9 @@ def evaluate(args, load) -> int:
     try:
         with tqdm(total=total, desc=f"evaluate {task.name}", unit="image", disable=args.quiet) as bar:
             if task.top_down:
-                figures, _ = evaluation.evaluate_pose(pipe, args.document, args.images, args.boxes, args.detector,
-                                                      args.detector_threshold, flip_test, args.batch_size,
-                                                      progress=bar.update)
+                figures, _ = evaluation.evaluate_pose(pipe, args.document, args.images, args.box_source,
+                                                      args.detector, args.detector_threshold, flip_test,
+                                                      args.batch_size, progress=bar.update)
             else:
                 figures = evaluation.evaluate_dense(pipe, task, rows, flip_test, args.batch_size, bar.update)
     except KeypointFormatError as error:
