@@ -131,12 +131,13 @@ class Conversion:
         """Keypoints `(..., K, 2)` and scores `(..., K)` of the source → `(..., T, 2)` and `(..., T)` of the target
         (float32; missing points NaN with score 0)."""
         keypoints, scores = np.asarray(keypoints, np.float32), np.asarray(scores, np.float32)
-        out_points = np.full((*keypoints.shape[:-2], len(self.sources), 2), np.nan, np.float32)
-        out_scores = np.zeros((*scores.shape[:-1], len(self.sources)), np.float32)
-        for index, used in enumerate(self.sources):
-            if used:
-                out_points[..., index, :] = keypoints[..., list(used), :].mean(axis=-2)
-                out_scores[..., index] = scores[..., list(used)].min(axis=-1)
+        # A copied point is the midpoint of itself and itself ((a + a) / 2 == a exactly in floating point).
+        first = [used[0] if used else 0 for used in self.sources]
+        last = [used[-1] if used else 0 for used in self.sources]
+        missing = np.array([not used for used in self.sources])
+        out_points = (keypoints[..., first, :] + keypoints[..., last, :]) / np.float32(2)
+        out_scores = np.minimum(scores[..., first], scores[..., last])
+        out_points[..., missing, :], out_scores[..., missing] = np.nan, 0
         return out_points, out_scores
 
     def person(self, person: dict) -> dict:
