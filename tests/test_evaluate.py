@@ -269,6 +269,10 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     (tmp_path / "exists.json").write_text("{}")
+    not_finite = json.loads(path.read_text())
+    not_finite["annotations"][0]["keypoints"][0] = float("nan")
+    (tmp_path / "nan.json").write_text(json.dumps(not_finite))  # Python's json writes and reads NaN
+    (tmp_path / "nan-detections.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 9, 9], "score": float("inf")}]))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
     (tmp_path / "wrong.json").write_text(json.dumps(wrong_file))
@@ -287,6 +291,9 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
                                                       str(images), "--boxes", "nope.json"],
         "is not a COCO detection results file": ["--task", "pose", "--annotations", str(path), "--images", str(images), "--boxes",
                                 str(tmp_path / "exists.json")],
+        "(finite numbers)": ["--task", "pose", "--annotations", str(tmp_path / "nan.json"), "--images", str(images)],
+        "score (finite numbers)": ["--task", "pose", "--annotations", str(path), "--images", str(images), "--boxes",
+                                   str(tmp_path / "nan-detections.json")],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -70,12 +71,18 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
             continue
         keypoints, box = annotation.get("keypoints"), annotation.get("bbox")
         valid = (isinstance(keypoints, list) and len(keypoints) == 3 * count and isinstance(box, list)
-                 and len(box) == 4 and isinstance(annotation.get("area"), (int, float))
+                 and len(box) == 4 and _numbers([*keypoints, *box, annotation.get("area")])
                  and annotation.get("image_id") in image_ids)
         if not valid:
             raise ValueError(f"{path}: annotation {annotation.get('id')} needs an image_id of the file, {3 * count} "
-                             "keypoint values, a bbox [x, y, w, h] and an area")
+                             "keypoint values, a bbox [x, y, w, h] and an area (finite numbers)")
     return document
+
+
+def _numbers(values: list) -> bool:
+    """Whether every value is a finite number (JSON as Python reads it also has NaN and Infinity)."""
+    return all(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+               for value in values)
 
 
 def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[list[float], float]]]:
@@ -91,10 +98,10 @@ def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[li
     image_ids, by_image = {image["id"] for image in document["images"]}, {}
     for detection in detections:
         box = detection.get("bbox") if isinstance(detection, dict) else None
-        if not (isinstance(box, list) and len(box) == 4 and isinstance(detection.get("score"), (int, float))
+        if not (isinstance(box, list) and len(box) == 4 and _numbers([*box, detection.get("score")])
                 and isinstance(detection.get("image_id"), int)):
             raise ValueError(f"{path}: a detection without an integer image_id, a bbox [x, y, w, h] and a score "
-                             f"({str(detection)[:80]})")
+                             f"(finite numbers): {str(detection)[:80]}")
         if detection.get("category_id", person) == person and detection["image_id"] in image_ids:
             by_image.setdefault(detection["image_id"], []).append((box, float(detection["score"])))
     return by_image
