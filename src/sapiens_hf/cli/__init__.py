@@ -3,7 +3,8 @@ shards (`annotate`), and checkpoint conversion, e.g.
 `sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b photo.jpg clips/ --output out/` or
 `sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose`. This module
 holds the entry point (`main`, the parser, the checks of the arguments alone) and the `convert` command; `predict`'s
-checks and messages are in `predict`, the error plumbing in `errors`; both batch commands run on `sapiens_hf.batch`.
+checks and messages are in `predict`, `evaluate`'s in `evaluate` (the evaluation is `sapiens_hf.evaluation`'s), the
+error plumbing in `errors`; both batch commands run on `sapiens_hf.batch`.
 The `annotate` and `demo` commands import their modules when they run: they bring pyarrow and Gradio, which the
 other commands do not need."""
 
