@@ -175,6 +175,10 @@ def test_predict_writes_converted_keypoints_and_a_results_list_that_pycocotools_
     assert results == [{key: annotation[key] for key in ("image_id", "category_id", "keypoints", "score", "bbox")}
                        for annotation in document["annotations"]]
     assert all(len(result["keypoints"]) == 18 * 3 for result in results)
+    # Another format into the same folder is other work: refused, not resumed (nothing replaced).
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), *inputs, "--output", str(output),
+                 "--keypoint-format", "coco", "--quiet"]) == 2
+    assert json.loads((output / "keypoints.json").read_text()) == document
 
     native = tmp_path / "native"
     assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), *inputs, "--output", str(native),
