@@ -247,3 +247,17 @@ def test_annotate_stores_the_pipelines_converted_keypoints_and_refuses_an_imposs
     np.testing.assert_allclose(row["pose_keypoints"][0], person["keypoints"].numpy(), atol=1e-3)
     np.testing.assert_allclose(row["pose_scores"][0], person["scores"].numpy(), atol=1e-4)
     assert len(row["pose_keypoints"][0]) == 18
+
+
+def test_a_missing_point_is_cocos_unlabelled_point_and_counts_nowhere():
+    from sapiens_hf.coco import person_annotation
+
+    plan = conversion(SETS[308], "coco-wholebody")
+    person = plan.person({"keypoints": torch.full((308, 2), 7.0), "scores": torch.full((308,), 0.5),
+                          "bbox_xywh": torch.tensor([1.0, 2.0, 3.0, 4.0]), "bbox_score": None})
+    annotation = person_annotation(person, keypoint_threshold=-1.0)
+    triplets = np.asarray(annotation["keypoints"]).reshape(133, 3)
+    face = [index for index, name in enumerate(SETS[133]) if name.startswith("face-")]
+    assert (triplets[face] == 0).all() and (np.delete(triplets, face, axis=0) == [7, 7, 0.5]).all()
+    assert annotation["num_keypoints"] == 133 - 68 and annotation["score"] == pytest.approx(0.5)
+    json.dumps(annotation, allow_nan=False)  # valid JSON: no NaN

@@ -13,16 +13,17 @@ def person_annotation(person: dict, keypoint_threshold: float) -> dict:
     """One person of a pose pipeline's result as a COCO annotation, without the ids (numbered in the document).
     `num_keypoints` counts the keypoints scoring above `keypoint_threshold`; `bbox_score` is the detector's score
     (None for given boxes or the whole image). A keypoint missing from a converted format (NaN) is `0, 0, 0`, COCO's
-    unlabelled point."""
+    unlabelled point, and counts neither in `num_keypoints` nor in `score` (the mean keypoint score)."""
     keypoints, scores = person["keypoints"].tolist(), person["scores"].float().tolist()
-    triplets = [(*point, score) if all(map(math.isfinite, point)) else (0.0, 0.0, 0.0)
-                for point, score in zip(keypoints, scores)]
+    present = [all(map(math.isfinite, point)) for point in keypoints]
+    triplets = [(*point, score) if kept else (0.0, 0.0, 0.0) for point, score, kept in zip(keypoints, scores, present)]
+    kept_scores = [score for score, kept in zip(scores, present) if kept]
     return {
         "category_id": 1,
         "bbox": person["bbox_xywh"].tolist(),
         "keypoints": [round(value, 3) for triplet in triplets for value in triplet],
-        "num_keypoints": int((person["scores"] > keypoint_threshold).sum()),
-        "score": float(person["scores"].mean()),
+        "num_keypoints": sum(score > keypoint_threshold for score in kept_scores),
+        "score": sum(kept_scores) / len(kept_scores) if kept_scores else 0.0,
         "bbox_score": person["bbox_score"],
     }
 
