@@ -39,6 +39,10 @@ def test_coverage_of_each_conversion():
     """What the docs' coverage table says: Goliath lacks COCO-WholeBody's 68 face points only; every format is
     complete from COCO-WholeBody; OpenPose's neck is always derived."""
     assert conversion(SETS[308], "coco-wholebody").missing == [f"face-{i}" for i in range(68)]
+    plan = conversion(SETS[308], "coco-wholebody")
+    renamed = [name for name, used in zip(plan.target.keypoint_names, plan.sources)
+               if len(used) == 1 and SETS[308][used[0]] != name]
+    assert len(renamed) == len(ALIASES) == 12 and plan.sources.count(()) == 68  # 53 by the same name
     for count, name in ALLOWED:
         if (count, name) != (308, "coco-wholebody"):
             assert conversion(SETS[count], name).missing == []
