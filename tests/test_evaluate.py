@@ -148,6 +148,13 @@ def test_oks_nms_keeps_the_best_of_overlapping_people():
     shifted = [person(0, 0.9), person(10, 0.5)]
     assert len(evaluation.oks_nms(shifted, sigmas, threshold=oks - 1e-6)) == 1
     assert len(evaluation.oks_nms(shifted, sigmas, threshold=oks + 1e-6)) == 2
+    # Points one of them lacks (a converted format's missing points, all at 0, 0) do not make two people one.
+    apart = [person(0, 0.9), person(300, 0.5)]
+    for one in apart:
+        one["keypoints"] = (np.asarray(one["keypoints"]).reshape(17, 3) * ([[0]] * 12 + [[1]] * 5)).flatten().tolist()
+        one["present"] = [False] * 12 + [True] * 5
+    assert len(evaluation.oks_nms(apart, sigmas)) == 2
+    assert len(evaluation.oks_nms([{**one, "present": [True] * 17} for one in apart], sigmas, threshold=0.5)) == 1
 
 
 def test_pose_with_a_detector_and_the_tiny_model(pose_data, tiny_model):

@@ -141,12 +141,14 @@ def usable_box(box, image: dict) -> bool:
 
 
 def oks_nms(people: list[dict], sigmas, threshold: float = OKS_NMS_THRESHOLD) -> list[dict]:
-    """mmpose's `oks_nms` over one image's predictions (`keypoints` K×3 triplets, `score`, `area`): best score first,
-    dropping every later one whose OKS with a kept one exceeds `threshold` (the OKS of mmpose's `oks_iou`: squared
-    distances over the mean of the two areas)."""
+    """mmpose's `oks_nms` over one image's predictions (`keypoints` K×3 triplets, `score`, `area`, optionally
+    `present`: which keypoints the prediction has, all by default): best score first, dropping every later one whose
+    OKS with a kept one exceeds `threshold` — the OKS of mmpose's `oks_iou` (squared distances over the mean of the two
+    areas), over the keypoints both have (a point missing from a converted format would otherwise count as a match)."""
     if not people:
         return []
     points = np.array([np.asarray(person["keypoints"], np.float64).reshape(-1, 3)[:, :2] for person in people])
+    present = np.array([person.get("present", [True] * points.shape[1]) for person in people], bool)
     areas = np.array([person["area"] for person in people], np.float64)
     variances = (2 * np.asarray(sigmas, np.float64)) ** 2
     order, keep = np.argsort([-person["score"] for person in people], kind="stable"), []
@@ -155,7 +157,9 @@ def oks_nms(people: list[dict], sigmas, threshold: float = OKS_NMS_THRESHOLD) ->
         keep.append(best)
         squared = ((points[rest] - points[best]) ** 2).sum(-1)
         scale = (areas[best] + areas[rest])[:, None] / 2 + np.spacing(1)
-        oks = np.exp(-squared / variances / scale / 2).mean(-1)
+        both = present[rest] & present[best]
+        similarity = np.where(both, np.exp(-squared / variances / scale / 2), 0).sum(-1)
+        oks = np.divide(similarity, both.sum(-1), out=np.zeros(len(rest)), where=both.any(-1))
         order = rest[oks <= threshold]
     return [people[index] for index in sorted(keep)]
 
@@ -171,6 +175,8 @@ def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", dete
     keypoints are converted by name to the references' (`pose_conversion`); each image's predictions are scored
     (`person_score`) and thinned by `oks_nms` (areas: the padded crop sizes). Returns the figures
     (`metrics.functional.keypoint_ap`) and the COCO results list they were computed from."""
+    import torch
+
     from .coco import person_annotation
     from .geometry import get_box_center_scale
     from .metrics.functional import keypoint_ap
@@ -219,8 +225,9 @@ def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", dete
                 candidates.append({"image_id": image["id"], "category_id": category["id"],
                                    "keypoints": annotation["keypoints"], "bbox": annotation["bbox"],
                                    "score": person_score(person["scores"].float().numpy(), box_score),
-                                   "area": float(np.prod(scale))})
-            results += [{key: value for key, value in person.items() if key != "area"}
+                                   "area": float(np.prod(scale)),
+                                   "present": torch.isfinite(person["keypoints"]).all(-1).tolist()})
+            results += [{key: value for key, value in person.items() if key not in ("area", "present")}
                         for person in oks_nms(candidates, sigmas)]
         if progress is not None:
             progress(len(chunk))
