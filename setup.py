@@ -53,6 +53,8 @@ setup(
         "bench": ["timm>=1.0"],
         # `sapiens-hf export`: ONNX graphs (torch.onnx's dynamo exporter) run with onnxruntime (docs/deployment.md)
         "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        # `sapiens-hf evaluate --task pose`: COCO keypoint AP is pycocotools' COCOeval (docs/metrics.md)
+        "eval": ["pycocotools>=2.0.7"],
         # `sapiens-hf demo`, the web app (docs/demo.md)
         "demo": ["gradio>=5"],
         "dev": [

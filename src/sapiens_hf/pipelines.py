@@ -24,6 +24,7 @@ from transformers import Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
+from . import keypoint_formats
 from .exported_model import SapiensExportedModel
 from .geometry import check_boxes
 from .image_io import read_image
@@ -198,7 +199,9 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices),
     `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
-    `model.config.id2label`.
+    `model.config.id2label`. `keypoint_format=` ("coco", "coco-wholebody", "openpose"; `sapiens_hf.keypoint_formats`)
+    gives the keypoints in that format instead (by keypoint name; points the model lacks are NaN with score 0), and
+    each person's `keypoint_format` names it.
     """
 
     crops_at_once = 8  # person crops made at a time (a 1024×768 crop is 19 MB): memory stays bounded per image
@@ -230,8 +233,11 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         flip_test=None,
         kernel_size=None,
         threshold=None,
+        keypoint_format=None,
     ):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if keypoint_format is not None:  # refused here, before any image is read
+            postprocess_params["conversion"] = self.keypoint_conversion(keypoint_format)
         if timeout is not None:
             preprocess_params["timeout"] = timeout
         if detector is not None:
@@ -247,6 +253,14 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         if threshold is not None:
             postprocess_params["threshold"] = check_number(threshold, "threshold")
         return preprocess_params, forward_params, postprocess_params
+
+    def keypoint_conversion(self, keypoint_format: str):
+        """The `keypoint_formats.Conversion` from this model's keypoints (by their names, `config.id2label`) to
+        `keypoint_format`; None for "native". A `KeypointFormatError` for a format the model's keypoints cannot
+        give."""
+        config = self.model.config
+        names = [config.id2label[index] for index in range(config.num_labels)]
+        return keypoint_formats.conversion(names, keypoint_format)
 
     def _resolve_detector(self, detector):
         if not isinstance(detector, str):
@@ -327,11 +341,13 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
                 "scores": torch.stack([person["scores"] for person in people]),
                 "box": model_inputs["box"], "box_score": model_inputs["box_score"], "is_last": model_inputs["is_last"]}
 
-    def postprocess(self, all_outputs, threshold=None):
+    def postprocess(self, all_outputs, threshold=None, conversion=None):
         people = []
         for output in all_outputs:
             person = {"keypoints": output["keypoints"][0], "scores": output["scores"][0],
                       "labels": torch.arange(output["keypoints"].shape[1]), "bbox_xywh": output["box"][0].float()}
+            if conversion is not None:  # another keypoint format: missing points NaN, score 0
+                person = conversion.person(person)
             if threshold is not None:  # as post_process_pose_estimation(threshold=)
                 keep = person["scores"] > threshold
                 person.update({key: person[key][keep] for key in ("keypoints", "scores", "labels")})

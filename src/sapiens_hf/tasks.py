@@ -108,6 +108,10 @@ class Task:
     def replay(self, tracker, kept: dict, time: float) -> None:
         """Feeds `tracker` a recorded frame (its `record` and `track`'s extra) as `track` fed it."""
         raise NotImplementedError(f"The {self.name} task follows no people")
+    def results_list(self, document: dict) -> list | None:
+        """A second view of `records_document` written beside it as `<records file stem>_results.json` (pose: the
+        COCO results list), if any."""
+        return None
 
     # --- dense training (`training.dense_data`) ---------------------------------------------------------------------
     output_channels: int | None = None  # a dense head of fixed width (depth 1, normals 3); None: one per label
@@ -175,7 +179,9 @@ class PoseTask(Task):
         """The COCO image and annotations of one image, without the ids (numbered in the document)."""
         from .coco import person_annotation
 
-        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result]}
+        formats = {person["keypoint_format"] for person in result if "keypoint_format" in person}
+        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result],
+                **({"keypoint_format": formats.pop()} if formats else {})}
 
     def records_document(self, records, model_config):
         from .coco import keypoints_document
@@ -204,6 +210,10 @@ class PoseTask(Task):
     @staticmethod
     def _tracked_boxes(boxes, scores):
         return boxes, [1.0 if score is None else score for score in scores]
+    def results_list(self, document):
+        from .coco import results_list
+
+        return results_list(document)
 
     def prepare(self, processor, image):
         from .geometry import check_boxes

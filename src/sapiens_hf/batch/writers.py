@@ -346,6 +346,9 @@ class FileWriter:
         self.records_path = folder / (records_name or task.records_file) if task.records_file else None
         self.frame_stride, self.smoothing, self.record = frame_stride, smoothing, record
         self.videos: dict = {}  # per video being written: its segments and tracker
+        # The task's second view of the records (pose: the COCO results list), named after the records file.
+        self.results_path = None if self.records_path is None else self.records_path.with_name(
+            f"{self.records_path.stem}_results.json")
         self.failed: set[str] = set()
         self.failures: list[tuple[str, str]] = []
         self.written = 0
@@ -427,6 +430,9 @@ class FileWriter:
     def write_records(self, records: list[dict], model_config) -> None:
         document = self.task.records_document(records, model_config)
         write_atomically(self.records_path, lambda path: path.write_text(json.dumps(document)))
+        results = self.task.results_list(document)
+        if results is not None:
+            write_atomically(self.results_path, lambda path: path.write_text(json.dumps(results)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
 from ..convert import check_config_overrides
+from ..keypoint_formats import NATIVE
 from ..modeling_sapiens import WrongModelError
 from ..pipelines import load_task_pipeline
 from ..tasks import TASKS
@@ -76,8 +77,8 @@ def overwrite_problems(writer, inputs: list, record) -> list[str]:
     """Existing files that the run would replace although neither it nor the run it resumes wrote them."""
     existing = [path for entry in inputs if entry.name not in record.kept
                 for path in writer.planned(entry) if path.exists()]
-    if writer.records_path is not None and writer.records_path.exists() and not record.path.is_file():
-        existing.insert(0, writer.records_path)
+    if writer.records_path is not None and not record.path.is_file():
+        existing[:0] = [path for path in (writer.records_path, writer.results_path) if path.exists()]
     problems = [f"{path} exists and this run did not write it (--overwrite replaces it)" for path in existing[:5]]
     if len(existing) > 5:
         problems.append(f"... and {len(existing) - 5} more existing files in {writer.folder}")
@@ -145,11 +146,22 @@ def smoothing(args) -> Smoothing | None:
     return Smoothing(**{key: value for key, value in given.items() if value is not None})
 
 
+def keypoint_format_check(predictor, keypoint_format: str) -> None:
+    """A --keypoint-format that the model's keypoints cannot give: a usage error once the model is loaded (its
+    keypoint names are in its config), before any image is read."""
+    if keypoint_format == NATIVE:
+        return
+    try:
+        predictor.keypoint_conversion(keypoint_format)
+    except ValueError as error:
+        raise usage_error([f"--keypoint-format {keypoint_format}: {error}"]) from None
+
+
 def run_settings(args) -> dict:
     """What makes two runs the same for resuming (the inputs may differ): the options, the model's files and, for a
     top-down task's videos, the tracker that numbers the people (its ids continue only with the same one)."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold",
-            "frame_stride")
+            "frame_stride", "keypoint_format")
     filtering = smoothing(args)
     return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config),
             "model_files": model_identity(args.model),
@@ -177,12 +189,15 @@ def predict(args) -> int:
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
+    keypoint_format_check(predictor, args.keypoint_format)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     skipped = sum(entry.name in record.done for entry in inputs)
     call_kwargs = {"flip_test": True} if args.flip_test else {}
     if args.detector:
         call_kwargs.update(detector=args.detector, detector_threshold=args.detector_threshold)
+    if args.keypoint_format != NATIVE:
+        call_kwargs["keypoint_format"] = args.keypoint_format
     code = 0
     try:
         predict_files(predictor, inputs, writer, record, args.batch_size, call_kwargs, args.quiet)
