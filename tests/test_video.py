@@ -164,14 +164,17 @@ def test_a_killed_video_resumes_as_if_never_stopped(signal_name, uninterrupted, 
 
     monkeypatch.setattr(FileWriter, "segment_frames", 4)
     assert main(arguments) == 0
-    assert "Wrote results for 8 image(s)/frame(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Wrote results for 8 image(s)/frame(s)" in out
+    assert "Resumed: went on with 1 video(s) after the 4 frame(s) that an earlier run finished" in out
     expected, resumed = people_by_frame(uninterrupted), people_by_frame(output)
     assert resumed == expected
     assert len({annotation["track_id"] for people in resumed.values() for annotation in people}) == 2
     assert [np.array_equal(a, b) for a, b in zip(video_frames(output / "clip_pose_vis.mp4"),
                                                  video_frames(uninterrupted / "clip_pose_vis.mp4"))] == [True] * FRAMES
     lines = [json.loads(line) for line in (output / "sapiens-hf-pose-progress.jsonl").read_text().splitlines()]
-    assert sorted(line["record"]["frame"] for line in lines if "record" in line) == list(range(FRAMES))
+    recorded = [entry for line in lines for entry in line.get("records", [line["record"]] if "record" in line else [])]
+    assert sorted(entry["frame"] for entry in recorded) == list(range(FRAMES))
     assert not (output / ".sapiens-hf").exists()
 
 
