@@ -164,14 +164,17 @@ def test_a_killed_video_resumes_as_if_never_stopped(signal_name, uninterrupted, 
 
     monkeypatch.setattr(FileWriter, "segment_frames", 4)
     assert main(arguments) == 0
-    assert "Wrote results for 8 image(s)/frame(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Wrote results for 8 image(s)/frame(s)" in out
+    assert "Resumed: went on with 1 video(s) after the 4 frame(s) that an earlier run finished" in out
     expected, resumed = people_by_frame(uninterrupted), people_by_frame(output)
     assert resumed == expected
     assert len({annotation["track_id"] for people in resumed.values() for annotation in people}) == 2
     assert [np.array_equal(a, b) for a, b in zip(video_frames(output / "clip_pose_vis.mp4"),
                                                  video_frames(uninterrupted / "clip_pose_vis.mp4"))] == [True] * FRAMES
     lines = [json.loads(line) for line in (output / "sapiens-hf-pose-progress.jsonl").read_text().splitlines()]
-    assert sorted(line["record"]["frame"] for line in lines if "record" in line) == list(range(FRAMES))
+    recorded = [entry for line in lines for entry in line.get("records", [line["record"]] if "record" in line else [])]
+    assert sorted(entry["frame"] for entry in recorded) == list(range(FRAMES))
     assert not (output / ".sapiens-hf").exists()
 
 
@@ -192,13 +195,18 @@ def test_a_video_resumes_only_with_the_same_file_and_settings(tiny_model, clip, 
     video = two_people_video(tmp_path / "clip.mp4", FRAMES, fps=FPS)
     arguments = pose(tiny_model("pose"), video, tmp_path / "out")
     monkeypatch.setattr(FileWriter, "segment_frames", 4)
-    with monkeypatch.context() as patch:
-        interrupt_at_write(patch, 6)
-        assert main(arguments) == 128 + signal.SIGINT
-    capsys.readouterr()
+    for _ in range(2):  # frames 0-3, then 4-7 in whole segments; the second run goes on with the first's
+        with monkeypatch.context() as patch:
+            interrupt_at_write(patch, 6)
+            assert main(arguments) == 128 + signal.SIGINT
+    assert "went on with 1 video(s) after the 4 frame(s)" in capsys.readouterr().out
     for options in (["--frame-stride", "2"], ["--smooth"], ["--smooth", "--smooth-beta", "0.5"]):
         assert main(arguments + options) == 2
         assert "records a run with other settings" in capsys.readouterr().err
+    with monkeypatch.context() as patch:  # a third run goes on after the second's frames (the record rewritten twice)
+        interrupt_at_write(patch, 0)
+        assert main(arguments) == 128 + signal.SIGINT
+    assert "went on with 1 video(s) after the 8 frame(s)" in capsys.readouterr().out
     os.utime(video, ns=(video.stat().st_atime_ns, video.stat().st_mtime_ns + 10**9))  # changed since: not resumed
     assert main(arguments) == 0
     assert f"Wrote results for {FRAMES} image(s)/frame(s)" in capsys.readouterr().out
@@ -272,3 +280,28 @@ def test_a_segment_is_recorded_whole_or_not_at_all(tmp_path):
     assert resumed.frames_done("clip") == {0, 1, 2, 3}
     resumed.current = {"clip": ["clip.mp4", 1, 3]}  # the file changed since: started again
     assert resumed.frames_done("clip") == set()
+
+
+def test_a_rewritten_record_keeps_the_file_each_input_was_read_from(tmp_path):
+    """Each resumed run rewrites the record; the inputs' file identities stay in it, so that a third run still skips
+    the photos and goes on with the videos of the first (not "changed": predicted again)."""
+    from sapiens_hf.batch.writers import ProgressFile
+    from sapiens_hf.tasks import TASKS
+
+    identities = {"photo": ["photo.jpg", 1, 2], "clip": ["clip.mp4", 3, 4]}
+    record = ProgressFile(tmp_path, TASKS["segmentation"], {})
+    record.current = identities
+    record.open()
+    for unit in identities:
+        record.start(unit)
+    record.add("photo", {})
+    record.finish("photo", {})
+    record.add_all("clip", [{"frame": 0}])
+    record.close()
+    for _ in range(2):  # two resumed runs, each rewriting the record
+        record = ProgressFile(tmp_path, TASKS["segmentation"], {})
+        record.current = identities
+        assert record.load() is None
+        assert record.forget_changed() == [] and record.done == {"photo"} and record.frames_done("clip") == {0}
+        record.open()
+        record.close()

@@ -188,14 +188,15 @@ class PoseTask(Task):
 
         return keypoints_document(records, model_config)
 
-    # A person is followed by its box (given or detected; its detector score, 1 for a given box); smoothing filters
-    # its keypoints as predicted, recorded (`raw_keypoints`) since the record keeps the smoothed ones, rounded.
+    # A person is followed by its box (given or detected; its detector score, 1 for a given box). Smoothing filters
+    # its keypoints as predicted, to 1/1000 pixel as keypoints.json writes them: what the record keeps
+    # (`raw_keypoints`, besides the smoothed ones) to feed a resumed run's filters exactly the same values.
     def track(self, tracker, result, time):
         import torch
 
         boxes, scores = self._tracked_boxes([person["bbox_xywh"].tolist() for person in result],
                                             [person["bbox_score"] for person in result])
-        raw = [person["keypoints"].tolist() for person in result] if tracker.smoothing else None
+        raw = [np.round(person["keypoints"].double().numpy(), 3).tolist() for person in result] if tracker.smoothing else None
         ids, smoothed = tracker.update(boxes, scores, time, raw)
         people = [{**person, "track_id": track_id} for person, track_id in zip(result, ids)]
         for person, points in zip(people, smoothed if smoothed is not None else []):

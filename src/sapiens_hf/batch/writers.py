@@ -139,7 +139,8 @@ class ProgressFile(ResumeRecord):
         """Rewrites the record without an earlier run's cut line, then appends to it."""
         lines = [{"settings": self.settings}]
         for name, records in self.kept.items():
-            lines += [{"start": name}] + [{"name": name, "record": r} for r in records]
+            source = {"source": self.sources[name]} if self.sources.get(name) is not None else {}
+            lines += [{"start": name, **source}] + [{"name": name, "record": r} for r in records]
             lines += [{"done": name}] if name in self.done else []
         text = "".join(json.dumps(line) + "\n" for line in lines)
         write_atomically(self.path, lambda path: path.write_text(text))

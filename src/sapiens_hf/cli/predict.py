@@ -193,6 +193,8 @@ def predict(args) -> int:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     skipped = sum(entry.name in record.done for entry in inputs)
+    continued = {entry.name: len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done}
+    continued = {name: frames for name, frames in continued.items() if frames}
     call_kwargs = {"flip_test": True} if args.flip_test else {}
     if args.detector:
         call_kwargs.update(detector=args.detector, detector_threshold=args.detector_threshold)
@@ -210,6 +212,9 @@ def predict(args) -> int:
         print(f"error: cannot write the results: {error}", file=sys.stderr)
     if skipped:
         print(f"Resumed: skipped {skipped} input(s) finished by an earlier run")
+    if continued:
+        print(f"Resumed: went on with {len(continued)} video(s) after the {sum(continued.values())} frame(s) that an "
+              "earlier run finished")
     if changed:
         listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         print(f"Predicted again {len(changed)} input(s) that the earlier run read from another or a changed file: "
