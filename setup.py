@@ -32,6 +32,13 @@ setup(
         # The original's exact warps and resizes (uint8 bilinear affine crops, INTER_LINEAR resizes).
         "opencv-python-headless>=4.8",
         "tqdm",
+        # Videos: H.264 visualisations that browsers play (PyAV's wheels bundle FFmpeg with libx264), and people
+        # followed across frames with ByteTrack; supervision's 0.30 line is the last with ByteTrack and the first
+        # without a GUI OpenCV requirement (which would install a second cv2 over opencv-python-headless).
+        "av>=14.2",
+        "supervision>=0.30,<0.31",
+        # --smooth: the One Euro filter by its authors (Casiez, Roussel), a few lines of pure Python
+        "OneEuroFilter>=0.2.1",
     ],
     extras_require={
         # scipy: the pose augmentation's truncated-normal jitter (training/pose_data.py)
@@ -46,6 +53,8 @@ setup(
         "bench": ["timm>=1.0"],
         # `sapiens-hf export`: ONNX graphs (torch.onnx's dynamo exporter) run with onnxruntime (docs/deployment.md)
         "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        # `sapiens-hf evaluate --task pose`: COCO keypoint AP is pycocotools' COCOeval (docs/metrics.md)
+        "eval": ["pycocotools>=2.0.7"],
         # `sapiens-hf demo`, the web app (docs/demo.md)
         "demo": ["gradio>=5"],
         "dev": [

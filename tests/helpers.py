@@ -267,6 +267,51 @@ COMMON = [
 ]
 
 # ---------------------------------------------------------------------------------------------------------------
+# A tiny video of two people and a stand-in person detector
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def two_people_video(path: Path, frames: int = 12, size: tuple[int, int] = (64, 48), fps: int = 10,
+                     codec: str = "mpeg4") -> Path:
+    """A video (`size` width × height; MPEG-4 part 2 as older cameras write, or e.g. lossless "ffv1" in .mkv, which
+    takes odd sizes) of two white 6×20 rectangles, "people", side by side in the first frame and moving apart by 2
+    pixels a frame each."""
+    import av
+
+    width, height = size
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p" if codec == "mpeg4" else "yuv444p"  # 4:4:4 takes odd sizes
+        for index in range(frames):
+            image = np.zeros((height, width, 3), np.uint8)
+            middle = width // 2
+            image[10:30, middle - 8 - 2 * index : middle - 2 - 2 * index] = 255
+            image[10:30, middle + 2 + 2 * index : middle + 8 + 2 * index] = 255
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def rectangles_detector(image) -> list[dict]:
+    """A person detector as the pose pipeline calls one: every bright rectangle is a person, listed left to right in
+    one frame and right to left in the next (the better score first), so that the people's order in a result says
+    nothing about who they are."""
+    import cv2
+
+    mask = (np.asarray(image)[..., 0] > 128).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+    boxes = sorted(stats[1:count, :4].tolist())
+    if boxes and boxes[0][0] // 2 % 2:
+        boxes.reverse()
+    return [{"label": "person", "score": 0.9 - 0.1 * rank,
+             "box": {"xmin": x, "ymin": y, "xmax": x + width, "ymax": y + height}}
+            for rank, (x, y, width, height) in enumerate(boxes)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Tiny checkpoints in the original format (facebookresearch/sapiens)
 # ---------------------------------------------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from sapiens_hf import (
     SapiensImageProcessorPil,
     SapiensModel,
 )
-from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput
+from sapiens_hf.modeling_sapiens import SapiensNormalEstimatorOutput, SapiensPoseEstimatorOutput, WrongModelError
 
 
 PIPELINES = {
@@ -73,22 +73,61 @@ def forbid_forward(model):
 
 @pytest.mark.parametrize("task, model_task", list(itertools.permutations(PIPELINES, 2)))
 def test_pipeline_rejects_a_model_of_another_task(models, processor, task, model_task):
-    with pytest.raises(ValueError, match=f"a {model_task} model .*use pipeline\\(\"{PIPELINES[model_task]}\""):
+    with pytest.raises(WrongModelError, match=f"a {model_task} model .*use pipeline\\(\"{PIPELINES[model_task]}\""):
         pipeline(PIPELINES[task], model=models[model_task], image_processor=processor)
 
 
 @pytest.mark.parametrize("saved, task", [("pose", "segmentation"), ("segmentation", "pose")])
 def test_pipeline_rejects_a_checkpoint_of_another_task(models, processor, tmp_path, saved, task):
-    """The auto class of the pipeline builds its own head from another task's checkpoint (a pose model's 17
-    keypoints would become 17 classes); the saved `architectures` still tell the task."""
+    """The auto class of the pipeline would build its own head from another task's checkpoint (a pose model's 17
+    keypoints would become 17 classes); the saved `architectures` tell the task, and the task model refuses them."""
     models[saved].save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
-    message = f"a {saved} model .*use pipeline\\(\"{PIPELINES[saved]}\""
-    with pytest.raises(ValueError, match=message):
+    message = f"configuration of a {saved} model .*pipeline\\(\"{PIPELINES[saved]}\""
+    with pytest.raises(WrongModelError, match=message):
         pipeline(PIPELINES[task], model=str(tmp_path))
-    model_class = type(models[task])
-    with pytest.raises(ValueError, match=message):
-        pipeline(PIPELINES[task], model=model_class.from_pretrained(tmp_path), image_processor=processor)
+    with pytest.raises(WrongModelError, match=message):
+        type(models[task]).from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("builtin", ["image-segmentation", "depth-estimation"])
+def test_builtin_pipelines_refuse_a_pose_checkpoint_in_one_line(models, processor, tmp_path, builtin):
+    """transformers' own pipelines load through the Auto classes, which would give a pose checkpoint a new,
+    untrained segmentation or depth head (17 keypoint names as classes). The refusal reaches the user as it is, not
+    folded into transformers' "Could not load model ... with any of the following classes" report."""
+    models["pose"].save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    with pytest.raises(WrongModelError, match='a pose model .*pipeline\\("sapiens-pose"') as error:
+        pipeline(builtin, model=str(tmp_path))
+    assert "Could not load model" not in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_new_head_from_another_tasks_encoder_is_asked_for_by_name(models, tmp_path):
+    """Fine-tuning a segmentation head from a pose model's encoder stays possible, said explicitly: the encoder's
+    weights are kept, the head is new."""
+    models["pose"].save_pretrained(tmp_path)
+    model = SapiensForSemanticSegmentation.from_pretrained(
+        tmp_path, architectures=None, num_labels=28, id2label={i: str(i) for i in range(28)},
+        ignore_mismatched_sizes=True)
+    assert model.config.num_labels == 28
+    torch.testing.assert_close(model.model.state_dict(), models["pose"].model.state_dict(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.float8_e4m3fn])
+def test_non_float_weights_of_a_saved_model_are_refused(models, processor, tmp_path, dtype):
+    """from_pretrained would cast integer or float8 weights into the float model without a word."""
+    from safetensors.torch import load_file, save_file
+
+    models["depth"].save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    weights["decode_head.final_layer.bias"] = weights["decode_head.final_layer.bias"].to(dtype)
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    message = f"'decode_head.final_layer.bias' of .*model.safetensors is {'I32' if dtype == torch.int32 else 'F8_E4M3'}"
+    with pytest.raises(WrongModelError, match=message):
+        SapiensForDepthEstimation.from_pretrained(tmp_path)
+    with pytest.raises(WrongModelError, match=message):
+        pipeline("sapiens-depth", model=str(tmp_path))
 
 
 def test_pipeline_takes_a_task_model_made_from_an_encoder_checkpoint(processor, tmp_path):
@@ -101,10 +140,10 @@ def test_pipeline_takes_a_task_model_made_from_an_encoder_checkpoint(processor, 
 
 
 def test_pipeline_rejects_models_without_a_task_head(processor):
-    with pytest.raises(ValueError, match="a pretraining model"):
+    with pytest.raises(WrongModelError, match="a pretraining model"):
         pipeline("sapiens-pose", model=mae(), image_processor=processor)
     for model in (SapiensModel(tiny_config(image_size=[64, 48])), SapiensBackbone(tiny_config(image_size=[64, 48]))):
-        with pytest.raises(ValueError, match=f"a model without a task head \\({type(model).__name__}\\)"):
+        with pytest.raises(WrongModelError, match=f"a model without a task head \\({type(model).__name__}\\)"):
             pipeline("sapiens-depth", model=model, image_processor=processor)
 
 

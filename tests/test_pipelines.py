@@ -32,6 +32,7 @@ from sapiens_hf import (
 )
 from sapiens_hf.convert import convert_original_checkpoint
 from sapiens_hf.metadata import SEGMENTATION_CLASSES, SEGMENTATION_PALETTE, flip_pairs, keypoint_set
+from sapiens_hf.modeling_sapiens import WrongModelError
 from sapiens_hf.visualization import (
     draw_keypoints,
     overlay_segmentation,
@@ -258,7 +259,7 @@ def test_saved_models_load_by_path_with_dtype(models, processor, astronaut, tmp_
 
 
 def test_wrong_model_for_the_task_is_rejected(models, processor):
-    with pytest.raises(ValueError, match="needs a SapiensForPoseEstimation"):
+    with pytest.raises(WrongModelError, match="needs a SapiensForPoseEstimation"):
         pipeline("sapiens-pose", model=models["depth"], image_processor=processor)
 
 

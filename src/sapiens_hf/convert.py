@@ -13,6 +13,7 @@ files written by `pretrain/tools/misc/{pretrain,finetune}_clean_checkpoints.py`.
 
 import difflib
 import io
+import json
 import pickle
 import re
 import zipfile
@@ -26,7 +27,7 @@ from transformers.utils import logging
 from . import modeling_sapiens
 from .configuration_sapiens import SAPIENS_PRESETS, TASK_DEFAULTS, SapiensConfig
 from .image_processing_sapiens import SapiensImageProcessorPil
-from .modeling_sapiens import _infer_grid, convert_position_embeddings
+from .modeling_sapiens import WrongModelError, _infer_grid, convert_position_embeddings
 from .tasks import ENCODER, TASKS, get_task
 
 
@@ -256,6 +257,29 @@ def _is_torchscript(path: Path) -> bool:
 
 # The dtypes original weights come in; others (integers, bool, float8) are refused rather than cast.
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+SAFETENSORS_WEIGHT_DTYPES = {"F32", "F16", "BF16", "F64"}  # the same, as safetensors headers name them
+
+
+def check_saved_weight_dtypes(name_or_path, **hub_kwargs) -> None:
+    """Refuses a transformers folder or Hub repo whose safetensors weights are not floating point (int32, float8,
+    ...): `from_pretrained` would cast them into the float model without a word. Reads the files' headers only, from
+    the folder or the Hugging Face cache (`hub_kwargs`: cache_dir, revision, subfolder, token)."""
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    def file(name):
+        return cached_file(name_or_path, name, _raise_exceptions_for_missing_entries=False,
+                           _raise_exceptions_for_connection_errors=False, **hub_kwargs)
+
+    index = file("model.safetensors.index.json")
+    names = sorted(set(json.loads(Path(index).read_text())["weight_map"].values())) if index else ["model.safetensors"]
+    for path in filter(None, map(file, names)):
+        with safe_open(path, "pt") as weights:
+            for key in weights.keys():
+                dtype = weights.get_slice(key).get_dtype()
+                if dtype not in SAFETENSORS_WEIGHT_DTYPES:
+                    raise WrongModelError(f"Weight {key!r} of {path} is {dtype}, not floating point (F32, F16, BF16, F64): "
+                                     "not a Sapiens model as saved by save_pretrained (was it quantised or damaged?)")
 
 
 def _split_original(state_dict: dict) -> tuple[dict, dict, dict]:

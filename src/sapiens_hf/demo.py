@@ -34,7 +34,9 @@ from .batch.inputs import Frame, Input
 from .batch.writers import FileWriter
 from .image_io import read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
-from .pipelines import WrongModelError, load_task_pipeline
+from .keypoint_formats import FORMAT_NAMES, NATIVE
+from .modeling_sapiens import WrongModelError
+from .pipelines import load_task_pipeline
 from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
 from .visualization import segmentation_palette
 
@@ -103,6 +105,9 @@ def build_demo(models: dict, device: str | None = None, detector: str = DEFAULT_
                     detector_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Detector threshold")
                     keypoint_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Keypoint threshold (drawn and "
                                                    "counted above it)", elem_id="keypoint-threshold")
+                    keypoint_format = gr.Dropdown(list(FORMAT_NAMES), value=NATIVE, elem_id="keypoint-format",
+                                                  label="Keypoint format (the model's own, or by name: COCO 17, "
+                                                  "COCO-WholeBody 133, OpenPose 18)")
                 flip_names = ", ".join(task.name for task in PIPELINE_TASKS.values() if task.flip_test)
                 flip_test = gr.Checkbox(label=f"Flip test: average with the mirrored image ({flip_names})",
                                         elem_id="flip-test")
@@ -113,7 +118,8 @@ def build_demo(models: dict, device: str | None = None, detector: str = DEFAULT_
                                      elem_id="results")
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
-        inputs = [upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test]
+        inputs = [upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test,
+                  keypoint_format]
         run.click(app.respond, inputs, [gallery, legend, downloads, status])
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return (blocks, app) if return_app else blocks
@@ -133,7 +139,8 @@ class DemoApp:
         self.results_root = Path(tempfile.mkdtemp(prefix="sapiens-hf-demo-"))
         atexit.register(shutil.rmtree, self.results_root, True)
 
-    def respond(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test):
+    def respond(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test,
+                keypoint_format=NATIVE):
         """The page's outputs: the gallery (input, then one picture per task), the segmentation legend, the
         downloads and the status line (timings, or what went wrong)."""
         import gradio as gr
@@ -141,7 +148,7 @@ class DemoApp:
         try:
             with self.lock:
                 return self.predict(upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold,
-                                    flip_test)
+                                    flip_test, keypoint_format)
         except DemoError as error:
             message = str(error)
         except Exception as error:  # noqa: BLE001  (shown in the page; the traceback goes to the log)
@@ -159,7 +166,8 @@ class DemoApp:
                 print(f"sapiens-hf demo: loading the person detector {self.detector} ...", flush=True)
                 pipe._resolve_detector(self.detector)
 
-    def predict(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test):
+    def predict(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test,
+                keypoint_format=NATIVE):
         """Reads the upload once, then runs, draws and saves each chosen task in turn; raises on the first problem."""
         import gradio as gr
 
@@ -179,6 +187,12 @@ class DemoApp:
             kwargs = dict(pose_kwargs) if task.top_down else {}
             if flip_test and task.flip_test:
                 kwargs["flip_test"] = True
+            if task.top_down and keypoint_format != NATIVE:
+                try:  # refused before the model runs
+                    pipe.keypoint_conversion(keypoint_format)
+                except ValueError as error:
+                    raise DemoError(f"Keypoint format: {error}") from None
+                kwargs["keypoint_format"] = keypoint_format
             predicted = time.perf_counter()
             result = pipe(image, **kwargs)
             timings.append(f"{task.name} {time.perf_counter() - predicted:.2f} s"

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .configuration_sapiens import SapiensConfig
-from .modeling_sapiens import flip_back
-from .runtime import DTYPES, ExportedModel, read_manifest
+from .modeling_sapiens import WrongModelError, flip_back
+from .runtime import DTYPES, ExportedModel, is_export_folder, read_manifest
 from .tasks import TASKS
 
 
@@ -37,20 +37,26 @@ class SapiensExportedModel(nn.Module):
     def __init__(self, folder: str | Path, int8: bool = False, trust_remote_code: bool = False, dtype=None):
         super().__init__()
         folder = Path(folder)
-        self.manifest = read_manifest(folder)
+        try:
+            self.manifest = read_manifest(folder)
+        except ValueError as error:  # an export folder, damaged: said as it is (an OSError: not an export folder)
+            raise WrongModelError(str(error)) from None
         self.task = TASKS[self.manifest["task"]]
         if not self.task.has_head:
-            raise ValueError(f"{folder} holds an export of a {self.task.name} model, which no pipeline takes; run it "
+            raise WrongModelError(f"{folder} holds an export of a {self.task.name} model, which no pipeline takes; run it "
                              "with sapiens_hf.runtime.ExportedModel")
         if not (folder / "config.json").is_file():
-            raise OSError(f"{folder} has no config.json, which the pipelines read the labels and sizes from: export the "
+            raise WrongModelError(f"{folder} has no config.json, which the pipelines read the labels and sizes from: export the "
                           "model again")
         if isinstance(dtype, str) and dtype != "auto":
             dtype = getattr(torch, dtype, dtype)
         if dtype not in (None, "auto", self.dtype):
-            raise ValueError(f"{folder} was exported in {self.manifest['dtype']}; export it again with --dtype for "
+            raise WrongModelError(f"{folder} was exported in {self.manifest['dtype']}; export it again with --dtype for "
                              f"{dtype}")
-        self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code)
+        try:
+            self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code)
+        except ValueError as error:  # no int8 graph, an untrusted program, a damaged folder: said as it is
+            raise WrongModelError(str(error)) from None
         self.config = SapiensConfig.from_pretrained(folder)
         self.config.name_or_path = str(folder)
         self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by
@@ -58,7 +64,8 @@ class SapiensExportedModel(nn.Module):
     @classmethod
     def from_pretrained(cls, folder, *, device_map=None, **kwargs):
         """Loads an export folder (keyword arguments as `__init__`); OSError for anything else."""
-        read_manifest(folder)  # first, so that `pipeline()` goes on to the model classes for any other folder
+        if not is_export_folder(folder):  # an OSError, so that `pipeline()` goes on to its other model classes
+            raise OSError(f"{folder} is not a folder written by sapiens-hf export")
         if device_map not in (None, "cpu"):
             raise ValueError(f"An exported model runs on the CPU, not device_map={device_map!r}")
         own = {key: kwargs.pop(key) for key in ("int8", "trust_remote_code", "dtype") if key in kwargs}

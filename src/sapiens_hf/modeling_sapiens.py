@@ -35,6 +35,14 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 from .configuration_sapiens import TASK_DEFAULTS, SapiensConfig
 
 
+class WrongModelError(Exception):
+    """A model that cannot be the one asked for: a checkpoint or export of another task (or without a task head, or
+    in another dtype) where a task model is wanted, weights that are not floating point. Not a
+    ValueError or OSError on purpose: transformers' `pipeline()` tries every candidate model class and folds those into
+    one long "Could not load model ... with any of the following classes" message; this error reaches the user as it
+    is, one line saying what to load instead."""
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Outputs
 # ---------------------------------------------------------------------------------------------------------------
@@ -594,6 +602,7 @@ class SapiensTaskModel(SapiensPreTrainedModel):
 
     def __init__(self, config: SapiensConfig):
         super().__init__(config)
+        self._refuse_another_tasks_head(config)
         defaults = TASK_DEFAULTS[self.task]
         if config.use_cls_token:
             # A pretraining (MAE) config: fine-tune in the original layout — no CLS token, a 1024×768 table and the
@@ -614,6 +623,21 @@ class SapiensTaskModel(SapiensPreTrainedModel):
             dropout=config.decoder_dropout if self.head_dropout else 0.0,
         )
         self.post_init()
+
+    def _refuse_another_tasks_head(self, config: SapiensConfig) -> None:
+        """A config saved from another task's head model (`architectures`) would give this head that task's labels
+        (a pose model's 17 keypoints as 17 segmentation classes) and a new, untrained head: transformers' built-in
+        pipelines would then answer with it. An encoder checkpoint (pretraining, backbone) is what fine-tuning starts
+        from and passes; `architectures=None` passes too, for a new head started from another task's encoder."""
+        saved_as = next((cls for cls in SapiensTaskModel.__subclasses__()
+                         if cls.__name__ == (config.architectures or [None])[0]), None)
+        if saved_as is not None and saved_as.task != self.task:
+            raise WrongModelError(
+                f"This is the configuration of a {saved_as.task} model ({saved_as.__name__}), not of a "
+                f"{type(self).__name__}: load it with {saved_as.__name__} or pipeline(\"sapiens-{saved_as.task}\", ...); "
+                f"to fine-tune a new {self.task} head from its encoder, pass architectures=None, the new head's "
+                f"num_labels and id2label, and ignore_mismatched_sizes=True"
+            )
 
     def get_input_embeddings(self) -> nn.Module:
         return self.model.get_input_embeddings()
@@ -888,6 +912,7 @@ class SapiensForMaskedImageModeling(SapiensPreTrainedModel):
 
 
 __all__ = [
+    "WrongModelError",
     "SapiensPreTrainedModel",
     "SapiensModel",
     "SapiensBackbone",

@@ -24,20 +24,17 @@ from transformers import Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
+from . import keypoint_formats
 from .exported_model import SapiensExportedModel
 from .geometry import check_boxes
 from .image_io import read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
-from .modeling_sapiens import SapiensPoseEstimatorOutput
+from .modeling_sapiens import SapiensPoseEstimatorOutput, WrongModelError
 from .runtime import is_export_folder
 from .tasks import PIPELINE_TASKS, Task, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
-
-
-class WrongModelError(ValueError):
-    """A model of another task, or without a task head, given to a Sapiens pipeline."""
 
 
 class _SapiensPipelineMixin:
@@ -74,18 +71,14 @@ class _SapiensPipelineMixin:
         return super().__call__(inputs, *args, **kwargs)
 
     def _check_model(self) -> None:
-        """Rejects a model of another task: its class, or the task head class it was saved from
-        (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
-        model's 17 keypoints would become 17 segmentation classes), so the class alone does not tell. (An encoder
-        checkpoint, pretraining or backbone, gives a new head to be fine-tuned: the model's own class counts.)"""
-        class_name = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
-        saved_as = task_of_class((self.model.config.architectures or [None])[0])
-        name = saved_as.model_class if saved_as is not None and saved_as.has_head else class_name
+        """Rejects a model of another task by its class. (A task model cannot be built from another task head's
+        checkpoint at all: `SapiensTaskModel` refuses its config. One built from an encoder checkpoint, pretraining
+        or backbone, has a new head to be fine-tuned: its own class counts.)"""
+        model = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
         wanted = self.sapiens_task
-        if class_name == name == wanted.model_class:
+        if model == wanted.model_class:
             return
-        task = task_of_class(name)
-        model = name if name == class_name else f"{class_name} loaded from a {name} checkpoint"
+        task = task_of_class(model)
         if task is not None and task.has_head:
             problem = f'a {task.name} model ({model}); use pipeline("{task.pipeline}", ...) for it'
         elif task is not None and task.encoder_only:
@@ -206,7 +199,9 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices),
     `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
-    `model.config.id2label`.
+    `model.config.id2label`. `keypoint_format=` ("coco", "coco-wholebody", "openpose"; `sapiens_hf.keypoint_formats`)
+    gives the keypoints in that format instead (by keypoint name; points the model lacks are NaN with score 0), and
+    each person's `keypoint_format` names it.
     """
 
     crops_at_once = 8  # person crops made at a time (a 1024×768 crop is 19 MB): memory stays bounded per image
@@ -238,8 +233,11 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         flip_test=None,
         kernel_size=None,
         threshold=None,
+        keypoint_format=None,
     ):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
+        if keypoint_format is not None:  # refused here, before any image is read
+            postprocess_params["conversion"] = self.keypoint_conversion(keypoint_format)
         if timeout is not None:
             preprocess_params["timeout"] = timeout
         if detector is not None:
@@ -255,6 +253,14 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         if threshold is not None:
             postprocess_params["threshold"] = check_number(threshold, "threshold")
         return preprocess_params, forward_params, postprocess_params
+
+    def keypoint_conversion(self, keypoint_format: str):
+        """The `keypoint_formats.Conversion` from this model's keypoints (by their names, `config.id2label`) to
+        `keypoint_format`; None for "native". A `KeypointFormatError` for a format the model's keypoints cannot
+        give."""
+        config = self.model.config
+        names = [config.id2label[index] for index in range(config.num_labels)]
+        return keypoint_formats.conversion(names, keypoint_format)
 
     def _resolve_detector(self, detector):
         if not isinstance(detector, str):
@@ -335,11 +341,13 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
                 "scores": torch.stack([person["scores"] for person in people]),
                 "box": model_inputs["box"], "box_score": model_inputs["box_score"], "is_last": model_inputs["is_last"]}
 
-    def postprocess(self, all_outputs, threshold=None):
+    def postprocess(self, all_outputs, threshold=None, conversion=None):
         people = []
         for output in all_outputs:
             person = {"keypoints": output["keypoints"][0], "scores": output["scores"][0],
                       "labels": torch.arange(output["keypoints"].shape[1]), "bbox_xywh": output["box"][0].float()}
+            if conversion is not None:  # another keypoint format: missing points NaN, score 0
+                person = conversion.person(person)
             if threshold is not None:  # as post_process_pose_estimation(threshold=)
                 keep = person["scores"] > threshold
                 person.update({key: person[key][keep] for key in ("keypoints", "scores", "labels")})

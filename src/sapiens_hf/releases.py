@@ -458,6 +458,8 @@ def _convert_into(entry: Path, path: Path, task: str | None, num_attention_heads
 
 # Arguments of `from_pretrained` that say which original file to convert; the folder's own load does not take them.
 _SOURCE_KWARGS = ("filename", "revision", "force_download")
+# Arguments of `from_pretrained` that say where a folder's files are.
+_HUB_KWARGS = ("cache_dir", "revision", "subfolder", "token")
 
 
 def resolve_original_name(name_or_path, kwargs: dict, task: str | None = None):
@@ -480,7 +482,7 @@ def resolve_original_name(name_or_path, kwargs: dict, task: str | None = None):
     return str(folder)
 
 
-def _hook(cls, task_of) -> None:
+def _hook(cls, task_of, weights_checked: bool = False) -> None:
     """Wraps `cls.from_pretrained` so that an original release loads from its converted folder (and is named after
     the release, which a later push gives as the base model). Idempotent."""
     function = inspect.getattr_static(cls, "from_pretrained").__func__
@@ -490,6 +492,10 @@ def _hook(cls, task_of) -> None:
     def from_pretrained(klass, pretrained_model_name_or_path, *args, **kwargs):
         name = resolve_original_name(pretrained_model_name_or_path, kwargs, task_of(klass))
         loaded = function(klass, name, *args, **kwargs)
+        if weights_checked:  # after the load, which found (or downloaded) the files whose headers are read
+            from .convert import check_saved_weight_dtypes
+
+            check_saved_weight_dtypes(name, **{key: kwargs[key] for key in _HUB_KWARGS if kwargs.get(key)})
         if name != pretrained_model_name_or_path:
             for obj in (loaded[0] if isinstance(loaded, tuple) else loaded, getattr(loaded, "config", None)):
                 if hasattr(obj, "name_or_path"):
@@ -516,7 +522,7 @@ def install_hooks() -> None:
         task = task_of_class(model_class.__name__)
         return task.name if task else None
 
-    _hook(SapiensPreTrainedModel, class_task)
+    _hook(SapiensPreTrainedModel, class_task, weights_checked=True)
     _hook(AutoConfig, lambda _: None)
     _hook(AutoImageProcessor, lambda _: None)
 

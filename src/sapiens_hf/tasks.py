@@ -99,6 +99,20 @@ class Task:
     def records_document(self, records: list[dict], model_config) -> dict:
         raise NotImplementedError(f"The {self.name} task writes no records file")
 
+    # --- people followed through a video (`tracking.PersonTracker`; a top-down task's) -------------------------------
+    def track(self, tracker, result, time: float) -> tuple[object, dict]:
+        """A video frame's result (at `time` seconds) with its people's track ids (and smoothed points, if the
+        tracker smooths), and what `replay` needs besides the frame's `record` to feed the tracker again."""
+        raise NotImplementedError(f"The {self.name} task follows no people")
+
+    def replay(self, tracker, kept: dict, time: float) -> None:
+        """Feeds `tracker` a recorded frame (its `record` and `track`'s extra) as `track` fed it."""
+        raise NotImplementedError(f"The {self.name} task follows no people")
+    def results_list(self, document: dict) -> list | None:
+        """A second view of `records_document` written beside it as `<records file stem>_results.json` (pose: the
+        COCO results list), if any."""
+        return None
+
     # --- dense training (`training.dense_data`) ---------------------------------------------------------------------
     output_channels: int | None = None  # a dense head of fixed width (depth 1, normals 3); None: one per label
     target_argument: str = ""  # the image processor's argument for this task's training targets
@@ -165,12 +179,42 @@ class PoseTask(Task):
         """The COCO image and annotations of one image, without the ids (numbered in the document)."""
         from .coco import person_annotation
 
-        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result]}
+        formats = {person["keypoint_format"] for person in result if "keypoint_format" in person}
+        return {"image": image, "annotations": [person_annotation(person, keypoint_threshold) for person in result],
+                **({"keypoint_format": formats.pop()} if formats else {})}
 
     def records_document(self, records, model_config):
         from .coco import keypoints_document
 
         return keypoints_document(records, model_config)
+
+    # A person is followed by its box (given or detected; its detector score, 1 for a given box). Smoothing filters
+    # its keypoints as predicted, to 1/1000 pixel as keypoints.json writes them: what the record keeps
+    # (`raw_keypoints`, besides the smoothed ones) to feed a resumed run's filters exactly the same values.
+    def track(self, tracker, result, time):
+        import torch
+
+        boxes, scores = self._tracked_boxes([person["bbox_xywh"].tolist() for person in result],
+                                            [person["bbox_score"] for person in result])
+        raw = [np.round(person["keypoints"].double().numpy(), 3).tolist() for person in result] if tracker.smoothing else None
+        ids, smoothed = tracker.update(boxes, scores, time, raw)
+        people = [{**person, "track_id": track_id} for person, track_id in zip(result, ids)]
+        for person, points in zip(people, smoothed if smoothed is not None else []):
+            person["keypoints"] = torch.as_tensor(points, dtype=person["keypoints"].dtype)
+        return people, ({"raw_keypoints": raw} if raw is not None else {})
+
+    def replay(self, tracker, kept, time):
+        annotations = kept["annotations"]
+        boxes, scores = self._tracked_boxes([a["bbox"] for a in annotations], [a["bbox_score"] for a in annotations])
+        tracker.update(boxes, scores, time, kept.get("raw_keypoints"))
+
+    @staticmethod
+    def _tracked_boxes(boxes, scores):
+        return boxes, [1.0 if score is None else score for score in scores]
+    def results_list(self, document):
+        from .coco import results_list
+
+        return results_list(document)
 
     def prepare(self, processor, image):
         from .geometry import check_boxes

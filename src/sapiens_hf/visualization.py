@@ -6,6 +6,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from .keypoint_formats import keypoint_format
 from .metadata import KEYPOINT_SET_BY_COUNT, SEGMENTATION_PALETTE, keypoint_set
 
 
@@ -35,7 +36,8 @@ def draw_keypoints(
     thickness: int | None = None,
     draw_boxes: bool = True,
 ) -> PIL.Image.Image:
-    """Draws each person's skeleton (links and keypoints in the colours of the released keypoint set) and box.
+    """Draws each person's skeleton (links and keypoints in the colours of the released keypoint set, or of the
+    person's `keypoint_format` where the pipeline converted it) and box.
 
     Args:
         image: the image the keypoints refer to.
@@ -58,7 +60,11 @@ def draw_keypoints(
         full[labels] = keypoints
         visible = np.zeros(count, dtype=bool)
         visible[labels] = (scores > keypoint_threshold) & np.isfinite(keypoints).all(axis=1)
-        if count in KEYPOINT_SET_BY_COUNT:
+        if person.get("keypoint_format") is not None:  # converted (keypoint_formats): that format's skeleton
+            converted = keypoint_format(person["keypoint_format"])
+            links, link_colors = converted.skeleton_links, converted.link_colors
+            keypoint_colors = converted.keypoint_colors
+        elif count in KEYPOINT_SET_BY_COUNT:
             released = keypoint_set(count)
             links, link_colors = released["skeleton_links"], released["link_colors"]
             keypoint_colors = released["keypoint_colors"]
@@ -68,6 +74,9 @@ def draw_keypoints(
             x, y, width, height = _numpy(person["bbox_xywh"])
             cv2.rectangle(canvas, (round(x), round(y)), (round(x + width), round(y + height)), _BOX_COLOR, thickness,
                           cv2.LINE_AA)
+            if person.get("track_id") is not None:  # a person followed through a video: its id over the box
+                cv2.putText(canvas, f"#{person['track_id']}", (round(x) + thickness, round(y) + 4 * radius + thickness),
+                            cv2.FONT_HERSHEY_SIMPLEX, radius / 5, _BOX_COLOR, thickness, cv2.LINE_AA)
         for (start, end), color in zip(links, link_colors):
             if visible[start] and visible[end]:
                 points = [tuple(round(v) for v in full[index]) for index in (start, end)]

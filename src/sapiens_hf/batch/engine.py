@@ -155,12 +155,13 @@ def predict_files(pipe, inputs: list, writer, record, batch_size: int, call_kwar
     from tqdm.auto import tqdm
 
     engine = Engine(pipeline_predictor(pipe, batch_size=batch_size, **call_kwargs), writer, record, batch_size)
-    total = sum(entry.frames for entry in inputs)
-    with tqdm(total=total, desc=f"sapiens {writer.task.name}", unit="image", disable=quiet) as bar:
+    total = sum(len(entry.indices) for entry in inputs)  # a video's frames after --frame-stride: the ETA's basis
+    with tqdm(total=total, desc=f"sapiens {writer.task.name}", unit="frame", disable=quiet) as bar:
+        bar.update(sum(len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done))
         with signals_interrupt():  # also during the clean-up, where a second signal is ignored
             record.open()
             try:
-                engine.run(frame_events(inputs, record.done), bar)
+                engine.run(frame_events(inputs, record.done, record.frames_done), bar)
             finally:
                 if writer.records_path is not None:
                     writer.write_records(record.kept_in_order([entry.name for entry in inputs]), pipe.model.config)
@@ -181,9 +182,11 @@ class Preparer:
         return {task.name: task.prepare(processor, image) for task, processor in self.processors.items()}
 
 
-def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[int, int] | None) -> list[dict]:
+def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[int, int] | None,
+                 conversion=None) -> list[dict]:
     """The rows of a batch of images: every task's model on the batch, post-processed per image by the task's image
-    processor (`Task.post_process`, as the pipelines do) into the task's columns (`Task.row`)."""
+    processor (`Task.post_process`, as the pipelines do) into the task's columns (`Task.row`); a top-down task's
+    people in the keypoint format of `conversion` (`keypoint_formats.Conversion`) if given, as its pipeline does."""
     import torch
 
     rows = [{"id": item.id, "index": item.index, "height": item.size[0], "width": item.size[1]} for item in items]
@@ -198,6 +201,8 @@ def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[i
         results = getattr(pipe.image_processor, task.post_process)(
             output, **task.post_process_arguments(prepared, sizes, dense_sizes))
         for row, result in zip(rows, results):
+            if task.top_down and conversion is not None:
+                result = [conversion.person(person) for person in result]
             row.update(task.row(result, pipe.model.config))
     return rows
 
@@ -209,11 +214,12 @@ def _unbatched(item):
 def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chunk_size: int = 128,
              dense_size: tuple[int, int] | None = (256, 192), dtype: str | None = None, workers: int | None = None,
              device: str | None = None, config_overrides: dict | None = None, overwrite: bool = False,
-             quiet: bool = False, push_to_hub: str | None = None) -> dict:
+             quiet: bool = False, push_to_hub: str | None = None, keypoint_format: str = "native") -> dict:
     """Annotates every input of `source` (`inputs.FileSource` / `DatasetSource`) with each task's model
     (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings.
     Returns `{"rows", "errors", "seconds", "images_per_second", "processes"}` (over this run's work, all
-    processes)."""
+    processes). `keypoint_format`: the pose keypoints' format (`keypoint_formats`; a `KeypointFormatError` once the
+    pose model is loaded if its keypoints cannot give it, before anything is written)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -232,12 +238,14 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
                 "model_files": {task.name: model_identity(models[task.name]) for task in tasks},
                 "input": source.describe(),
                 "dtype": dtype, "batch_size": batch_size, "chunk_size": chunk_size, "config": config_overrides or {},
-                "dense_size": list(dense_size) if dense_size else "image"}
+                "dense_size": list(dense_size) if dense_size else "image", "keypoint_format": keypoint_format}
     if accelerator.is_main_process:
         writer.check(settings, overwrite)  # before the models load
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,
                                           dtype=dtype and getattr(torch, dtype), **(config_overrides or {}))
                  for task in tasks}
+    conversion = next((pipe.keypoint_conversion(keypoint_format) for task, pipe in pipelines.items() if task.top_down),
+                      None)
     if accelerator.is_main_process:
         writer.start(_manifest(settings, pipelines), overwrite)
     accelerator.wait_for_everyone()
@@ -250,7 +258,7 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     workers = worker_count(workers, accelerator.device.type == "cpu", accelerator.num_processes)
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=workers, collate_fn=_unbatched,
                                          prefetch_factor=2 * batch_size if workers else None)
-    engine = Engine(lambda items: predict_rows(pipelines, items, dense_size), writer, record, batch_size,
+    engine = Engine(lambda items: predict_rows(pipelines, items, dense_size, conversion), writer, record, batch_size,
                     within_units=True)
     start = time.perf_counter()
     with tqdm(desc=f"annotate [{accelerator.process_index}]", unit="image", position=accelerator.process_index,

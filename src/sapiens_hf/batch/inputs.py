@@ -2,7 +2,8 @@
 of `predict`, a chunk of `annotate`), items that could not be read (their `error` set) and a `UnitEnd` after the last
 item of each unit.
 
-`predict` reads images and videos given directly or found in folders, frame by frame, in the main process.
+`predict` reads images and videos given directly or found in folders, frame by frame (every `frame_stride`-th frame
+of a video; those an interrupted run finished skipped without being converted), in the main process.
 `annotate` reads image files (folders searched recursively, sorted, or a list file) or a `datasets` dataset (a Hub id
 or a local imagefolder/parquet folder, streamed or not) as one sequence in a fixed order, cut into chunks of
 `chunk_size` consecutive items. A chunk is the unit of work and of output: one process (and in it one DataLoader
@@ -89,10 +90,16 @@ class Input:
     file: Path
     name: str  # output name: the path relative to its folder argument, without suffix
     frames: int = 1
+    frame_stride: int = 1  # a video's frames predicted: every frame_stride-th, from the first
 
     @property
     def is_video(self) -> bool:
         return self.file.suffix.lower() in VIDEO_SUFFIXES
+
+    @property
+    def indices(self) -> range | list[None]:
+        """The frames predicted (as announced by the video's header), `[None]` for a still image."""
+        return range(0, self.frames, self.frame_stride) if self.is_video else [None]
 
 
 @dataclass
@@ -108,12 +115,13 @@ class Frame:
         return self.source.name
 
 
-def collect_inputs(paths: list[str], exclude: Path | None = None) -> tuple[list[Input], list[tuple[str, str]]]:
+def collect_inputs(paths: list[str], exclude: Path | None = None,
+                   frame_stride: int = 1) -> tuple[list[Input], list[tuple[str, str]]]:
     """Every image/video given directly or found in a folder (see `find_files`), with its frame count, and
     (path, reason) for arguments that do not exist. Output names keep sub-folders."""
     found, missing = find_files(paths, IMAGE_SUFFIXES | VIDEO_SUFFIXES, exclude)
-    inputs = [Input(file, file.stem if folder is None else file.relative_to(folder).with_suffix("").as_posix())
-              for file, folder in found]
+    inputs = [Input(file, file.stem if folder is None else file.relative_to(folder).with_suffix("").as_posix(),
+                    frame_stride=frame_stride) for file, folder in found]
     for entry in inputs:
         entry.frames = count_frames(entry)
     return inputs, [(argument, "no such file or folder") for argument in missing]
@@ -140,8 +148,9 @@ def count_frames(entry: Input) -> int:
     return max(frames, 0)
 
 
-def read_frames(entry: Input):
-    """Yields the frames of an image (one, index None) or a video; raises ValueError for an unreadable file."""
+def read_frames(entry: Input, skip: set[int] = frozenset()):
+    """Yields the frames of an image (one, index None) or a video (every `entry.frame_stride`-th but those in
+    `skip`: passed over undecoded to RGB); raises ValueError for an unreadable file."""
     if not entry.is_video:  # an oversized file is refused from its header, before it is decoded
         yield Frame(entry, None, read_image(entry.file, max_pixels=DEFAULT_MAX_IMAGE_PIXELS))
         return
@@ -150,11 +159,12 @@ def read_frames(entry: Input):
         raise ValueError("OpenCV cannot open this video")
     fps, index = capture.get(cv2.CAP_PROP_FPS), 0
     try:
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            yield Frame(entry, index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), fps)
+        while capture.grab():
+            if index % entry.frame_stride == 0 and index not in skip:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    break
+                yield Frame(entry, index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), fps)
             index += 1
     finally:
         capture.release()
@@ -162,16 +172,16 @@ def read_frames(entry: Input):
         raise ValueError("the video has no readable frames")
 
 
-def frame_events(inputs: list[Input], done: set[str]):
-    """The frames of the inputs not `done`, a read error (unreadable or truncated file) as a last failed frame, and
-    a `UnitEnd` after each input (alone for a done one)."""
+def frame_events(inputs: list[Input], done: set[str], frames_done: Callable[[str], set[int]] = lambda name: set()):
+    """The frames of the inputs not `done` (of a video, those not in `frames_done(name)`), a read error (unreadable
+    or truncated file) as a last failed frame, and a `UnitEnd` after each input (alone for a done one)."""
     for entry in inputs:
         if entry.name not in done:
             try:
-                yield from read_frames(entry)
+                yield from read_frames(entry, frames_done(entry.name))
             except Exception as error:  # noqa: BLE001  (the input's failure; the run goes on)
                 yield Frame(entry, None, None, error=f"{type(error).__name__}: {error}")
-        yield UnitEnd(entry.name, entry.frames)
+        yield UnitEnd(entry.name, len(entry.indices))
 
 
 # ---------------------------------------------------------------------------------------------------------------

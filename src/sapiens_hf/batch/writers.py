@@ -3,8 +3,10 @@
 `FileWriter`, the files of `sapiens-hf predict` (and the demo's downloads), for each image / video frame: the task's
 machine-readable result (`<name>_seg.png` class-index maps; `<name>_depth.npy`, `<name>_normal.npy` float32 maps;
 video frames under `<name>/frame_NNNNNN`), a visualisation (`<name>_<task>_vis.jpg|png`, `<name>_<task>_vis.mp4` for
-a video) and, for pose, the COCO keypoints.json of every image. Its record is `ProgressFile`,
-`sapiens-hf-<task>-progress.jsonl`.
+a video: H.264, `VideoSegments`) and, for pose, the COCO keypoints.json of every image (video frames with their
+people's track ids). Its record is `ProgressFile`, `sapiens-hf-<task>-progress.jsonl`: a video frame counts as done
+once the segment of the visualisation holding it is written (`.sapiens-hf/predict-<task>-video/<name>/`, removed when
+the video is joined), so a run killed at any point resumes after the last whole segment.
 
 `ShardWriter`, the folder of `sapiens-hf annotate`, readable with `datasets.load_dataset("parquet", data_dir=OUT)`:
 
@@ -24,9 +26,11 @@ imported inside the functions that use them."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +77,11 @@ class ResumeRecord:
     def add(self, unit, value) -> None:
         self._store({"name": unit, "record": value})
 
+    def add_all(self, unit, values: list) -> None:
+        """Keeps several values in one entry: a run stopped while it is stored keeps all of them or none."""
+        if values:
+            self._store({"name": unit, "records": values})
+
     def finish(self, unit, summary: dict) -> None:
         self._store({"done": unit, **summary})
 
@@ -86,6 +95,8 @@ class ResumeRecord:
             self.sources[entry["start"]] = entry.get("source")
         elif "done" in entry:
             self.done.add(entry["done"])
+        elif "records" in entry:
+            self.kept.setdefault(entry["name"], []).extend(entry["records"])
         else:
             self.kept.setdefault(entry["name"], []).append(entry["record"])
 
@@ -128,7 +139,8 @@ class ProgressFile(ResumeRecord):
         """Rewrites the record without an earlier run's cut line, then appends to it."""
         lines = [{"settings": self.settings}]
         for name, records in self.kept.items():
-            lines += [{"start": name}] + [{"name": name, "record": r} for r in records]
+            source = {"source": self.sources[name]} if self.sources.get(name) is not None else {}
+            lines += [{"start": name, **source}] + [{"name": name, "record": r} for r in records]
             lines += [{"done": name}] if name in self.done else []
         text = "".join(json.dumps(line) + "\n" for line in lines)
         write_atomically(self.path, lambda path: path.write_text(text))
@@ -143,6 +155,20 @@ class ProgressFile(ResumeRecord):
         if self.file is not None:
             self.file.close()
 
+    def continues(self, unit) -> bool:
+        """Whether this run goes on with a video that an earlier run started from the same file (its done frames
+        kept), rather than starting it again."""
+        frames = any("frame" in record for record in self.kept.get(unit, []))
+        return frames and unit not in self.done and self.sources.get(unit) == self.current.get(unit)
+
+    def frames_done(self, unit) -> set[int]:
+        """The frames of a video that this run goes on with (`continues`) that are done."""
+        return {record["frame"] for record in self.kept.get(unit, [])} if self.continues(unit) else set()
+
+    def start(self, unit) -> None:
+        if not self.continues(unit):
+            super().start(unit)
+
     def forget_changed(self) -> list:
         """Units recorded as done from another source than this run's (`current`, `inputs.file_identity`) — another
         file of the same name, or the file changed since: they are done again. Returns them."""
@@ -152,7 +178,9 @@ class ProgressFile(ResumeRecord):
         return changed
 
     def kept_in_order(self, units: list) -> list:
-        return [value for unit in units for value in self.kept.get(unit, [])]
+        """What is kept of the units, in their order and a video's frames in frame order."""
+        return [value for unit in units
+                for value in sorted(self.kept.get(unit, []), key=lambda record: record.get("frame", -1))]
 
 
 class ChunkRecords(ResumeRecord):
@@ -188,56 +216,195 @@ def frame_stem(name: str, frame_index: int | None) -> str:
     return name if frame_index is None else f"{name}/frame_{frame_index:06d}"
 
 
+class VideoSegments:
+    """The visualisation video of one input as browsers play it: H.264 (libx264, which PyAV's wheels bundle in their
+    FFmpeg) in MP4, yuv420p, even width and height (an odd one gets its edge row or column repeated), moov atom first
+    (`+faststart`). Encoded with PyAV in segments of at most `length` frames in `folder`, each written under a
+    temporary name and renamed `FIRST-LAST.mp4` (video frame indices) once whole, so that a kill at any point leaves
+    only whole segments; `join` copies their packets, without encoding again, into the final file. Memory holds one
+    frame and the encoder's state, whatever the video's length. Without B-frames, so that the segments' timestamps
+    simply follow each other."""
+
+    def __init__(self, folder: Path, rate: Fraction, length: int):
+        self.folder, self.rate, self.length = folder, rate, length
+        self.container = self.stream = None
+        self.first: int | None = None
+        self.pending: list = []  # what is kept of the open segment's frames, recorded once it is written
+
+    @staticmethod
+    def _span(path: Path) -> tuple[int, int] | None:
+        match = re.fullmatch(r"(\d{6,})-(\d{6,})", path.stem)
+        return (int(match[1]), int(match[2])) if match and path.suffix == ".mp4" else None
+
+    def files(self) -> list[Path]:
+        found = [path for path in self.folder.glob("*.mp4") if self._span(path)] if self.folder.is_dir() else []
+        return sorted(found, key=self._span)
+
+    def keep_only(self, done: set[int]) -> None:
+        """Removes the segments with frames not recorded as done (renamed just before a kill, or of an earlier start
+        of the video) and any half-written one."""
+        for path in self.files():
+            if self._span(path)[1] not in done:
+                path.unlink()
+        self._temporary().unlink(missing_ok=True)
+
+    def _temporary(self) -> Path:
+        return self.folder / ".open.mp4.tmp"
+
+    def add(self, index: int, image, kept) -> list:
+        """Encodes a frame (`(H, W, 3)` uint8 RGB); returns what is kept of the frames of the segment that it
+        completes, else []."""
+        import av
+        import numpy as np
+
+        image = np.asarray(image)
+        image = np.pad(image, ((0, image.shape[0] % 2), (0, image.shape[1] % 2), (0, 0)), mode="edge")
+        if self.container is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.container = av.open(str(self._temporary()), mode="w", format="mp4")
+            self.stream = self.container.add_stream("libx264", rate=self.rate)
+            self.stream.height, self.stream.width = image.shape[:2]
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": "23", "preset": "veryfast", "x264-params": "bframes=0"}
+            self.first = index
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = len(self.pending)
+        self.container.mux(self.stream.encode(frame))
+        self.pending.append((index, kept))
+        return self.commit() if len(self.pending) == self.length else []
+
+    def commit(self) -> list:
+        """Ends the open segment, if any, and renames it whole; returns what is kept of its frames."""
+        if self.container is None:
+            return []
+        self.container.mux(self.stream.encode())
+        self.container.close()
+        last = self.pending[-1][0]
+        os.replace(self._temporary(), self.folder / f"{self.first:06d}-{last:06d}.mp4")
+        kept, self.pending, self.container = [value for _, value in self.pending], [], None
+        return kept
+
+    def discard(self) -> None:
+        """Drops the open segment (an interrupted run: its frames are predicted again when the run resumes)."""
+        if self.container is not None:
+            self.container.close()
+            self.container, self.pending = None, []
+        self._temporary().unlink(missing_ok=True)
+
+    def join(self, path: Path) -> None:
+        """Writes the segments' packets one after the other into `path` (atomically)."""
+        import av
+
+        files = self.files()
+
+        def write(temporary: Path) -> None:
+            with av.open(str(temporary), mode="w", format="mp4", options={"movflags": "+faststart"}) as output:
+                stream, offset = None, 0
+                for file in files:
+                    with av.open(str(file)) as segment:
+                        source = segment.streams.video[0]
+                        stream = stream or output.add_stream_from_template(source)
+                        end = offset
+                        for packet in segment.demux(source):
+                            if packet.dts is None:  # the demuxer's empty packet at the end
+                                continue
+                            packet.pts, packet.dts = packet.pts + offset, packet.dts + offset
+                            end = max(end, packet.pts + packet.duration)
+                            packet.stream = stream
+                            output.mux(packet)
+                        offset = end
+
+        if files:
+            write_atomically(path, write)
+
+    def remove(self, root: Path) -> None:
+        """Removes the segments' folder, and its parents up to `root` left empty."""
+        if not self.folder.is_dir():  # a still image's, or removed already
+            return
+        for path in self.files():
+            path.unlink()
+        for parent in [self.folder, *self.folder.parents]:  # only folders left empty: nothing but segments removed
+            if parent == root or any(parent.iterdir()):
+                break
+            parent.rmdir()
+
+
 class FileWriter:
     """Writes each image's / video frame's result files (see the module's docstring) into `folder`; the task's
     records (pose: keypoints.json, or `records_name`) are written by `write_records`. A failed input is reported in
-    `failures` and not finished, so a resumed run redoes it."""
+    `failures` and not finished, so a resumed run redoes it.
 
-    def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None):
+    Video frames: every `frame_stride`-th is predicted (the visualisation's frame rate divided as much); a top-down
+    task's people get track ids (`tracking.PersonTracker`, `Task.track`; `smoothing`: their keypoints filtered per
+    track), and each frame is recorded in `record` (`ProgressFile`) when the visualisation segment holding it is
+    written. A video that `record` goes on with rebuilds its tracker from the recorded frames."""
+
+    segment_frames = 64  # frames per visualisation segment: the most that a killed run predicts again
+
+    def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None,
+                 frame_stride: int = 1, smoothing=None, record: ProgressFile | None = None):
         self.task, self.folder, self.keypoint_threshold = task, folder, keypoint_threshold
         self.records_path = folder / (records_name or task.records_file) if task.records_file else None
-        self.videos: dict = {}
+        self.frame_stride, self.smoothing, self.record = frame_stride, smoothing, record
+        self.videos: dict = {}  # per video being written: its segments and tracker
+        # The task's second view of the records (pose: the COCO results list), named after the records file.
+        self.results_path = None if self.records_path is None else self.records_path.with_name(
+            f"{self.records_path.stem}_results.json")
         self.failed: set[str] = set()
         self.failures: list[tuple[str, str]] = []
         self.written = 0
 
     def planned(self, entry) -> list[Path]:
         """The files that an input writes (for a video, with its announced frame count)."""
-        frames = range(entry.frames) if entry.is_video else [None]
-        results = [self.task.result_path(self.folder, frame_stem(entry.name, index)) for index in frames]
+        results = [self.task.result_path(self.folder, frame_stem(entry.name, index)) for index in entry.indices]
         return [self.task.visual_path(self.folder, entry.name, entry.is_video)] + [path for path in results if path]
 
     def write(self, frame, result) -> dict | None:
-        """Writes the files of one prediction; returns what the task's records keep of it."""
-        import cv2
-        import numpy as np
-
+        """Writes the files of one prediction; returns what the task's records keep of an image (a video frame's is
+        recorded with its segment)."""
+        video = None if frame.index is None else self._video(frame)
+        extra = {}
+        if video is not None and video["tracker"] is not None:
+            result, extra = self.task.track(video["tracker"], result, frame.index / video["fps"])
         target = self.task.result_path(self.folder, frame_stem(frame.source.name, frame.index))
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.task.save_result(result, target)
         visual = self.task.visualize(frame.image, result, self.keypoint_threshold)
-        if frame.index is None:
+        height, width = frame.image.shape[:2]
+        image = {"file_name": str(frame.source.file), "height": height, "width": width}
+        if video is None:
             path = self.task.visual_path(self.folder, frame.source.name)
             path.parent.mkdir(parents=True, exist_ok=True)
             visual.save(path)
-        else:
-            self._video(frame.source.name, visual.size, frame.fps).write(
-                cv2.cvtColor(np.asarray(visual), cv2.COLOR_RGB2BGR)
-            )
+            self.written += 1
+            return self.task.record(result, image, self.keypoint_threshold)
+        record = self.task.record(result, {**image, "frame": frame.index}, self.keypoint_threshold) or {}
+        self.record.add_all(frame.source.name, video["segments"].add(frame.index, visual,
+                                                                      {"frame": frame.index, **record, **extra}))
         self.written += 1
-        height, width = frame.image.shape[:2]
-        image = {"file_name": str(frame.source.file), "height": height, "width": width}
-        return self.task.record(result, image if frame.index is None else {**image, "frame": frame.index},
-                                self.keypoint_threshold)
+        return None
 
-    def _video(self, name: str, size: tuple[int, int], fps: float):
-        import cv2
+    def _segments(self, name: str, rate: Fraction = Fraction(25)) -> VideoSegments:
+        folder = self.folder / STATE_DIR / f"predict-{self.task.file_tag}-video" / name
+        return VideoSegments(folder, rate, self.segment_frames)
 
+    def _video(self, frame) -> dict:
+        """The state of the video of `frame`, started at its first frame in this run: its segments (those of frames
+        not recorded as done removed) and tracker (fed the recorded frames again, in order)."""
+        name = frame.source.name
         if name not in self.videos:
-            path = self.task.visual_path(self.folder, name, video=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.videos[name] = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, size)
+            from ..tracking import PersonTracker
+
+            fps = frame.fps if math.isfinite(frame.fps) and frame.fps > 0 else 25.0  # a header without one
+            rate = Fraction(fps / self.frame_stride).limit_denominator(1001000)
+            done = sorted(self.record.kept.get(name, []) if self.record else [], key=lambda kept: kept["frame"])
+            segments = self._segments(name, rate)
+            segments.keep_only({kept["frame"] for kept in done})
+            tracker = PersonTracker(float(rate), self.smoothing) if self.task.top_down else None
+            for kept in done if tracker is not None else []:
+                self.task.replay(tracker, kept, kept["frame"] / fps)
+            self.videos[name] = {"segments": segments, "tracker": tracker, "fps": fps}
         return self.videos[name]
 
     def fail(self, frame, error: str) -> None:
@@ -246,19 +413,27 @@ class FileWriter:
         self.failures.append((where, error))
 
     def finish(self, name: str) -> dict | None:
-        """Closes the visualisation video of an input, if any; the input is done unless it failed."""
+        """Writes the last segment of a video and joins its segments into the visualisation video (their folder
+        removed once the video is done); the input is done unless it failed."""
         video = self.videos.pop(name, None)
-        if video is not None:
-            video.release()
-        return None if name in self.failed else {}
+        segments = video["segments"] if video is not None else self._segments(name)
+        self.record.add_all(name, segments.commit())
+        segments.join(self.task.visual_path(self.folder, name, video=True))
+        if name in self.failed:
+            return None  # the segments stay for the frames done; a resumed run predicts the others
+        segments.remove(self.folder)
+        return {}
 
     def close(self) -> None:
         for name in list(self.videos):
-            self.videos.pop(name).release()
+            self.videos.pop(name)["segments"].discard()
 
     def write_records(self, records: list[dict], model_config) -> None:
         document = self.task.records_document(records, model_config)
         write_atomically(self.records_path, lambda path: path.write_text(json.dumps(document)))
+        results = self.task.results_list(document)
+        if results is not None:
+            write_atomically(self.results_path, lambda path: path.write_text(json.dumps(results)))
 
 
 # ---------------------------------------------------------------------------------------------------------------

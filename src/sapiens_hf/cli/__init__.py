@@ -3,7 +3,8 @@ shards (`annotate`), and checkpoint conversion, e.g.
 `sapiens-hf predict --task pose --model facebook/sapiens-pose-0.3b photo.jpg clips/ --output out/` or
 `sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose`. This module
 holds the entry point (`main`, the parser, the checks of the arguments alone) and the `convert` command; `predict`'s
-checks and messages are in `predict`, the error plumbing in `errors`; both batch commands run on `sapiens_hf.batch`.
+checks and messages are in `predict`, `evaluate`'s in `evaluate` (the evaluation is `sapiens_hf.evaluation`'s), the
+error plumbing in `errors`; both batch commands run on `sapiens_hf.batch`.
 The `annotate` and `demo` commands import their modules when they run: they bring pyarrow and Gradio, which the
 other commands do not need."""
 
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -22,7 +24,10 @@ from .. import __version__, hub
 from .. import convert as conversion
 from ..export import ExportError
 from ..export import export as export_model
+from ..keypoint_formats import FORMAT_NAMES, NATIVE, KeypointFormatError
+from ..modeling_sapiens import WrongModelError
 from ..tasks import TASKS, get_task
+from . import evaluate as evaluating
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
 
@@ -30,6 +35,8 @@ from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging,
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes, resolved when the model is loaded
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the export manifest's names
+KEYPOINT_FORMAT_HELP = ("pose: the model's own keypoints (native, the default) or the same keypoints by name in "
+                        "COCO 17, COCO-WholeBody 133 or OpenPose 18 (docs/keypoint-formats.md)")
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
@@ -81,6 +88,8 @@ def argument_problems(args) -> list[str]:
         problems.append("--batch-size must be at least 1")
     if args.command == "annotate":
         return problems + annotate_problems(args)
+    if args.command == "evaluate":
+        return problems + evaluating.problems(args)
     if args.command != "predict":
         return problems
     if args.model is not None:  # MODEL or TASK=MODEL, as in the other commands
@@ -91,6 +100,18 @@ def argument_problems(args) -> list[str]:
         problems.append(f"--flip-test applies to --task {' and '.join(FLIP_TEST_TASKS)}")
     if args.detector and not TASKS[args.task].top_down:
         problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if args.frame_stride < 1:
+        problems.append("--frame-stride must be at least 1")
+    if args.smooth and not TASKS[args.task].top_down:
+        problems.append(f"--smooth applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    for option, value, allowed in (("--smooth-min-cutoff", args.smooth_min_cutoff, "above 0"),
+                                   ("--smooth-beta", args.smooth_beta, "0 or more")):
+        if value is not None and not args.smooth:
+            problems.append(f"{option} sets the filter of --smooth: add --smooth")
+        elif value is not None and not (math.isfinite(value) and (value > 0 if allowed == "above 0" else value >= 0)):
+            problems.append(f"{option} must be a finite number {allowed}, got {value}")
+    if args.keypoint_format != NATIVE and not TASKS[args.task].top_down:
+        problems.append(f"--keypoint-format applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -102,6 +123,8 @@ def annotate_problems(args) -> list[str]:
         problems.append("--chunk-size must be at least 1")
     if args.workers is not None and args.workers < 0:
         problems.append("--workers must be 0 (decode in the main process) or more")
+    if args.keypoint_format != NATIVE and not any(TASKS[task].top_down for task in args.task):
+        problems.append(f"--keypoint-format applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     if args.device not in (None, "cpu"):
         problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
     unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
@@ -219,12 +242,19 @@ def annotate(args) -> int:
         summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
-                           push_to_hub=args.push_to_hub)
+                           push_to_hub=args.push_to_hub, keypoint_format=args.keypoint_format)
+    except WrongModelError as error:  # a usage error, as in predict
+        raise usage_error([f"annotate: --model does not fit --task: {error}"]) from None
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
-        raise CommandError(EXIT_FAILED, [f"error: annotate: {with_cli_hint(error)}"]) from None
+        code = EXIT_USAGE if isinstance(error, KeypointFormatError) else EXIT_FAILED  # the model cannot give it
+        raise CommandError(code, [f"error: annotate: {with_cli_hint(error)}"]) from None
     return EXIT_FAILED if summary.get("errors") else 0
+
+
+def evaluate(args) -> int:
+    return evaluating.evaluate(args, predict.load_or_explain)
 
 
 def demo(args) -> int:
@@ -258,6 +288,7 @@ EXAMPLES = {
     "convert": """examples:
   sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose
   sapiens-hf convert sapiens_1b_epoch_173_clean.pth out/encoder-1b --push-to-hub me/sapiens-1b""",
+    "evaluate": evaluating.EXAMPLE,
     "demo": """examples:
   sapiens-hf demo
   sapiens-hf demo --model pose=facebook/sapiens-pose-1b --model seg=./my-seg --device cuda --share""",
@@ -304,6 +335,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
     run.add_argument("--detector-threshold", type=float, default=0.3)
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
+    run.add_argument("--frame-stride", type=int, default=1, metavar="N",
+                     help="videos: predict every Nth frame (the first, the N+1th, ...); the visualisation video's frame "
+                          "rate is divided by N")
+    run.add_argument("--smooth", action="store_true",
+                     help="pose on videos: smooth each tracked person's keypoints with the One Euro filter")
+    run.add_argument("--smooth-min-cutoff", type=float, metavar="HZ",
+                     help="--smooth: cutoff frequency at rest (default 1.0; lower: less jitter, more lag)")
+    run.add_argument("--smooth-beta", type=float,
+                     help="--smooth: how fast the cutoff rises with speed in pixels/s (default 0.01; higher: less lag)")
+    run.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)
     run.set_defaults(handler=predict.predict)
 
     notes = command("annotate", "annotate a folder tree, a file list or a datasets dataset into Parquet shards, "
@@ -334,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
+    notes.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
     notes.set_defaults(handler=annotate)
 
@@ -366,6 +408,12 @@ def build_parser() -> argparse.ArgumentParser:
     conversion.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                             help=config_help)
     conversion.set_defaults(handler=convert)
+
+    scoring = command("evaluate", "a model's figures on a labelled set: pose AP on a COCO keypoints file, "
+                      "segmentation mIoU, depth and normal errors on a dataset (docs/metrics.md)")
+    evaluating.add_arguments(scoring, task_model, task_name, PIPELINE_TASK_NAMES, model_help, device_help, dtype_help,
+                             dtype_name, device_name)
+    scoring.set_defaults(handler=evaluate)
 
     web = command("demo", 'a web app for the four tasks on uploaded images (needs Gradio: pip install '
                   '"sapiens-hf[demo]")')

@@ -7,6 +7,7 @@ presents the errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
 from ..convert import check_config_overrides
-from ..pipelines import WrongModelError, load_task_pipeline
+from ..keypoint_formats import NATIVE
+from ..modeling_sapiens import WrongModelError
+from ..pipelines import load_task_pipeline
 from ..tasks import TASKS
+from ..tracking import Smoothing, tracker_identity
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 
 
@@ -73,8 +77,8 @@ def overwrite_problems(writer, inputs: list, record) -> list[str]:
     """Existing files that the run would replace although neither it nor the run it resumes wrote them."""
     existing = [path for entry in inputs if entry.name not in record.kept
                 for path in writer.planned(entry) if path.exists()]
-    if writer.records_path is not None and writer.records_path.exists() and not record.path.is_file():
-        existing.insert(0, writer.records_path)
+    if writer.records_path is not None and not record.path.is_file():
+        existing[:0] = [path for path in (writer.records_path, writer.results_path) if path.exists()]
     problems = [f"{path} exists and this run did not write it (--overwrite replaces it)" for path in existing[:5]]
     if len(existing) > 5:
         problems.append(f"... and {len(existing) - 5} more existing files in {writer.folder}")
@@ -134,22 +138,47 @@ def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
     ]
 
 
+def smoothing(args) -> Smoothing | None:
+    """--smooth's One Euro filter, with the defaults of `tracking.Smoothing` for the values not given."""
+    if not args.smooth:
+        return None
+    given = {"min_cutoff": args.smooth_min_cutoff, "beta": args.smooth_beta}
+    return Smoothing(**{key: value for key, value in given.items() if value is not None})
+
+
+def keypoint_format_check(predictor, keypoint_format: str) -> None:
+    """A --keypoint-format that the model's keypoints cannot give: a usage error once the model is loaded (its
+    keypoint names are in its config), before any image is read."""
+    if keypoint_format == NATIVE:
+        return
+    try:
+        predictor.keypoint_conversion(keypoint_format)
+    except ValueError as error:
+        raise usage_error([f"--keypoint-format {keypoint_format}: {error}"]) from None
+
+
 def run_settings(args) -> dict:
-    """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
-    keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
+    """What makes two runs the same for resuming (the inputs may differ): the options, the model's files and, for a
+    top-down task's videos, the tracker that numbers the people (its ids continue only with the same one)."""
+    keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold",
+            "frame_stride", "keypoint_format")
+    filtering = smoothing(args)
     return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config),
-            "model_files": model_identity(args.model)}
+            "model_files": model_identity(args.model),
+            "smooth": None if filtering is None else dataclasses.asdict(filtering),
+            "tracker": tracker_identity() if TASKS[args.task].top_down else None}
 
 
 def predict(args) -> int:
     output_dir, task = Path(args.output), TASKS[args.task]
-    inputs, missing = collect_inputs(args.inputs, exclude=output_dir)
+    inputs, missing = collect_inputs(args.inputs, exclude=output_dir, frame_stride=args.frame_stride)
     if missing:  # a mistyped path is reported before the model loads
         raise usage_error([f"{path}: {reason}" for path, reason in missing])
     if not inputs:
         raise usage_error([f"no images or videos found (the output folder {output_dir} is never searched)"])
-    writer = FileWriter(task, output_dir, args.keypoint_threshold)
     record = ProgressFile(output_dir, task, run_settings(args))
+    writer = FileWriter(task, output_dir, args.keypoint_threshold, frame_stride=args.frame_stride,
+                        smoothing=smoothing(args), record=record)
     problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
     problems += [p for p in [device_problem(args.device)] if p]
     record.current, changed = {entry.name: file_identity(entry.file) for entry in inputs}, []
@@ -160,12 +189,17 @@ def predict(args) -> int:
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
+    keypoint_format_check(predictor, args.keypoint_format)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     skipped = sum(entry.name in record.done for entry in inputs)
+    continued = {entry.name: len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done}
+    continued = {name: frames for name, frames in continued.items() if frames}
     call_kwargs = {"flip_test": True} if args.flip_test else {}
     if args.detector:
         call_kwargs.update(detector=args.detector, detector_threshold=args.detector_threshold)
+    if args.keypoint_format != NATIVE:
+        call_kwargs["keypoint_format"] = args.keypoint_format
     code = 0
     try:
         predict_files(predictor, inputs, writer, record, args.batch_size, call_kwargs, args.quiet)
@@ -178,6 +212,9 @@ def predict(args) -> int:
         print(f"error: cannot write the results: {error}", file=sys.stderr)
     if skipped:
         print(f"Resumed: skipped {skipped} input(s) finished by an earlier run")
+    if continued:
+        print(f"Resumed: went on with {len(continued)} video(s) after the {sum(continued.values())} frame(s) that an "
+              "earlier run finished")
     if changed:
         listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         print(f"Predicted again {len(changed)} input(s) that the earlier run read from another or a changed file: "

@@ -150,9 +150,9 @@ class DenseTransform:
     def check(self, example: dict) -> None:
         """Raises if the image, target or mask of `example` cannot be read or is invalid (see
         `TransformedDataset.check`)."""
-        self._read(example)
+        self.read(example)
 
-    def _read(self, example: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def read(self, example: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image, target and foreground mask (uint8, 1 = person) with checked shapes and values."""
         image = read_image(example["image"])
         target = read_array(example["target"], f"{self.task.name} target")
@@ -206,7 +206,7 @@ class DenseTransform:
         return target.astype(np.uint8)
 
     def __call__(self, example: dict, rng: np.random.Generator) -> dict:
-        image, target, foreground = self._read(example)
+        image, target, foreground = self.read(example)
         if self.train:
             if self.background_images and rng.random() < self.aug.background_prob:
                 image = self._random_background(image, foreground, rng)
