@@ -32,6 +32,9 @@ setup(
         # The original's exact warps and resizes (uint8 bilinear affine crops, INTER_LINEAR resizes).
         "opencv-python-headless>=4.8",
         "tqdm",
+        # The pointmap task's point clouds (PLY): a small, maintained pure-Python reader/writer over NumPy that writes
+        # binary PLY headers and typed vertex records correctly, rather than a hand-rolled header.
+        "plyfile>=1.0",
     ],
     extras_require={
         # scipy: the pose augmentation's truncated-normal jitter (training/pose_data.py)

@@ -72,9 +72,12 @@ def test_segmentation_equals_transformers(reference, processors):
 
 def test_padded_normals_and_pointmaps_equal_transformers(reference, processors):
     padded, size = processors[1], [reference["image"].shape[:2]]
-    normals = padded.post_process_normal_estimation(
-        Sapiens2NormalEstimatorOutput(normals=torch.from_numpy(reference["normals_raw"])), target_sizes=size)[0]
+    outputs = Sapiens2NormalEstimatorOutput(normals=torch.from_numpy(reference["normals_raw"]))
+    normals = padded.post_process_normal_estimation(outputs, target_sizes=size, unit_length=False)[0]
     np.testing.assert_allclose(normals["normals"].numpy(), reference["normals"], atol=1e-5, rtol=0)
+    unit = padded.post_process_normal_estimation(outputs, target_sizes=size)[0]["normals"]  # the same directions
+    expected = torch.nn.functional.normalize(torch.from_numpy(reference["normals"]), dim=0, eps=1e-8)
+    np.testing.assert_allclose(unit.numpy(), expected.numpy(), atol=1e-5, rtol=0)
     result = padded.post_process_pointmap_estimation(
         Sapiens2PointmapEstimatorOutput(pointmaps=torch.from_numpy(reference["pointmaps_raw"]),
                                         scales=torch.from_numpy(reference["scales"])), target_sizes=size)[0]

@@ -27,13 +27,13 @@ from . import modeling_sapiens
 from .configuration_sapiens import SAPIENS_PRESETS, TASK_DEFAULTS, SapiensConfig
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .modeling_sapiens import _infer_grid, convert_position_embeddings
-from .tasks import ENCODER, TASKS, get_task
+from .tasks import ENCODER, TASKS, V1_TASKS, get_task
 
 
 logger = logging.get_logger(__name__)
 
 # The model class each task converts into (`sapiens_hf.tasks`).
-TASK_TO_CLASS = {name: getattr(modeling_sapiens, task.model_class) for name, task in TASKS.items()}
+TASK_TO_CLASS = {name: getattr(modeling_sapiens, task.model_class) for name, task in V1_TASKS.items()}
 
 # Number of attention heads is not visible in the weights: it comes from the released size with that width.
 HEADS_BY_WIDTH = {preset["hidden_size"]: preset["num_attention_heads"] for preset in SAPIENS_PRESETS.values()}
@@ -336,7 +336,7 @@ def _detect_task(head: dict, decoder: dict) -> str:
     layer's width tells the dense heads of fixed width apart); the encoder's when it holds neither."""
     if decoder:
         return next(task.name for task in TASKS.values() if task.decoder)
-    for task in sorted(TASKS.values(), key=lambda task: task.output_channels is None):  # fixed widths first
+    for task in sorted(V1_TASKS.values(), key=lambda task: task.output_channels is None):  # fixed widths first
         layer = head.get(f"{task.original_head}.weight") if task.original_head else None
         if layer is not None and task.output_channels in (None, layer.shape[0]):
             return task.name

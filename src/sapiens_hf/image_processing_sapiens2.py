@@ -55,7 +55,7 @@ def padded_region(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[i
 def _resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The antialiased bilinear resize of a `(H, W, 3)` uint8 image to `size` (height, width), in uint8: the kernel
     torchvision's `resize` calls."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None]
+    tensor = torch.tensor(image).permute(2, 0, 1)[None]  # a copy: decoded images may be read-only arrays
     resized = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
     return resized[0].permute(1, 2, 0).numpy()
 
@@ -65,7 +65,7 @@ def crop_boxes(image: np.ndarray, center: np.ndarray, scale: np.ndarray, output_
     transformers' `crop_and_resize` (the UDP affine with rotation 0), bilinear where the crop shrinks the image and
     bicubic where it enlarges it, zeros outside."""
     out_width, out_height = output_size
-    source = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    source = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
     height, width = image.shape[:2]
     rows = torch.arange(out_height, dtype=torch.float32)[:, None]
     cols = torch.arange(out_width, dtype=torch.float32)[None, :]
@@ -225,15 +225,17 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
             results.append(segmentation)
         return results
 
-    def post_process_normal_estimation(self, outputs, target_sizes=None, source_sizes=None):
+    def post_process_normal_estimation(self, outputs, target_sizes=None, source_sizes=None, unit_length=True):
         """Surface normals `(3, height, width)` per image: made unit length (eps 1e-8), unpadded and resized to
-        `target_sizes`, as transformers' processor (which does not make them unit length again after the resize:
-        neither does this, so that the two agree)."""
+        `target_sizes`, as transformers' processor and the original demo; then, with `unit_length` (the default),
+        unit length again, since the bilinear resize shortens the vectors where directions change (the result the
+        Sapiens pipelines give; `unit_length=False` returns the original's vectors)."""
         normals = _model_output(outputs, "post_process_normal_estimation")
         target_sizes, source_sizes = self._sizes(target_sizes, source_sizes, len(normals))
         _check_finite(normals, "normals")
         normals = F.normalize(normals, p=2, dim=1, eps=1e-8)
-        return [{"normals": self._resize(*item)} for item in zip(normals, target_sizes, source_sizes)]
+        results = [self._resize(*item) for item in zip(normals, target_sizes, source_sizes)]
+        return [{"normals": F.normalize(item, p=2, dim=0, eps=1e-8) if unit_length else item} for item in results]
 
     def post_process_pointmap_estimation(self, outputs, target_sizes=None, source_sizes=None):
         """Per image `pointmap` `(3, height, width)`: XYZ per pixel in the camera frame, divided by the model's

@@ -204,8 +204,8 @@ class FileWriter:
     def planned(self, entry) -> list[Path]:
         """The files that an input writes (for a video, with its announced frame count)."""
         frames = range(entry.frames) if entry.is_video else [None]
-        results = [self.task.result_path(self.folder, frame_stem(entry.name, index)) for index in frames]
-        return [self.task.visual_path(self.folder, entry.name, entry.is_video)] + [path for path in results if path]
+        results = [path for index in frames for path in self.task.result_paths(self.folder, frame_stem(entry.name, index))]
+        return [self.task.visual_path(self.folder, entry.name, entry.is_video), *results]
 
     def write(self, frame, result) -> dict | None:
         """Writes the files of one prediction; returns what the task's records keep of it."""
