@@ -150,7 +150,7 @@ from pathlib import Path
 import sapiens_hf
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, pipeline
-from sapiens_hf.tasks import TASKS
+from sapiens_hf.tasks import V1_TASKS
 
 config = sapiens_hf.SapiensConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                   decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], image_size=[64, 48])

@@ -440,6 +440,9 @@ def _convert(checkpoint, task: str | None, config_overrides: dict) -> tuple:
     encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
     task = get_task(task).name if task is not None else found
+    if task not in TASK_TO_CLASS:
+        raise ValueError(f"{task} is a Sapiens2 task: its checkpoints (e.g. {TASKS[task].default_checkpoint}) load as "
+                         "they are, with nothing to convert")
     if found in HEAD_TASKS and not TASKS[task].encoder_only and task != found:
         raise ValueError(f"This is a {found} checkpoint; it cannot be converted into a {task} model")
     head, decoder = (head, decoder) if task == found else ({}, {})  # only the checkpoint's own task has them
