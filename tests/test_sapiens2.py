@@ -173,3 +173,25 @@ def test_annotate_columns_of_the_v2_tasks(photos, tmp_path, tiny_model):
     assert (torch.from_numpy(np.load(io.BytesIO(row["normal_npy"]))) - resized).abs().mean() < 0.1
     manifest = json.loads((Path(tmp_path / "out") / ".sapiens-hf" / "annotate.json").read_text())
     assert manifest["models"]["segmentation"]["labels"]["2"] == "Eyeglass"
+
+
+def test_models_lists_every_release_of_both_generations(capsys):
+    from sapiens_hf.releases import LICENCES, ORIGINAL_CHECKPOINTS
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for checkpoint in ORIGINAL_CHECKPOINTS:
+        if checkpoint.format == "pth":
+            assert checkpoint.repo_id in out and (checkpoint.repo_id != "noahcao/sapiens-pose-coco"
+                                                  or Path(checkpoint.filename).name in out)
+    for kind in ("pose", "seg", "normal", "pointmap"):
+        assert all(f"facebook/sapiens2-{kind}-{size}" in out for size in ("0.4b", "0.8b", "1b", "5b"))
+    assert "facebook/sapiens2-matting-1b" in out and "facebook/sapiens2-pretrain-1b-4k" in out
+    assert "CC-BY-NC-4.0" in out and "Sapiens2 License" in out and "Which to pick" in out
+    assert main(["models", "--task", "pose", "--generation", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["model"] for row in rows] == [f"facebook/sapiens2-pose-{size}" for size in ("0.4b", "0.8b", "1b", "5b")]
+    assert {row["licence"] for row in rows} == {LICENCES[2]} and {row["labels"] for row in rows} == {"goliath-308"}
+    with pytest.raises(SystemExit) as exit:
+        main(["models", "--generation", "3"])
+    assert exit.value.code == 2
