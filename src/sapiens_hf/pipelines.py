@@ -407,7 +407,8 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
         config = AutoConfig.from_pretrained(model, **config_overrides)
         family, saved_as = family_of(config), task_of_class((config.architectures or [None])[0])
         if saved_as is not None and saved_as.has_head and saved_as is not task:
-            raise WrongModelError(f"The {task.pipeline} pipeline needs a {task.name} model, got a {saved_as.name} "
+            needed = family.class_name(task) or f"{task.name} model"
+            raise WrongModelError(f"The {task.pipeline} pipeline needs a {needed}, got a {saved_as.name} "
                                   f"model ({family.class_name(saved_as)}); use pipeline(\"{saved_as.pipeline}\", ...) "
                                   "for it")
         try:
