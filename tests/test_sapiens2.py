@@ -195,3 +195,8 @@ def test_models_lists_every_release_of_both_generations(capsys):
     with pytest.raises(SystemExit) as exit:
         main(["models", "--generation", "3"])
     assert exit.value.code == 2
+
+
+def test_export_refuses_a_sapiens2_model_before_loading_it(tiny_model, tmp_path, capsys):
+    assert main(["export", tiny_model("v2-pose"), str(tmp_path / "out"), "--quiet"]) == 2
+    assert "is a Sapiens2 model" in capsys.readouterr().err and not (tmp_path / "out").exists()

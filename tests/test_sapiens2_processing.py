@@ -113,3 +113,14 @@ def test_outputs_of_another_task_are_refused(processors):
         processors[0].post_process_pointmap_estimation(Sapiens2NormalEstimatorOutput(normals=torch.zeros(1, 3, 4, 4)))
     with pytest.raises(ValueError, match="matting model"):
         processors[0].post_process_image_matting(Sapiens2NormalEstimatorOutput(normals=torch.zeros(1, 3, 4, 4)))
+
+
+def test_a_zero_scale_and_large_matting_sizes(processors):
+    outputs = Sapiens2PointmapEstimatorOutput(pointmaps=torch.ones(1, 3, 8, 6), scales=torch.zeros(1, 1))
+    with pytest.raises(ValueError, match="scales must be finite, non-zero"):
+        processors[0].post_process_pointmap_estimation(outputs)
+    matting = Sapiens2ImageMattingOutput(alphas=torch.rand(1, 1, 8, 6), foregrounds=torch.rand(1, 3, 8, 6))
+    big = processors[0].post_process_image_matting(matting, target_sizes=[(2100, 2100)])[0]  # resized in bands
+    whole = torch.nn.functional.interpolate(torch.cat([matting.foregrounds, matting.alphas], 1), size=(2100, 2100),
+                                            mode="bilinear", align_corners=False)[0]
+    assert (big["alpha"] - whole[3]).abs().max() < 1e-5 and (big["foreground"] - whole[:3]).abs().max() < 1e-5

@@ -250,6 +250,9 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
         _check_finite(pointmaps, "pointmaps")
         if scales is not None:
             scales = scales.detach().float()
+            if not torch.isfinite(scales).all() or (scales == 0).any():
+                raise ValueError(f"The model's scales must be finite, non-zero numbers to divide the pointmaps by; "
+                                 f"got {scales.flatten().tolist()}")
             pointmaps = pointmaps / scales[:, :, None, None]
         return [{"pointmap": self._resize(*item), "scale": None if scales is None else float(scales[index, 0])}
                 for index, item in enumerate(zip(pointmaps, target_sizes, source_sizes))]
@@ -267,8 +270,8 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
         _check_finite(matting, "matting outputs")
         results = []
         for item, size in zip(matting, target_sizes):
-            if size is not None:
-                item = F.interpolate(item[None], size=size, mode="bilinear", align_corners=False)[0].clamp_(0, 1)
+            if size is not None:  # in bands of rows for large images, as the dense maps
+                item = self._resize(item, size).clamp_(0, 1)
             results.append({"alpha": item[3], "foreground": item[:3]})
         return results
 
