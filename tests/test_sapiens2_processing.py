@@ -124,3 +124,31 @@ def test_a_zero_scale_and_large_matting_sizes(processors):
     whole = torch.nn.functional.interpolate(torch.cat([matting.foregrounds, matting.alphas], 1), size=(2100, 2100),
                                             mode="bilinear", align_corners=False)[0]
     assert (big["alpha"] - whole[3]).abs().max() < 1e-5 and (big["foreground"] - whole[:3]).abs().max() < 1e-5
+
+
+def test_the_originals_resizes_as_an_option(reference):
+    """`resize_as_original`: OpenCV as facebookresearch/sapiens2 (INTER_AREA down / INTER_CUBIC up for whole images,
+    INTER_LINEAR for padded ones, warpAffine crops); docs/sapiens2.md says how much it differs from transformers'
+    processor."""
+    import cv2
+
+    from sapiens_hf.geometry import get_box_center_scale, get_udp_warp_matrix
+
+    image, boxes = reference["image"], reference["boxes"]
+    original = Sapiens2ImageProcessorPil(size=SIZE, resize_as_original=True)
+    std = np.asarray(Sapiens2ImageProcessorPil.image_std)[:, None, None] * 255  # normalised units → grey levels
+    plain = original(image, return_tensors="np")["pixel_values"][0]
+    shrunk = cv2.resize(image, (48, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1)
+    mean = np.asarray(Sapiens2ImageProcessorPil.image_mean)[:, None, None] * 255
+    np.testing.assert_allclose(plain * std + mean, shrunk, atol=1e-3)
+    assert np.abs(plain - reference["pixel_values"][0]).max() * std.max() > 1  # not transformers' resize
+    padded = Sapiens2ImageProcessorPil(size=SIZE, do_pad=True, resize_as_original=True)
+    canvas = np.zeros((64, 48, 3), np.uint8)  # 150×200 into 64×48: 36×48 at row 14
+    canvas[14:50] = cv2.resize(image, (48, 36), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(padded(image, return_tensors="np")["pixel_values"][0] * std + mean,
+                               canvas.transpose(2, 0, 1), atol=1e-3)
+    crops = original(image, boxes=[boxes.tolist()], return_tensors="np")["pixel_values"]
+    center, scale = get_box_center_scale(boxes, (48, 64))
+    enlarged = cv2.warpAffine(image, get_udp_warp_matrix(center[1], scale[1], (48, 64)), (48, 64),
+                              flags=cv2.INTER_CUBIC).transpose(2, 0, 1)
+    np.testing.assert_allclose(crops[1] * std + mean, enlarged, atol=1e-3)

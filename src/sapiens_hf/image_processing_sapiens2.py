@@ -16,12 +16,13 @@ tests/test_sapiens2_processing.py compares every step with references made by tr
 (tests/fixtures/make_sapiens2_reference.py), at the tolerances stated there.
 """
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, SizeDict
 
-from .geometry import _parallel_map, check_boxes, get_box_center_scale
+from .geometry import _parallel_map, check_boxes, get_box_center_scale, get_udp_warp_matrix
 from .image_processing_sapiens import (
     BANDED_RESIZE_MIN_PIXELS,
     SapiensImageProcessorKwargs,
@@ -41,6 +42,7 @@ class Sapiens2ImageProcessorKwargs(SapiensImageProcessorKwargs, total=False):
     """
 
     do_pad: bool
+    resize_as_original: bool
 
 
 def padded_region(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -84,6 +86,17 @@ def crop_boxes(image: np.ndarray, center: np.ndarray, scale: np.ndarray, output_
     return crops
 
 
+def original_crops(image: np.ndarray, center: np.ndarray, scale: np.ndarray, output_size: tuple[int, int]) -> list:
+    """The original Sapiens2's person crops (`PoseTopdownAffine`): `cv2.warpAffine` of the uint8 image with the UDP
+    matrix, INTER_CUBIC where the crop enlarges the image, else INTER_AREA (which `warpAffine` runs as bilinear)."""
+    crops = []
+    for box_center, box_scale in zip(center, scale):
+        matrix = get_udp_warp_matrix(box_center, box_scale, output_size)
+        enlarges = min(np.linalg.norm(matrix[0, :2]), np.linalg.norm(matrix[1, :2])) >= 1.0
+        crops.append(cv2.warpAffine(image, matrix, output_size, flags=cv2.INTER_CUBIC if enlarges else cv2.INTER_AREA))
+    return crops
+
+
 class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
     r"""
     Constructs a Sapiens2 image processor without torchvision (torch/NumPy/OpenCV), equal to transformers'
@@ -101,8 +114,9 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
     image_mean = IMAGENET_DEFAULT_MEAN
     image_std = IMAGENET_DEFAULT_STD
     do_pad = False
+    resize_as_original = False
 
-    def _validate_preprocess_kwargs(self, do_pad=None, **kwargs):
+    def _validate_preprocess_kwargs(self, do_pad=None, resize_as_original=None, **kwargs):
         super()._validate_preprocess_kwargs(**kwargs)
 
     def _normalize(self, images, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
@@ -116,18 +130,26 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
         return super()._normalize(images, do_rescale, rescale_factor, do_normalize, image_mean, image_std)
 
     def _preprocess(self, images, do_resize, size: SizeDict, resample, do_rescale, rescale_factor, do_normalize,
-                    image_mean, image_std, return_flipped_pixel_values=False, do_pad=False, **kwargs) -> dict:
+                    image_mean, image_std, return_flipped_pixel_values=False, do_pad=False, resize_as_original=False,
+                    **kwargs) -> dict:
         """Whole-image mode: the antialiased bilinear resize to `size` (with `do_pad`: into `size`, aspect kept, on a
         centred zero border), then normalisation."""
         if do_resize:
             target = (size.height, size.width)
 
+            def scaled(image: np.ndarray, height: int, width: int) -> np.ndarray:
+                if not resize_as_original:
+                    return _resize_uint8(image, (height, width))
+                # The original's SegResize (INTER_AREA down, INTER_CUBIC up) and NormalResizePadImage (INTER_LINEAR).
+                flags = cv2.INTER_LINEAR if do_pad else cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_CUBIC
+                return cv2.resize(image, (width, height), interpolation=flags)
+
             def resize(image: np.ndarray) -> np.ndarray:
                 if not do_pad:
-                    return _resize_uint8(image, target)
+                    return scaled(image, *target)
                 top, left, height, width = padded_region(image.shape[:2], target)
                 canvas = np.zeros((*target, 3), dtype=np.uint8)
-                canvas[top : top + height, left : left + width] = _resize_uint8(image, (height, width))
+                canvas[top : top + height, left : left + width] = scaled(image, height, width)
                 return canvas
 
             images = _parallel_map(resize, images)
@@ -135,7 +157,8 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
                             do_normalize=do_normalize, image_mean=image_mean, image_std=image_std)
 
     def _preprocess_top_down(self, images, boxes, keypoints, size: SizeDict, box_padding, do_rescale, rescale_factor,
-                             do_normalize, image_mean, image_std, return_flipped_pixel_values=False, **kwargs) -> dict:
+                             do_normalize, image_mean, image_std, return_flipped_pixel_values=False,
+                             resize_as_original=False, **kwargs) -> dict:
         """Top-down mode: one `crop_boxes` crop per box, then normalisation. (Pose training targets are made by the
         Sapiens (v1) processor's codec, the same UDP Gaussians.)"""
         if keypoints is not None:
@@ -148,7 +171,7 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
         for image, image_boxes in zip(images, boxes):
             image_boxes = check_boxes(image_boxes, *image.shape[:2])
             center, scale = get_box_center_scale(image_boxes, output_size, box_padding)
-            crops += crop_boxes(image, center, scale, output_size)
+            crops += (original_crops if resize_as_original else crop_boxes)(image, center, scale, output_size)
             centers.append(center)
             scales.append(scale)
         data = self._output(crops, return_flipped_pixel_values, do_rescale=do_rescale, rescale_factor=rescale_factor,
