@@ -200,3 +200,25 @@ def test_models_lists_every_release_of_both_generations(capsys):
 def test_export_refuses_a_sapiens2_model_before_loading_it(tiny_model, tmp_path, capsys):
     assert main(["export", tiny_model("v2-pose"), str(tmp_path / "out"), "--quiet"]) == 2
     assert "is a Sapiens2 model" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_a_matting_video_shows_the_cut_out_over_black(tiny_model, tmp_path):
+    import cv2
+
+    frames = [np.ascontiguousarray(IMAGE[:96, :128]) for _ in range(3)]
+    video = cv2.VideoWriter(str(tmp_path / "clip.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 5, (128, 96))
+    for frame in frames:
+        video.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    video.release()
+    assert main(["predict", "--task", "matting", "--model", tiny_model("v2-matting"), str(tmp_path / "clip.mp4"),
+                 "--output", str(tmp_path / "out"), "--quiet"]) == 0
+    capture = cv2.VideoCapture(str(tmp_path / "out" / "clip_matting_vis.mp4"))
+    written = cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB).astype(np.float32)
+    capture.release()
+    capture = cv2.VideoCapture(str(tmp_path / "clip.mp4"))  # the first frame as predict decoded it
+    first = cv2.cvtColor(capture.read()[1], cv2.COLOR_BGR2RGB)
+    capture.release()
+    result = pipeline("sapiens-matting", model=tiny_model("v2-matting"))(first)
+    expected = np.asarray(result["cut_out"].convert("RGBA"), np.float32)
+    over_black = expected[..., :3] * expected[..., 3:] / 255  # the cut-out's colours times its alpha
+    assert np.abs(written - over_black).mean() < 8  # mp4 compression

@@ -211,6 +211,7 @@ class FileWriter:
         """Writes the files of one prediction; returns what the task's records keep of it."""
         import cv2
         import numpy as np
+        import PIL.Image
 
         target = self.task.result_path(self.folder, frame_stem(frame.source.name, frame.index))
         if target is not None:
@@ -222,8 +223,10 @@ class FileWriter:
             path.parent.mkdir(parents=True, exist_ok=True)
             visual.save(path)
         else:
+            if visual.mode == "RGBA":  # a cut-out (matting): its frames over black, as a video has no transparency
+                visual = PIL.Image.alpha_composite(PIL.Image.new("RGBA", visual.size, (0, 0, 0, 255)), visual)
             self._video(frame.source.name, visual.size, frame.fps).write(
-                cv2.cvtColor(np.asarray(visual), cv2.COLOR_RGB2BGR)
+                cv2.cvtColor(np.asarray(visual.convert("RGB")), cv2.COLOR_RGB2BGR)
             )
         self.written += 1
         height, width = frame.image.shape[:2]
