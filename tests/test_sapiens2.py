@@ -222,3 +222,17 @@ def test_a_matting_video_shows_the_cut_out_over_black(tiny_model, tmp_path):
     expected = np.asarray(result["cut_out"].convert("RGBA"), np.float32)
     over_black = expected[..., :3] * expected[..., 3:] / 255  # the cut-out's colours times its alpha
     assert np.abs(written - over_black).mean() < 8  # mp4 compression
+
+
+def test_the_demo_runs_sapiens2_models(tiny_model):
+    from sapiens_hf.demo import DemoApp
+
+    models = {"pose": tiny_model("v2-pose"), "seg": tiny_model("v2-segmentation"),
+              "pointmap": tiny_model("v2-pointmap"), "matting": tiny_model("v2-matting")}
+    app = DemoApp(models, device="cpu")
+    photo = str(Path(sapiens_hf.__file__).parent / "data" / "astronaut.jpg")
+    gallery, legend, files, status = app.respond(photo, ["pose", "segmentation", "pointmap", "matting"],
+                                                 "whole image", "", 0.3, 0.3, True)
+    assert "total" in status, status
+    assert "Eyeglass" in legend and "rgb(14,204,182)" in legend  # the model's 29 classes in their colours
+    assert {Path(file).name for file in files} >= {"astronaut_pointmap.npy", "astronaut_matting.png"}
