@@ -152,3 +152,17 @@ def test_the_originals_resizes_as_an_option(reference):
     enlarged = cv2.warpAffine(image, get_udp_warp_matrix(center[1], scale[1], (48, 64)), (48, 64),
                               flags=cv2.INTER_CUBIC).transpose(2, 0, 1)
     np.testing.assert_allclose(crops[1] * std + mean, enlarged, atol=1e-3)
+
+
+@pytest.mark.parametrize("resample", ["bicubic", "nearest"])
+def test_other_resamples_equal_transformers(reference, resample):
+    """A checkpoint's `resample` is honoured as transformers' processor honours it (shrinking and enlarging)."""
+    from transformers.image_utils import PILImageResampling
+
+    value = {"bicubic": PILImageResampling.BICUBIC, "nearest": PILImageResampling.NEAREST}[resample]
+    processor = Sapiens2ImageProcessorPil(size=SIZE, resample=value)
+    for suffix, image in (("", reference["image"]), ("_enlarged", reference["image"][:40, :30])):
+        np.testing.assert_allclose(processor(image, return_tensors="np")["pixel_values"],
+                                   reference[f"pixel_values_{resample}{suffix}"], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="Unsupported resample"):
+        Sapiens2ImageProcessorPil(size=SIZE, resample=PILImageResampling.HAMMING)(reference["image"])

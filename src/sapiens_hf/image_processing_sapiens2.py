@@ -2,9 +2,9 @@
 transformers) runs on torchvision only, which is not installable beside every torch build. This processor gives the
 same pixel values and results with torch, NumPy and OpenCV, on the machinery of the Sapiens (v1) processor:
 
-- whole images (segmentation, normals, pointmaps, matting): the antialiased bilinear resize torchvision runs (torch's
-  own `F.interpolate(antialias=True)` on the uint8 image, rounded back to uint8), or with `do_pad` (normals,
-  pointmaps) the aspect-preserving resize into `size` and a centred zero border;
+- whole images (segmentation, normals, pointmaps, matting): the antialiased bilinear (or bicubic, per `resample`)
+  resize torchvision runs on the CPU (torch's own `F.interpolate(antialias=True)` on the uint8 image), or with
+  `do_pad` (normals, pointmaps) the aspect-preserving resize into `size` and a centred zero border;
 - top-down pose crops: the padded, aspect-corrected box sampled with `F.grid_sample` (align_corners, bilinear when
   shrinking, bicubic when enlarging, zero border), as transformers' `crop_and_resize`, on the 0–255 float image;
 - normalisation `(x − 255·mean) / (255·std)` with ImageNet's mean and std, as torchvision's fused rescale+normalise;
@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, SizeDict
+from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling, SizeDict
 
 from .geometry import _parallel_map, check_boxes, get_box_center_scale, get_udp_warp_matrix
 from .image_processing_sapiens import (
@@ -54,11 +54,24 @@ def padded_region(image_size: tuple[int, int], size: tuple[int, int]) -> tuple[i
     return (size[0] - new_height) // 2, (size[1] - new_width) // 2, new_height, new_width
 
 
-def _resize_uint8(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The antialiased bilinear resize of a `(H, W, 3)` uint8 image to `size` (height, width), in uint8: the kernel
-    torchvision's `resize` calls."""
+# transformers' resample values → torch's interpolation on uint8 images, as torchvision's `resize` runs them on the
+# CPU (antialiased bilinear and bicubic; nearest as NEAREST_EXACT, which transformers maps NEAREST to).
+_TORCH_RESAMPLE = {
+    PILImageResampling.BILINEAR: ("bilinear", True),
+    PILImageResampling.BICUBIC: ("bicubic", True),
+    PILImageResampling.NEAREST: ("nearest-exact", False),
+}
+
+
+def _resize_uint8(image: np.ndarray, size: tuple[int, int], resample=PILImageResampling.BILINEAR) -> np.ndarray:
+    """`image` `(H, W, 3)` uint8 resized to `size` (height, width) in uint8, with the kernel torchvision's `resize`
+    calls for `resample`."""
+    if resample not in _TORCH_RESAMPLE:
+        raise ValueError(f"Unsupported resample {resample!r} for Sapiens2; use one of {list(_TORCH_RESAMPLE)}")
+    mode, antialias = _TORCH_RESAMPLE[resample]
     tensor = torch.tensor(image).permute(2, 0, 1)[None]  # a copy: decoded images may be read-only arrays
-    resized = F.interpolate(tensor, size=size, mode="bilinear", antialias=True, align_corners=False)
+    align_corners = False if antialias else None
+    resized = F.interpolate(tensor, size=size, mode=mode, antialias=antialias, align_corners=align_corners)
     return resized[0].permute(1, 2, 0).numpy()
 
 
@@ -139,7 +152,7 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
 
             def scaled(image: np.ndarray, height: int, width: int) -> np.ndarray:
                 if not resize_as_original:
-                    return _resize_uint8(image, (height, width))
+                    return _resize_uint8(image, (height, width), resample)
                 # The original's SegResize (INTER_AREA down, INTER_CUBIC up) and NormalResizePadImage (INTER_LINEAR).
                 flags = cv2.INTER_LINEAR if do_pad else cv2.INTER_AREA if width < image.shape[1] else cv2.INTER_CUBIC
                 return cv2.resize(image, (width, height), interpolation=flags)
