@@ -236,3 +236,11 @@ def test_the_demo_runs_sapiens2_models(tiny_model):
     assert "total" in status, status
     assert "Eyeglass" in legend and "rgb(14,204,182)" in legend  # the model's 29 classes in their colours
     assert {Path(file).name for file in files} >= {"astronaut_pointmap.npy", "astronaut_matting.png"}
+
+
+def test_publishing_a_sapiens2_pipeline_is_refused_before_the_hub_is_touched(tiny_model, monkeypatch):
+    from sapiens_hf import hub
+
+    monkeypatch.setattr(hub, "HfApi", lambda **kwargs: pytest.fail("the Hub was contacted"))
+    with pytest.raises(ValueError, match="Sapiens2 model"):
+        pipeline("sapiens-normal", model=tiny_model("v2-normal")).push_to_hub("me/normals")
