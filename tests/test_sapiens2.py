@@ -244,3 +244,14 @@ def test_publishing_a_sapiens2_pipeline_is_refused_before_the_hub_is_touched(tin
     monkeypatch.setattr(hub, "HfApi", lambda **kwargs: pytest.fail("the Hub was contacted"))
     with pytest.raises(ValueError, match="Sapiens2 model"):
         pipeline("sapiens-normal", model=tiny_model("v2-normal")).push_to_hub("me/normals")
+
+
+def test_predict_never_overwrites_a_point_cloud_it_did_not_write(photos, tmp_path, tiny_model):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "astronaut_pointmap.ply").write_text("the user's own cloud")
+    arguments = ["predict", "--task", "pointmap", "--model", tiny_model("v2-pointmap"), str(photos), "--output",
+                 str(output), "--quiet"]
+    assert main(arguments) == 2
+    assert (output / "astronaut_pointmap.ply").read_text() == "the user's own cloud"
+    assert not (output / "astronaut_pointmap.npy").exists()

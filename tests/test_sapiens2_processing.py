@@ -166,3 +166,10 @@ def test_other_resamples_equal_transformers(reference, resample):
                                    reference[f"pixel_values_{resample}{suffix}"], atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="Unsupported resample"):
         Sapiens2ImageProcessorPil(size=SIZE, resample=PILImageResampling.HAMMING)(reference["image"])
+
+
+def test_training_targets_are_refused(reference, processors):
+    with pytest.raises(ValueError, match="not training targets \\(keypoints\\)"):
+        processors[0](reference["image"], boxes=[reference["boxes"].tolist()], keypoints=[[[[1, 2, 2]]] * 3])
+    with pytest.raises(ValueError, match="segmentation_maps"):
+        processors[0](reference["image"], segmentation_maps=np.zeros((150, 200), np.uint8))

@@ -129,8 +129,20 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
     do_pad = False
     resize_as_original = False
 
+    def preprocess(self, images, boxes=None, keypoints=None, segmentation_maps=None, depth_maps=None,
+                   normal_maps=None, **kwargs):
+        """Model inputs of `images` (with `boxes`: person crops), as the Sapiens processor's `preprocess`. Training
+        targets are not made here: sapiens-hf does not train Sapiens2 models (transformers' processor makes them)."""
+        targets = {"keypoints": keypoints, "segmentation_maps": segmentation_maps, "depth_maps": depth_maps,
+                   "normal_maps": normal_maps}
+        given = [name for name, value in targets.items() if value is not None]
+        if given:
+            raise ValueError(f"Sapiens2ImageProcessorPil makes model inputs only, not training targets ({given[0]}): "
+                             "use transformers' Sapiens2ImageProcessor for Sapiens2 training targets")
+        return super().preprocess(images, boxes=boxes, **kwargs)
+
     def _validate_preprocess_kwargs(self, do_pad=None, resize_as_original=None, **kwargs):
-        super()._validate_preprocess_kwargs(**kwargs)
+        super()._validate_preprocess_kwargs(**kwargs)  # do_pad and resize_as_original are flags, checked by use
 
     def _normalize(self, images, do_rescale, rescale_factor, do_normalize, image_mean, image_std):
         """torchvision's fused rescale and normalisation: `(x − mean/rescale_factor) / (std/rescale_factor)` in
@@ -172,13 +184,8 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
     def _preprocess_top_down(self, images, boxes, keypoints, size: SizeDict, box_padding, do_rescale, rescale_factor,
                              do_normalize, image_mean, image_std, return_flipped_pixel_values=False,
                              resize_as_original=False, **kwargs) -> dict:
-        """Top-down mode: one `crop_boxes` crop per box, then normalisation. (Pose training targets are made by the
-        Sapiens (v1) processor's codec, the same UDP Gaussians.)"""
-        if keypoints is not None:
-            return super()._preprocess_top_down(
-                images, boxes, keypoints, size=size, box_padding=box_padding, do_rescale=do_rescale,
-                rescale_factor=rescale_factor, do_normalize=do_normalize, image_mean=image_mean,
-                image_std=image_std, return_flipped_pixel_values=return_flipped_pixel_values, **kwargs)
+        """Top-down mode: one `crop_boxes` crop per box (`original_crops` with `resize_as_original`), then
+        normalisation."""
         output_size = (size.width, size.height)
         crops, centers, scales = [], [], []
         for image, image_boxes in zip(images, boxes):
