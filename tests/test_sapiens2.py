@@ -255,3 +255,17 @@ def test_predict_never_overwrites_a_point_cloud_it_did_not_write(photos, tmp_pat
     assert main(arguments) == 2
     assert (output / "astronaut_pointmap.ply").read_text() == "the user's own cloud"
     assert not (output / "astronaut_pointmap.npy").exists()
+
+
+def test_config_overrides_are_checked_per_generation(tiny_model, tmp_path, capsys):
+    """A Sapiens2 field is a valid override for a Sapiens2 model only; a misspelt key is refused before any work."""
+    pipe = load_task_pipeline("normal", tiny_model("v2-normal"), rope_theta=50.0)
+    assert pipe.model.config.rope_theta == 50.0
+    with pytest.raises(ValueError, match="Unknown config override 'rope_theta'.*Sapiens config fields"):
+        load_task_pipeline("normal", tiny_model("normal"), rope_theta=50.0)
+    with pytest.raises(ValueError, match="Unknown config override 'patch_embed_padding'"):
+        load_task_pipeline("normal", tiny_model("v2-normal"), patch_embed_padding=2)
+    PIL.Image.fromarray(IMAGE).save(tmp_path / "x.png")
+    arguments = ["predict", "--task", "normal", "--model", tiny_model("v2-normal"), str(tmp_path / "x.png"),
+                 "--output", str(tmp_path / "out"), "--config", "rope_thetta=50"]
+    assert main(arguments) == 2 and "did you mean 'rope_theta'" in capsys.readouterr().err

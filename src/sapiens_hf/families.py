@@ -51,6 +51,33 @@ class Family:
         return SapiensImageProcessorPil
 
 
+    def config_fields(self) -> set[str]:
+        """The names a config override may set on this generation's configs: the config's fields and the init-only
+        arguments transformers' configs understand."""
+        from dataclasses import fields
+
+        if self is SAPIENS2:
+            from transformers import Sapiens2Config as config_class
+        else:
+            from .configuration_sapiens import SapiensConfig as config_class
+        return {field.name for field in fields(config_class)} | {"attn_implementation", "num_labels",
+                                                                 "out_features", "out_indices"}
+
+
+def check_config_overrides(overrides, family: Family | None = None) -> None:
+    """A TypeError for an override key that is no config field of `family` (of either generation when the model is not
+    known yet): a misspelt key would otherwise be stored on the config as an unused attribute."""
+    import difflib
+
+    known = family.config_fields() if family else SAPIENS.config_fields() | SAPIENS2.config_fields()
+    for key in overrides:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            owner = f"{family.name} config" if family else "Sapiens or Sapiens2 config"
+            hint = f"; did you mean {close[0]!r}?" if close else f" (overrides are {owner} fields)"
+            raise TypeError(f"Unknown config override {key!r}{hint}")
+
+
 SAPIENS = Family("Sapiens", "sapiens")
 SAPIENS2 = Family("Sapiens2", "sapiens2")
 
@@ -61,4 +88,4 @@ def family_of(config) -> Family:
     return SAPIENS2 if model_type == SAPIENS2.model_type else SAPIENS
 
 
-__all__ = ["SAPIENS", "SAPIENS2", "Family", "family_of"]
+__all__ = ["SAPIENS", "SAPIENS2", "Family", "check_config_overrides", "family_of"]

@@ -31,7 +31,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
 from .exported_model import SapiensExportedModel
-from .families import family_of
+from .families import check_config_overrides, family_of
 from .geometry import check_boxes
 from .image_io import read_image
 from .metadata import model_flip_pairs
@@ -404,8 +404,12 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
         loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
     else:
         # Another task's checkpoint is refused from its config, before its weights load into the wrong head.
-        config = AutoConfig.from_pretrained(model, **config_overrides)
+        config = AutoConfig.from_pretrained(model)
         family, saved_as = family_of(config), task_of_class((config.architectures or [None])[0])
+        try:  # a field of the other generation's config, before any weights load
+            check_config_overrides(config_overrides, family)
+        except TypeError as error:
+            raise ValueError(f"{model}: {error}") from None
         if saved_as is not None and saved_as.has_head and saved_as is not task:
             needed = family.class_name(task) or f"{task.name} model"
             raise WrongModelError(f"The {task.pipeline} pipeline needs a {needed}, got a {saved_as.name} "

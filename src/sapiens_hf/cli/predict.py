@@ -17,7 +17,7 @@ from huggingface_hub import constants
 from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
-from ..convert import check_config_overrides
+from ..families import check_config_overrides
 from ..pipelines import WrongModelError, load_task_pipeline
 from ..tasks import TASKS
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
