@@ -37,7 +37,7 @@ from .image_io import read_image
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensPoseEstimatorOutput
 from .runtime import is_export_folder
-from .tasks import PIPELINE_TASKS, Task, get_task, task_of_class
+from .tasks import PIPELINE_TASKS, Task, cut_out, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import class_palette, segmentation_to_image, visualize_depth, visualize_normals
 
@@ -149,7 +149,8 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
 
     def _forward(self, model_inputs, flip_test=False):
         pixel_values, task = model_inputs["pixel_values"], self.sapiens_task
-        model_outputs = {"target_size": model_inputs["target_size"], **task.model_outputs(self.model(pixel_values=pixel_values))}
+        outputs = task.model_outputs(self.model(pixel_values=pixel_values))
+        model_outputs = {"target_size": model_inputs["target_size"], **outputs}
         if flip_test:
             flipped = task.model_outputs(self.model(pixel_values=pixel_values.flip(-1)))
             model_outputs.update({f"{name}_flipped": value for name, value in flipped.items()})
@@ -210,8 +211,6 @@ class SapiensMattingPipeline(_SapiensDensePipeline):
     [0, 1], "cut_out": the RGBA PIL image of the person}`."""
 
     def postprocess(self, model_outputs):
-        from .tasks import cut_out
-
         result = self.image_processor.post_process_image_matting(
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
         )[0]

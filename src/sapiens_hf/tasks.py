@@ -396,10 +396,10 @@ class MattingTask(Task):
     def row(self, result, model_config):
         import io
 
-        buffer = io.BytesIO()
-        cut_out(result).save(buffer, format="PNG")
         import cv2
 
+        buffer = io.BytesIO()
+        cut_out(result).save(buffer, format="PNG")
         return {"matting_alpha_png": cv2.imencode(".png", _to_uint8(result["alpha"]))[1].tobytes(),
                 "matting_foreground_png": buffer.getvalue()}
 
@@ -502,4 +502,4 @@ def task_of_class(class_name: str | None) -> Task | None:
     return next((task for task in TASKS.values() if class_name in (task.model_class, task.v2_model_class)), None)
 
 
-__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "V1_TASKS", "Task", "get_task", "task_of_class"]
+__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "V1_TASKS", "Task", "cut_out", "get_task", "task_of_class"]
