@@ -39,6 +39,9 @@ setup(
         "supervision>=0.30,<0.31",
         # --smooth: the One Euro filter by its authors (Casiez, Roussel), a few lines of pure Python
         "OneEuroFilter>=0.2.1",
+        # The pointmap task's point clouds (PLY): a small, maintained pure-Python reader/writer over NumPy that writes
+        # binary PLY headers and typed vertex records correctly, rather than a hand-rolled header.
+        "plyfile>=1.0",
     ],
     extras_require={
         # scipy: the pose augmentation's truncated-normal jitter (training/pose_data.py)

@@ -35,7 +35,8 @@ class _SavedModels:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
-    """`tiny_model(task)`: the folder (a str, for command lines) of helpers.save_tiny_model's model (pose, seg, depth, normal, encoder)."""
+    """`tiny_model(task)`: the folder (a str, for command lines) of helpers.save_tiny_model's model (pose, seg, depth, normal, encoder;
+    v2-pose, v2-segmentation, v2-normal, v2-pointmap, v2-matting: tiny Sapiens2 models)."""
     return _SavedModels(tmp_path_factory.mktemp("tiny-models"), save_tiny_model, str)
 
 

@@ -105,8 +105,56 @@ def save_model(task: str, path, config) -> Path:
 
 
 def save_tiny_model(task: str, path) -> Path:
-    """The "tiny" model of `task` (the command line's and the exports' tests), saved to `path`."""
+    """The "tiny" model of `task` (the command line's and the exports' tests), saved to `path`; "v2-<task>" the tiny
+    Sapiens2 model of the task."""
+    if task.startswith("v2-"):
+        return save_tiny_sapiens2_model(task.removeprefix("v2-"), path)
     return save_model(task, path, tiny_config(None if task == "encoder" else task))
+
+
+# Tiny Sapiens2 models (transformers' own classes): a 1-layer encoder with RoPE and registers, each task's head
+# upsampling the 8×6 patch grid twice (32×24), at the IMAGE_SIZE input.
+SAPIENS2_TASKS = ("pose", "segmentation", "normal", "pointmap", "matting")
+SAPIENS2_ENCODER = {
+    "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+    "num_key_value_attention_heads": 2, "num_first_full_attention_layers": 1, "num_last_full_attention_layers": 0,
+    "num_register_tokens": 2,
+}
+SAPIENS2_HEADS = {"upsample_out_channels": [8, 8], "conv_out_channels": [8]}
+
+
+def sapiens2_config(task: str, **overrides):
+    """A tiny `Sapiens2Config` with the head of `task` (SAPIENS2_TASKS): 17 named COCO keypoints for pose, Sapiens2's
+    29 classes for segmentation, a scale head for pointmaps."""
+    from transformers import Sapiens2Config
+
+    from sapiens_hf.metadata import SEGMENTATION_CLASSES_29, flip_pairs, keypoint_set
+
+    head = dict(SAPIENS2_HEADS)
+    labels = {
+        "pose": {"id2label": dict(enumerate(keypoint_set(17)["keypoint_names"])), "flip_pairs": flip_pairs(17)},
+        "segmentation": {"id2label": dict(enumerate(SEGMENTATION_CLASSES_29))},
+        "normal": {"num_labels": 3}, "pointmap": {"num_labels": 3}, "matting": {"num_labels": 4},
+    }[task]
+    if task == "pointmap":
+        head.update(scale_conv_out_channels=[8], scale_final_hidden_sizes=[8, 8])
+    return Sapiens2Config(**{**SAPIENS2_ENCODER, "image_size": list(IMAGE_SIZE), "head_config": head, **labels,
+                             **overrides})
+
+
+def save_tiny_sapiens2_model(task: str, path) -> Path:
+    """The tiny Sapiens2 model of `task` with its processor (normals and pointmaps padded, as released), saved."""
+    import transformers
+
+    from sapiens_hf import Sapiens2ImageProcessorPil
+    from sapiens_hf.tasks import get_task
+
+    torch.manual_seed(0)
+    getattr(transformers, get_task(task).v2_model_class)(sapiens2_config(task)).save_pretrained(path)
+    height, width = IMAGE_SIZE
+    Sapiens2ImageProcessorPil(size={"height": height, "width": width},
+                              do_pad=task in ("normal", "pointmap")).save_pretrained(path)
+    return Path(path)
 
 
 def save_example_model(task: str, path) -> Path:
@@ -115,14 +163,14 @@ def save_example_model(task: str, path) -> Path:
     return save_model(task, path, tiny_config(size="small", **EXAMPLE_HEADS[task]))
 
 
-# Tiny Sapiens2 (transformers' own model) task configs with the original heads' layouts: 2 blocks (the second with
+# Tiny Sapiens2 (transformers' own model) configs for fine-tuning tests, with the original heads' layouts: 2 blocks (the second with
 # grouped-query attention), 2 register tokens.
-SAPIENS2_TINY = {
+SAPIENS2_TRAINING_TINY = {
     "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128,
     "num_register_tokens": 2, "num_key_value_attention_heads": 1, "num_first_full_attention_layers": 1,
     "num_last_full_attention_layers": 0, "layerscale_value": 1e-4, "image_size": list(IMAGE_SIZE),
 }
-SAPIENS2_HEADS = {
+SAPIENS2_TRAINING_HEADS = {
     "pose": ({"upsample_out_channels": [16, 16], "conv_out_channels": [16]}, 17),
     "segmentation": ({"upsample_out_channels": [16, 16, 16, 16], "conv_out_channels": [16]}, 29),
     "normal": (
@@ -133,12 +181,12 @@ SAPIENS2_HEADS = {
 }
 
 
-def sapiens2_config(task: str, **overrides):
+def sapiens2_training_config(task: str, **overrides):
     """A tiny `Sapiens2Config` with `task`'s head (pose: 17 keypoints, segmentation: 29 classes, normal: 3)."""
     from transformers import Sapiens2Config
 
-    head, num_labels = SAPIENS2_HEADS[TASK_ALIASES.get(task, task)]
-    return Sapiens2Config(**{**SAPIENS2_TINY, "head_config": head, "num_labels": num_labels, **overrides})
+    head, num_labels = SAPIENS2_TRAINING_HEADS[TASK_ALIASES.get(task, task)]
+    return Sapiens2Config(**{**SAPIENS2_TRAINING_TINY, "head_config": head, "num_labels": num_labels, **overrides})
 
 
 def save_sapiens2_model(task: str, path, **overrides) -> Path:
@@ -152,7 +200,7 @@ def save_sapiens2_model(task: str, path, **overrides) -> Path:
     classes = {"pose": Sapiens2ForPoseEstimation, "segmentation": Sapiens2ForSemanticSegmentation,
                "normal": Sapiens2ForNormalEstimation}
     torch.manual_seed(0)
-    classes[task](sapiens2_config(task, **overrides)).save_pretrained(path)
+    classes[task](sapiens2_training_config(task, **overrides)).save_pretrained(path)
     SapiensImageProcessorPil(size=dict(zip(("height", "width"), IMAGE_SIZE))).save_pretrained(path)
     return Path(path)
 

@@ -169,7 +169,8 @@ print(json.dumps({"helps": helps, "optional": sorted({"gradio", "pyarrow"} & set
     assert report["optional"] == []
     helps = report["helps"]
     assert "usage: sapiens-hf" in helps["--help"] and "predict" in helps["--help"] and "convert" in helps["--help"]
-    assert "--task {pose,segmentation,depth,normal}" in helps["predict --help"] and "--dtype" in helps["predict --help"]
+    compact = "".join(helps["predict --help"].split())  # argparse wraps the choices
+    assert "--task{pose,segmentation,depth,normal,pointmap,matting}" in compact and "--dtype" in compact
     assert "usage: sapiens-hf convert" in helps["convert --help"] and "--push-to-hub" in helps["convert --help"]
 
 

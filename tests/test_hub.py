@@ -17,7 +17,7 @@ from helpers import POSE_FILE, save_original
 from huggingface_hub import ModelCard
 
 from sapiens_hf import hub, releases
-from sapiens_hf.tasks import TASKS
+from sapiens_hf.tasks import V1_TASKS
 
 
 # The clients import the tests' helpers (tiny configs) from this folder.
@@ -98,8 +98,8 @@ def card(fake_hub, repo_id) -> ModelCard:
 def test_every_class_the_config_and_the_processor_round_trip(client, fake_hub):
     results = client("""
 results = {}
-from sapiens_hf.tasks import TASKS
-for task in TASKS.values():
+from sapiens_hf.tasks import V1_TASKS
+for task in V1_TASKS.values():
     name = task.model_class
     model, repo = tiny(name), f"tester/{name.lower()}"
     model.push_to_hub(repo)
@@ -117,7 +117,7 @@ print(json.dumps(results))
 """)
     assert results.pop("config") == ["SapiensConfig", True]
     assert results.pop("processor") == ["SapiensImageProcessorPil", True]
-    assert results == {task.model_class: [True, True] for task in TASKS.values()}
+    assert results == {task.model_class: [True, True] for task in V1_TASKS.values()}
     assert "model.safetensors" in fake_hub.files("tester/sapiensforposeestimation")
 
 

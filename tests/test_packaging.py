@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sapiens_hf.tasks import TASKS
+from sapiens_hf.tasks import V1_TASKS
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,12 +150,12 @@ from pathlib import Path
 import sapiens_hf
 import transformers
 from transformers import AutoConfig, AutoImageProcessor, pipeline
-from sapiens_hf.tasks import TASKS
+from sapiens_hf.tasks import V1_TASKS
 
 config = sapiens_hf.SapiensConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                   decoder_deconv_channels=[8, 8], decoder_conv_channels=[8], image_size=[64, 48])
 auto = {f"{task.name}/{auto_class}": getattr(transformers, auto_class)._model_mapping[type(config)].__name__
-        for task in TASKS.values() for auto_class in (task.auto_class, *task.extra_auto_classes)}
+        for task in V1_TASKS.values() for auto_class in (task.auto_class, *task.extra_auto_classes)}
 with tempfile.TemporaryDirectory() as folder:
     sapiens_hf.SapiensForDepthEstimation(config).save_pretrained(folder)
     sapiens_hf.SapiensImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
@@ -169,6 +169,6 @@ print(json.dumps({"config": type(AutoConfig.for_model("sapiens")).__name__, "aut
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["config"] == "SapiensConfig" and report["processor"] == "SapiensImageProcessorPil"
-    assert report["auto"] == {f"{task.name}/{auto_class}": task.model_class for task in TASKS.values()
+    assert report["auto"] == {f"{task.name}/{auto_class}": task.model_class for task in V1_TASKS.values()
                               for auto_class in (task.auto_class, *task.extra_auto_classes)}
     assert report["pipeline_depth"] == [512, 512]  # the sample image's size

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import COMMON, make_dense_data, make_pose_data, run_example, sapiens2_config, save_sapiens2_model
+from helpers import COMMON, make_dense_data, make_pose_data, run_example, sapiens2_training_config, save_sapiens2_model
 from transformers import (
     Sapiens2ForNormalEstimation,
     Sapiens2ForPoseEstimation,
@@ -48,7 +48,7 @@ def test_pose_loss_is_the_original_weighted_mse_times_ten_not_transformers_norma
     expected = 10 * np.mean(weights.numpy()[:, :, None, None] * (heatmaps.numpy() - labels.numpy()) ** 2)
     assert pose_loss(heatmaps, labels, weights).item() == pytest.approx(expected, rel=1e-6)
     # transformers' forward divides by the summed (heatmap-sized) weights instead, and has no ×10.
-    model = Sapiens2ForPoseEstimation(sapiens2_config("pose", num_labels=3))
+    model = Sapiens2ForPoseEstimation(sapiens2_training_config("pose", num_labels=3))
     model.decode_head.forward = lambda features: heatmaps
     full_weights = weights[:, :, None, None].expand_as(labels)
     ours = model(torch.zeros(2, 3, 128, 96), labels=labels, label_weights=full_weights).loss
@@ -114,7 +114,7 @@ def test_normal_loss_is_ten_cosine_plus_l1_plus_ten_gradient_over_valid_pixels()
 
 
 def test_parameter_groups_follow_the_sapiens2_original_layer_decay():
-    model = Sapiens2ForPoseEstimation(sapiens2_config("pose"))
+    model = Sapiens2ForPoseEstimation(sapiens2_training_config("pose"))
     groups = parameter_groups(model, 1e-3, 0.1, layer_decay=0.8)
     by_param = {id(param): group for group in groups for param in group["params"]}
     named = dict(model.named_parameters())
@@ -179,7 +179,7 @@ def test_load_model_gives_sapiens2_classes_set_up_for_fine_tuning(tmp_path):
     from sapiens_hf import SapiensForDepthEstimation, SapiensForNormalEstimation
 
     torch.manual_seed(0)
-    backbone = Sapiens2Model(sapiens2_config("pose", head_config=None))
+    backbone = Sapiens2Model(sapiens2_training_config("pose", head_config=None))
     backbone.save_pretrained(tmp_path / "pretrain")
     normal = load_model(SapiensForNormalEstimation, ModelArguments(model_name_or_path=str(tmp_path / "pretrain")))
     assert type(normal) is Sapiens2ForNormalEstimation and normal.config.num_labels == 3
@@ -218,7 +218,7 @@ def test_trainer_fits_one_pose_sample_with_the_original_loss(tmp_path):
            "keypoints": annotation["keypoints"]}
     sample = PoseTransform(SapiensImageProcessorPil(size={"height": 128, "width": 96}), 17, train=False)(row, None)
     torch.manual_seed(0)
-    model = Sapiens2ForPoseEstimation(sapiens2_config("pose"))
+    model = Sapiens2ForPoseEstimation(sapiens2_training_config("pose"))
     with torch.no_grad():
         first = model(sample["pixel_values"][None]).heatmaps
     expected = pose_loss(first, sample["labels"][None], sample["label_weights"][None]).item()

@@ -1,4 +1,5 @@
-"""Sapiens (v1) human-vision foundation models as native Hugging Face transformers models.
+"""Sapiens human-vision foundation models as native Hugging Face transformers models, and transformers' own Sapiens2
+models through the same pipelines, command line and batch tools.
 
 `import sapiens_hf` registers the config, models, image processor and pipelines with transformers' Auto classes (and
 lets them resolve Meta's original releases, see `sapiens_hf.releases`), so that `AutoModel`, `AutoImageProcessor` and
@@ -19,13 +20,15 @@ except ImportError:
 if transformers is None:
     __all__ = []
 else:
-    from transformers import AutoConfig, AutoImageProcessor
+    from transformers import AutoConfig, AutoImageProcessor, Sapiens2Config
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
 
     from . import modeling_sapiens
     from .configuration_sapiens import SAPIENS_PRESETS, SapiensConfig
     from .convert import convert_original_checkpoint
     from .image_processing_sapiens import SapiensImageProcessorPil
+    from .image_processing_sapiens2 import Sapiens2ImageProcessorPil
     from .modeling_sapiens import (
         SapiensBackbone,
         SapiensForDepthEstimation,
@@ -38,13 +41,15 @@ else:
     )
     from .pipelines import (
         SapiensDepthPipeline,
+        SapiensMattingPipeline,
         SapiensNormalPipeline,
+        SapiensPointmapPipeline,
         SapiensPosePipeline,
         SapiensSegmentationPipeline,
         register_pipelines,
     )
     from .releases import install_hooks
-    from .tasks import TASKS
+    from .tasks import V1_TASKS
 
 
     def _register() -> None:
@@ -58,11 +63,18 @@ else:
                 "version this package supports (see setup.py) or a sapiens_hf release that handles it."
             )
         AutoConfig.register(model_type, SapiensConfig, exist_ok=True)
-        for task in TASKS.values():
+        for task in V1_TASKS.values():
             for auto_class in (task.auto_class, *task.extra_auto_classes):
                 getattr(transformers, auto_class).register(SapiensConfig, getattr(modeling_sapiens, task.model_class),
                                                            exist_ok=True)
         AutoImageProcessor.register(SapiensConfig, image_processor_classes={"pil": SapiensImageProcessorPil}, exist_ok=True)
+        # Sapiens2's models are transformers' own; its processor needs torchvision, so this one is its "pil" backend,
+        # which AutoImageProcessor picks where torchvision is missing (and gives for backend="pil"). Registered on the
+        # mapping itself: `AutoImageProcessor.register` refuses transformers' torchvision entry where torchvision is
+        # missing (a placeholder class), which stays named here for where it is installed.
+        IMAGE_PROCESSOR_MAPPING.register(
+            Sapiens2Config, {"torchvision": "Sapiens2ImageProcessor", "pil": Sapiens2ImageProcessorPil}, exist_ok=True
+        )
         register_pipelines()
         install_hooks()
 
@@ -79,9 +91,12 @@ else:
         "SapiensForNormalEstimation",
         "SapiensForPoseEstimation",
         "SapiensForSemanticSegmentation",
+        "Sapiens2ImageProcessorPil",
         "SapiensImageProcessorPil",
+        "SapiensMattingPipeline",
         "SapiensModel",
         "SapiensNormalPipeline",
+        "SapiensPointmapPipeline",
         "SapiensPosePipeline",
         "SapiensPreTrainedModel",
         "SapiensSegmentationPipeline",

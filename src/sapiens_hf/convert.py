@@ -28,13 +28,13 @@ from . import modeling_sapiens
 from .configuration_sapiens import SAPIENS_PRESETS, TASK_DEFAULTS, SapiensConfig
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .modeling_sapiens import WrongModelError, _infer_grid, convert_position_embeddings
-from .tasks import ENCODER, TASKS, get_task
+from .tasks import ENCODER, TASKS, V1_TASKS, get_task
 
 
 logger = logging.get_logger(__name__)
 
 # The model class each task converts into (`sapiens_hf.tasks`).
-TASK_TO_CLASS = {name: getattr(modeling_sapiens, task.model_class) for name, task in TASKS.items()}
+TASK_TO_CLASS = {name: getattr(modeling_sapiens, task.model_class) for name, task in V1_TASKS.items()}
 
 # Number of attention heads is not visible in the weights: it comes from the released size with that width.
 HEADS_BY_WIDTH = {preset["hidden_size"]: preset["num_attention_heads"] for preset in SAPIENS_PRESETS.values()}
@@ -360,7 +360,7 @@ def _detect_task(head: dict, decoder: dict) -> str:
     layer's width tells the dense heads of fixed width apart); the encoder's when it holds neither."""
     if decoder:
         return next(task.name for task in TASKS.values() if task.decoder)
-    for task in sorted(TASKS.values(), key=lambda task: task.output_channels is None):  # fixed widths first
+    for task in sorted(V1_TASKS.values(), key=lambda task: task.output_channels is None):  # fixed widths first
         layer = head.get(f"{task.original_head}.weight") if task.original_head else None
         if layer is not None and task.output_channels in (None, layer.shape[0]):
             return task.name
@@ -464,6 +464,9 @@ def _convert(checkpoint, task: str | None, config_overrides: dict) -> tuple:
     encoder, head, decoder = _split_original(load_original_state_dict(checkpoint))
     found = _detect_task(head, decoder)
     task = get_task(task).name if task is not None else found
+    if task not in TASK_TO_CLASS:
+        raise ValueError(f"{task} is a Sapiens2 task: its checkpoints (e.g. {TASKS[task].default_checkpoint}) load as "
+                         "they are, with nothing to convert")
     if found in HEAD_TASKS and not TASKS[task].encoder_only and task != found:
         raise ValueError(f"This is a {found} checkpoint; it cannot be converted into a {task} model")
     head, decoder = (head, decoder) if task == found else ({}, {})  # only the checkpoint's own task has them

@@ -38,7 +38,7 @@ from .keypoint_formats import FORMAT_NAMES, NATIVE
 from .modeling_sapiens import WrongModelError
 from .pipelines import load_task_pipeline
 from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
-from .visualization import segmentation_palette
+from .visualization import class_palette
 
 
 DEMO_TASKS = tuple(task.name for task in PIPELINE_TASKS.values())  # the tasks with a pipeline
@@ -292,13 +292,13 @@ def save_result(task: Task, result, image, output_dir: Path, file_name: str, key
 
 
 def legend_html(model_config) -> str:
-    """The segmentation classes in their overlay colours (`segmentation_palette`)."""
+    """The segmentation classes in their overlay colours (`class_palette`: by name, so Sapiens2's 29 classes too)."""
     names = [model_config.id2label[index] for index in range(model_config.num_labels)]
     items = [
         f'<span style="display:inline-block;margin:2px 10px 2px 0;white-space:nowrap">'
         f'<span style="display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:middle;'
         f'background:rgb({red},{green},{blue})"></span>{html.escape(str(name))}</span>'
-        for name, (red, green, blue) in zip(names, segmentation_palette(len(names)).tolist())
+        for name, (red, green, blue) in zip(names, class_palette(model_config.id2label).tolist())
     ]
     return f'<div class="legend"><b>Segmentation classes:</b> {"".join(items)}</div>'
 

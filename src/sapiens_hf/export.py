@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .families import SAPIENS2, family_of
 from .runtime import DTYPES, FORMATS, MANIFEST, load_graph
 from .tasks import task_of_class
 
@@ -108,7 +109,15 @@ def _load(model, config_overrides: dict):
 
     config = AutoConfig.from_pretrained(model, **config_overrides)
     architecture = (config.architectures or ["SapiensModel"])[0]
+    _check_family(config, model)  # from the config, before the weights load
     return getattr(modeling_sapiens, architecture).from_pretrained(model, config=config)
+
+
+def _check_family(config, name) -> None:
+    if family_of(config) is SAPIENS2:
+        # The runtime's NumPy/OpenCV processing is Sapiens' (uint8 UDP warps, two resizes); Sapiens2's differs.
+        raise ExportError(f"{name} is a Sapiens2 model: sapiens-hf exports Sapiens models only; run Sapiens2 models "
+                          "with their pipelines (predict, annotate)")
 
 
 def _check_request(task, format: str, dtype: str, quantize: str | None) -> None:
@@ -148,6 +157,7 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
 
         check_config_overrides(config_overrides)  # a misspelled key is an error, as in predict and convert
     model = _load(model, config_overrides or {}).eval()
+    _check_family(model.config, model.name_or_path or type(model).__name__)
     task = task_of_class(type(model).__name__)
     _check_request(task, format, dtype, quantize)
     from transformers import AutoImageProcessor

@@ -34,6 +34,7 @@ from transformers.utils import logging
 
 from . import releases
 from .configuration_sapiens import SapiensConfig
+from .families import SAPIENS2, family_of
 from .releases import OriginalCheckpoint, file_sha256
 from .tasks import task_of_class
 
@@ -265,10 +266,14 @@ def push_to_hub(
     users, or with the modules when the classes were registered with `register_for_auto_class` (docs/hub.md).
     Returns the `CommitInfo`.
     """
-    api = HfApi(token=token)
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     model = obj.model if isinstance(obj, Pipeline) else obj  # a pipeline pushes its model and processor
     config = obj if isinstance(obj, SapiensConfig) else getattr(model, "config", None)
+    if config is not None and family_of(config) is SAPIENS2:  # before anything is created on the Hub
+        raise ValueError("This is a Sapiens2 model (transformers' own class): push it with its own "
+                         "`model.push_to_hub(...)`; sapiens-hf's cards describe Sapiens models and their CC-BY-NC "
+                         "licence, not Sapiens2's")
+    api = HfApi(token=token)
+    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         if hasattr(model, "state_dict"):

@@ -2,7 +2,7 @@
 (facebookresearch/sapiens `pose/configs/_base_/datasets/{coco,coco_wholebody,goliath}.py`, the colour tables of
 `lite/demo/classes_and_palettes.py` with the Goliath teeth removed, and `seg/mmseg/datasets/goliath.py`): keypoint
 sets (COCO 17, COCO-WholeBody 133, Goliath 308) with their drawing colours, and the 28 Goliath body-part classes with
-their palette and loss weights.
+their palette and loss weights; Sapiens2's 29 classes and their mapping to the 28.
 
 The tables are Python literals, not data files, so that this module also works when it is exported as remote code
 (only `.py` modules are copied to a Hub repo). Standard library only.
@@ -400,6 +400,18 @@ SEGMENTATION_PALETTE = (
     (0, 128, 72), (235, 205, 119), (115, 227, 112), (157, 113, 143), (132, 93, 50), (82, 21, 114),
 )
 
+# Sapiens2's 29 classes (facebookresearch/sapiens2, sapiens/dense/src/datasets/seg/seg_utils.py, DOME_CLASSES_29):
+# Sapiens' 28 with "Eyeglass" inserted at index 2, every other class keeping its name and colour.
+SEGMENTATION_CLASSES_29 = (*SEGMENTATION_CLASSES[:2], "Eyeglass", *SEGMENTATION_CLASSES[2:])
+CLASS_COLOURS = {**dict(zip(SEGMENTATION_CLASSES, SEGMENTATION_PALETTE)), "Eyeglass": (14, 204, 182)}
+
+
+def class_mapping_29_to_28() -> dict[int, int | None]:
+    """Sapiens2 class index → Sapiens class index of the same name (None for Eyeglass, which Sapiens lacks)."""
+    return {index: SEGMENTATION_CLASSES.index(name) if name in SEGMENTATION_CLASSES else None
+            for index, name in enumerate(SEGMENTATION_CLASSES_29)}
+
+
 # Class weights of the original body-part segmentation loss (seg/configs/sapiens_seg/goliath).
 CLASS_WEIGHTS = tuple(
     float(w) for w in (0.1, 10, 3, 2, 4, 4, 2, 2, 6, 10, 3, 3, 1, 4, 4, 2, 2, 6, 10, 3, 3, 1, 1, 10, 10, 10, 10, 10)
@@ -437,7 +449,10 @@ def model_flip_pairs(config) -> list[list[int]] | None:
 
 
 __all__ = [
+    "CLASS_COLOURS",
     "CLASS_WEIGHTS",
+    "SEGMENTATION_CLASSES_29",
+    "class_mapping_29_to_28",
     "KEYPOINT_SETS",
     "model_flip_pairs",
     "KEYPOINT_SET_BY_COUNT",

@@ -1,9 +1,15 @@
-"""Pipelines for the four Sapiens tasks, registered with transformers on `import sapiens_hf`:
+"""Pipelines for the Sapiens tasks, registered with transformers on `import sapiens_hf`:
 
     pipeline("sapiens-pose")          top-down keypoints (boxes given, found by a person detector, or the whole image)
-    pipeline("sapiens-segmentation")  28-class body-part segmentation
-    pipeline("sapiens-depth")         relative depth
+    pipeline("sapiens-segmentation")  body-part segmentation (28 classes in Sapiens, 29 in Sapiens2)
+    pipeline("sapiens-depth")         relative depth (Sapiens)
     pipeline("sapiens-normal")        surface normals
+    pipeline("sapiens-pointmap")      XYZ per pixel (Sapiens2)
+    pipeline("sapiens-matting")       alpha matte and foreground (Sapiens2)
+
+Each accepts either generation's models — Sapiens checkpoints and transformers' Sapiens2 ones
+(`facebook/sapiens2-*`) — and returns the same result schema for both; the model's config tells them apart
+(`sapiens_hf.families`).
 
 Each takes single images or lists (PIL images, arrays, tensors, file paths or URLs) and the usual `batch_size`,
 `device` and `dtype` arguments; results are at the original image size. The built-in `depth-estimation` and
@@ -26,15 +32,15 @@ from transformers.pipelines.base import ChunkPipeline
 
 from . import keypoint_formats
 from .exported_model import SapiensExportedModel
+from .families import check_config_overrides, family_of
 from .geometry import check_boxes
 from .image_io import read_image
-from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensPoseEstimatorOutput, WrongModelError
 from .runtime import is_export_folder
-from .tasks import PIPELINE_TASKS, Task, get_task, task_of_class
+from .tasks import PIPELINE_TASKS, Task, cut_out, get_task, task_of_class
 from .validation import check_kernel_size, check_number
-from .visualization import segmentation_to_image, visualize_depth, visualize_normals
+from .visualization import class_palette, segmentation_to_image, visualize_depth, visualize_normals
 
 
 class _SapiensPipelineMixin:
@@ -56,8 +62,13 @@ class _SapiensPipelineMixin:
                                  f"{kwargs['dtype']}: export it again with --dtype")
         super().__init__(*args, **kwargs)
         self._check_model()
+        processor_class = family_of(self.model.config).image_processor_class()
         if self.image_processor is None:  # a pipeline class built directly: the released checkpoints use the defaults
-            self.image_processor = SapiensImageProcessorPil()
+            self.image_processor = processor_class()
+        elif not isinstance(self.image_processor, processor_class):
+            # transformers' own Sapiens2 processor (where torchvision is installed) has other outputs and results:
+            # the same settings in this package's processor, which gives the pipelines' schema.
+            self.image_processor = processor_class.from_dict(self.image_processor.to_dict())
 
     @property
     def sapiens_task(self) -> Task:
@@ -71,15 +82,22 @@ class _SapiensPipelineMixin:
         return super().__call__(inputs, *args, **kwargs)
 
     def _check_model(self) -> None:
-        """Rejects a model of another task by its class. (A task model cannot be built from another task head's
-        checkpoint at all: `SapiensTaskModel` refuses its config. One built from an encoder checkpoint, pretraining
-        or backbone, has a new head to be fine-tuned: its own class counts.)"""
-        model = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
+        """Rejects a model of another task: its class, or the task head class it was saved from
+        (`config.architectures`). The pipeline's auto class loads another task's head from its checkpoint (a pose
+        model's 17 keypoints would become 17 segmentation classes), so the class alone does not tell. (An encoder
+        checkpoint, pretraining or backbone, gives a new head to be fine-tuned: the model's own class counts.)"""
+        class_name = getattr(self.model, "exported_from", type(self.model).__name__)  # an export: what it was made of
+        family = family_of(self.model.config)
+        saved_as = task_of_class((self.model.config.architectures or [None])[0])
+        name = family.class_name(saved_as) if saved_as is not None and saved_as.has_head else class_name
         wanted = self.sapiens_task
-        if model == wanted.model_class:
+        if class_name == name == family.class_name(wanted):
             return
-        task = task_of_class(model)
-        if task is not None and task.has_head:
+        task = task_of_class(name)
+        model = name if name == class_name else f"{class_name} loaded from a {name} checkpoint"
+        if family.class_name(wanted) is None:
+            problem = f"a {family.name} model ({model}); {family.name} has no {wanted.name} model"
+        elif task is not None and task.has_head:
             problem = f'a {task.name} model ({model}); use pipeline("{task.pipeline}", ...) for it'
         elif task is not None and task.encoder_only:
             problem = f"a model without a task head ({model}); fine-tune one for the task first"
@@ -87,7 +105,8 @@ class _SapiensPipelineMixin:
             problem = f"a {task.name} model ({model}); fine-tune it for the task first"
         else:
             problem = f"a {model}"
-        raise WrongModelError(f"The {wanted.pipeline} pipeline needs a {wanted.model_class}, got {problem}")
+        needed = " or ".join(name for name in (wanted.model_class, wanted.v2_model_class) if name)
+        raise WrongModelError(f"The {wanted.pipeline} pipeline needs a {needed}, got {problem}")
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """Saves the model and the image processor only: a plain checkpoint that `pipeline(task, model=directory)`
@@ -126,18 +145,17 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
         return model_inputs
 
     def _forward(self, model_inputs, flip_test=False):
-        pixel_values, output = model_inputs["pixel_values"], self.sapiens_task.output
-        model_outputs = {
-            "target_size": model_inputs["target_size"],
-            output: getattr(self.model(pixel_values=pixel_values), output),
-        }
+        pixel_values, task = model_inputs["pixel_values"], self.sapiens_task
+        outputs = task.model_outputs(self.model(pixel_values=pixel_values))
+        model_outputs = {"target_size": model_inputs["target_size"], **outputs}
         if flip_test:
-            model_outputs[f"{output}_flipped"] = getattr(self.model(pixel_values=pixel_values.flip(-1)), output)
+            flipped = task.model_outputs(self.model(pixel_values=pixel_values.flip(-1)))
+            model_outputs.update({f"{name}_flipped": value for name, value in flipped.items()})
         return model_outputs
 
     def _outputs(self, model_outputs, suffix=""):
-        output = self.sapiens_task.output
-        return self.sapiens_task.output_type()(**{output: model_outputs[output + suffix]})
+        task = self.sapiens_task
+        return task.output_type()(**{name: model_outputs[name + suffix] for name in task.outputs})
 
 
 class SapiensSegmentationPipeline(_SapiensDensePipeline):
@@ -148,7 +166,8 @@ class SapiensSegmentationPipeline(_SapiensDensePipeline):
         segmentation = self.image_processor.post_process_semantic_segmentation(
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
         )[0]
-        return {"segmentation": segmentation, "label_map": segmentation_to_image(segmentation)}
+        palette = class_palette(self.model.config.id2label)  # the model's own classes (28 or 29), named colours
+        return {"segmentation": segmentation, "label_map": segmentation_to_image(segmentation, palette)}
 
 
 class SapiensDepthPipeline(_SapiensDensePipeline):
@@ -171,6 +190,28 @@ class SapiensNormalPipeline(_SapiensDensePipeline):
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
         )[0]["normals"]
         return {"normals": normals, "normal_map": visualize_normals(normals)}
+
+
+class SapiensPointmapPipeline(_SapiensDensePipeline):
+    """3D points (Sapiens2). Returns `{"pointmap": (3, H, W) XYZ per pixel in the camera frame (metres when the model
+    predicts a scale), "scale": the predicted scale or None, "depth": its Z colour-mapped as a PIL image}`."""
+
+    def postprocess(self, model_outputs):
+        result = self.image_processor.post_process_pointmap_estimation(
+            self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
+        )[0]
+        return {**result, "depth": visualize_depth(result["pointmap"][2])}
+
+
+class SapiensMattingPipeline(_SapiensDensePipeline):
+    """Alpha matting (Sapiens2). Returns `{"alpha": (H, W) in [0, 1], "foreground": (3, H, W) pre-multiplied RGB in
+    [0, 1], "cut_out": the RGBA PIL image of the person}`."""
+
+    def postprocess(self, model_outputs):
+        result = self.image_processor.post_process_image_matting(
+            self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
+        )[0]
+        return {**result, "cut_out": cut_out(result)}
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -331,7 +372,9 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         pixel_values = model_inputs.pop("pixel_values")
         outputs, flipped = self.model(pixel_values=pixel_values), None
         if flip_pairs is not None:  # flip test: the model mirrors the flipped crops' heatmaps back, swaps left/right
-            flipped = self.model(pixel_values=pixel_values.flip(-1), flip_pairs=flip_pairs)
+            # As a tensor: Sapiens2's `flip_back` takes no list.
+            pairs = torch.as_tensor(flip_pairs, dtype=torch.long, device=pixel_values.device)
+            flipped = self.model(pixel_values=pixel_values.flip(-1), flip_pairs=pairs)
         people = self.image_processor.post_process_pose_estimation(
             SapiensPoseEstimatorOutput(heatmaps=outputs.heatmaps), boxes=[model_inputs["box"].tolist()],
             outputs_flipped=flipped, kernel_size=kernel_size, crop_center=model_inputs["crop_center"],
@@ -357,13 +400,12 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
 def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, **config_overrides):
     """The `sapiens-*` pipeline of `task` for a model id or path (`from_pretrained` takes it; default: the task's
-    released 0.3B model), with its processor (the released settings when the checkpoint has none). The model is
-    loaded through the task's Sapiens class in `dtype` (default float32), a folder of `sapiens-hf export` as
+    released checkpoint), with its processor (the released settings when the checkpoint has none). The model is
+    loaded through the task's class of its generation (Sapiens or Sapiens2, from its config) in `dtype` (default
+    float32), a folder of `sapiens-hf export` as
     `SapiensExportedModel` (default: the dtype it was exported in), and the pipeline refuses a model of another task
     (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo."""
     from transformers import AutoConfig, AutoImageProcessor
-
-    from . import modeling_sapiens
 
     task = get_task(task)
     model = model or task.default_checkpoint
@@ -373,16 +415,26 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
         loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
     else:
         # Another task's checkpoint is refused from its config, before its weights load into the wrong head.
-        saved_as = task_of_class((AutoConfig.from_pretrained(model, **config_overrides).architectures or [None])[0])
+        config = AutoConfig.from_pretrained(model)
+        family, saved_as = family_of(config), task_of_class((config.architectures or [None])[0])
+        try:  # a field of the other generation's config, before any weights load
+            check_config_overrides(config_overrides, family)
+        except TypeError as error:
+            raise ValueError(f"{model}: {error}") from None
         if saved_as is not None and saved_as.has_head and saved_as is not task:
-            raise WrongModelError(f"The {task.pipeline} pipeline needs a {task.model_class}, got a {saved_as.name} "
-                                  f"model ({saved_as.model_class}); use pipeline(\"{saved_as.pipeline}\", ...) for it")
-        loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype or torch.float32,
-                                                                             **config_overrides)
+            needed = family.class_name(task) or f"{task.name} model"
+            raise WrongModelError(f"The {task.pipeline} pipeline needs a {needed}, got a {saved_as.name} "
+                                  f"model ({family.class_name(saved_as)}); use pipeline(\"{saved_as.pipeline}\", ...) "
+                                  "for it")
+        try:
+            model_class = family.model_class(task)
+        except ValueError as error:
+            raise WrongModelError(f"The {task.pipeline} pipeline cannot run {model}: {error}") from None
+        loaded = model_class.from_pretrained(model, dtype=dtype or torch.float32, **config_overrides)
     try:
-        processor = AutoImageProcessor.from_pretrained(model)
+        processor = AutoImageProcessor.from_pretrained(model, backend="pil")
     except (OSError, ValueError):  # a folder saved without its processor: the released settings
-        processor = SapiensImageProcessorPil()
+        processor = family_of(loaded.config).image_processor_class()()
     return pipeline(task.pipeline, model=loaded, image_processor=processor, device=device)
 
 
@@ -400,7 +452,9 @@ def register_pipelines() -> None:
 
 __all__ = [
     "SapiensDepthPipeline",
+    "SapiensMattingPipeline",
     "SapiensNormalPipeline",
+    "SapiensPointmapPipeline",
     "SapiensPosePipeline",
     "SapiensSegmentationPipeline",
     "register_pipelines",

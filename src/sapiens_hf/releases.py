@@ -147,6 +147,59 @@ def _releases() -> list[OriginalCheckpoint]:
 
 ORIGINAL_CHECKPOINTS: list[OriginalCheckpoint] = _releases()
 
+# ---------------------------------------------------------------------------------------------------------------
+# Every release of both generations, for people choosing one (`sapiens-hf models`)
+# ---------------------------------------------------------------------------------------------------------------
+
+LICENCES = {
+    # facebookresearch/sapiens, LICENSE
+    1: "CC-BY-NC-4.0 (non-commercial use only)",
+    # facebookresearch/sapiens2, LICENSE.md: royalty-free use, modification and redistribution, commercial use
+    # included, with use restrictions (e.g. no surveillance or biometric processing)
+    2: "Sapiens2 License (commercial use allowed, with use restrictions)",
+}
+# The Sapiens2 checkpoints transformers loads as they are (facebookresearch/sapiens2, docs/MODEL_ZOO.md; matting:
+# the checkpoint transformers' Sapiens2ForImageMatting documents).
+SAPIENS2_SIZES = ("0.4b", "0.8b", "1b", "5b")
+SAPIENS2_LABELS = {"pose": "goliath-308", "segmentation": "29 classes", "normal": "XYZ normals",
+                   "pointmap": "XYZ + scale", "matting": "alpha + foreground", "pretraining": "encoder"}
+SAPIENS2_REPO_KINDS = {"segmentation": "seg", "pretraining": "pretrain"}
+SAPIENS2_TASK_SIZES = {"matting": ("1b",), "pretraining": ("0.1b", "0.4b", "0.8b", "1b", "1b-4k", "5b")}
+
+
+class Release(NamedTuple):
+    """One released model as `sapiens-hf models` lists it: `model` is what `--model` / `from_pretrained` take
+    (`filename` names the file of a repo holding several)."""
+
+    generation: int
+    task: str
+    size: str
+    labels: str
+    licence: str
+    model: str
+    filename: str | None = None
+
+
+def release_table() -> list[Release]:
+    """Every Sapiens release (Meta's original files, converted on first use; `.pth` only, their TorchScript copies
+    hold the same weights) and every Sapiens2 release (transformers' own checkpoints), by generation and task."""
+    rows = []
+    for checkpoint in ORIGINAL_CHECKPOINTS:
+        if checkpoint.format != "pth":
+            continue
+        several = sum(c.repo_id == checkpoint.repo_id for c in ORIGINAL_CHECKPOINTS if c.format == "pth") > 1
+        labels = checkpoint.label_set or {"segmentation": "goliath-28", "depth": "relative depth",
+                                          "normal": "XYZ normals", "pretraining": "MAE encoder"}[checkpoint.task]
+        rows.append(Release(1, checkpoint.task, checkpoint.model_size, labels, LICENCES[1], checkpoint.repo_id,
+                            Path(checkpoint.filename).name if several else None))
+    for task, labels in SAPIENS2_LABELS.items():
+        sizes = SAPIENS2_TASK_SIZES.get(task, SAPIENS2_SIZES)
+        kind = SAPIENS2_REPO_KINDS.get(task, task)
+        rows += [Release(2, task, size, labels, LICENCES[2], f"facebook/sapiens2-{kind}-{size}") for size in sizes]
+    order = ["pose", "segmentation", "depth", "normal", "pointmap", "matting", "pretraining"]
+    return sorted(rows, key=lambda row: (order.index(row.task), row.generation,
+                                         float(re.match(r"[\d.]+", row.size)[0]), row.size, row.labels))
+
 
 def register_original_checkpoint(checkpoint: OriginalCheckpoint) -> None:
     """Adds (or replaces, by repo and file) an entry, e.g. a private mirror of a released file with its sha256."""

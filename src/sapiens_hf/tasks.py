@@ -6,6 +6,10 @@ torch-free runtime, what an export records and measures, and how Meta's original
 labels. Everything else reads these objects; no other module compares a task name
 with a literal.
 
+Each task names its model class in both generations: `model_class` (Sapiens, this package's `modeling_sapiens`) and
+`v2_model_class` (Sapiens2, transformers' own `models/sapiens2`); a model's config says which generation it is
+(`sapiens_hf.families`). Pointmaps and matting exist only in Sapiens2 (`model_class` None).
+
 Adding a task: a `Task` (or a subclass with its result methods) in `TASKS`; its model class and head in
 `modeling_sapiens.py`, its head defaults in `configuration_sapiens.TASK_DEFAULTS` and, for a pipeline, its class in
 `pipelines.py`. Classes are named, not imported, and the methods import what they draw or write with, so that reading
@@ -24,17 +28,19 @@ class Task:
     """One thing a Sapiens model can be built for.
 
     `name` is what the converter, `SapiensConfig.from_preset` and the training scripts call it; `aliases` are
-    accepted wherever a task name is typed. `model_class` is the `modeling_sapiens` class and `auto_class` the
-    transformers Auto class it is registered with; `hub_tag` is the Hub `pipeline_tag` of its model cards.
+    accepted wherever a task name is typed. `model_class` is the `modeling_sapiens` class (None for a task only
+    Sapiens2 has), `v2_model_class` transformers' Sapiens2 class (None for a task Sapiens2 lacks) and `auto_class`
+    the transformers Auto class they are registered with; `hub_tag` is the Hub `pipeline_tag` of its model cards.
     `pipeline`/`pipeline_class` name its `sapiens-*` pipeline and `default_checkpoint` what that pipeline loads without
-    `model=`. `output` is the model output field that carries the prediction (also the exported graph's output) and
-    `output_class` the `ModelOutput` holding it. `flip_test`: the task averages with the mirrored input.
+    `model=`. `output` is the model output field that carries the prediction (also the exported graph's output),
+    `extra_outputs` the other fields post-processing reads (a pointmap's scale), and `output_class` the `ModelOutput`
+    holding them. `flip_test`: the task averages with the mirrored input.
     `training_target` is where the dense training scripts find its labels: `(Hub dataset column, folder)`.
     `file_tag` names its results in the files the command line writes (`photo_seg.png`).
     """
 
     name: str
-    model_class: str
+    model_class: str | None
     auto_class: str
     hub_tag: str
     description: str
@@ -49,6 +55,8 @@ class Task:
     file_tag: str = ""
     flip_test: bool = False
     top_down: bool = False  # boxes in, one crop per person (pose)
+    v2_model_class: str | None = None
+    extra_outputs: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.file_tag:
@@ -64,13 +72,27 @@ class Task:
         """Whether the model is the encoder alone (features; neither a task head nor the MAE decoder)."""
         return not (self.has_head or self.decoder)
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every model output field the post-processing reads."""
+        return (self.output, *self.extra_outputs)
+
     def output_type(self) -> type:
-        """The `ModelOutput` class of `output_class` (the package's own, else transformers')."""
+        """The `ModelOutput` class of `output_class` (the package's own, transformers' Sapiens2 ones, else
+        transformers' generic ones)."""
         from transformers import modeling_outputs
+        from transformers.models.sapiens2 import modeling_sapiens2
 
         from . import modeling_sapiens
 
-        return getattr(modeling_sapiens, self.output_class, None) or getattr(modeling_outputs, self.output_class)
+        return next(getattr(module, self.output_class) for module in (modeling_sapiens, modeling_sapiens2,
+                                                                       modeling_outputs)
+                    if hasattr(module, self.output_class))
+
+    def model_outputs(self, outputs) -> dict:
+        """The fields of `outputs` (a model's output) that the post-processing reads, as float32 on the CPU."""
+        return {name: None if getattr(outputs, name, None) is None else getattr(outputs, name).float().cpu()
+                for name in self.outputs}
 
     # --- what `predict` and the demo write for one image (`batch.writers.FileWriter`) -------------------------------
     result_suffix: str | None = None  # the machine-readable result file, `<stem>_<file_tag><suffix>`
@@ -78,8 +100,15 @@ class Task:
     records_file: str | None = None  # one file for the `record`s of every image (pose: keypoints.json)
     classes: bool = False  # one class of `config.id2label` per pixel (class colours and legend, label targets)
 
+    companion_suffixes: tuple[str, ...] = ()  # more files `save_result` writes beside the result (`.ply`)
+
     def result_path(self, folder: Path, stem: str) -> Path | None:
         return None if self.result_suffix is None else folder / f"{stem}_{self.file_tag}{self.result_suffix}"
+
+    def result_paths(self, folder: Path, stem: str) -> list[Path]:
+        """Every file `save_result` writes for one image: the result and its companions."""
+        path = self.result_path(folder, stem)
+        return [] if path is None else [path, *(path.with_suffix(suffix) for suffix in self.companion_suffixes)]
 
     def visual_path(self, folder: Path, stem: str, video: bool = False) -> Path:
         return folder / f"{stem}_{self.file_tag}_vis{'.mp4' if video else self.visual_suffix}"
@@ -271,7 +300,9 @@ class SegmentationTask(Task):
     def visualize(self, image, result, keypoint_threshold=0.3):
         from .visualization import overlay_segmentation
 
-        return overlay_segmentation(image, result["segmentation"])
+        # The label map carries the model's class colours (`visualization.class_palette` of its config).
+        palette = np.asarray(result["label_map"].getpalette(), np.uint8).reshape(-1, 3)
+        return overlay_segmentation(image, result["segmentation"], palette=palette)
 
     def post_process_arguments(self, prepared, sizes, dense_sizes):
         return {"target_sizes": sizes}  # labels at the image's size
@@ -350,6 +381,88 @@ class NormalTask(MapTask):
         return {"normal_angle_error_deg_mean": float(np.degrees(np.arccos(np.clip((a * b).sum(1), -1, 1))).mean())}
 
 
+@dataclass(frozen=True)
+class PointmapTask(MapTask):
+    """XYZ per pixel (Sapiens2): `.npy` `(H, W, 3)` and a PLY point cloud beside it; annotate stores the map and the
+    predicted scale."""
+
+    max_points: int = 2_000_000  # a PLY of a large image keeps every n-th pixel in both directions below this
+
+    def save_result(self, result, path):
+        import math
+
+        from plyfile import PlyData, PlyElement
+
+        points = result["pointmap"].float().permute(1, 2, 0).numpy()  # (H, W, 3)
+        np.save(path, points)
+        step = max(1, math.ceil(math.sqrt(points.shape[0] * points.shape[1] / self.max_points)))
+        points = points[::step, ::step].reshape(-1, 3)
+        points = points[np.isfinite(points).all(axis=1)]
+        vertices = np.empty(len(points), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+        vertices["x"], vertices["y"], vertices["z"] = points.T
+        PlyData([PlyElement.describe(vertices, "vertex")]).write(str(path.with_suffix(".ply")))
+
+    def visualize(self, image, result, keypoint_threshold=0.3):
+        return result["depth"]
+
+    def columns(self):
+        import pyarrow as pa
+
+        return [*super().columns(), ("pointmap_scale", pa.float32())]
+
+    def row(self, result, model_config):
+        import io
+
+        buffer = io.BytesIO()
+        np.save(buffer, result["pointmap"].numpy().astype(np.float32), allow_pickle=False)
+        return {"pointmap_npy": buffer.getvalue(), "pointmap_scale": result["scale"]}
+
+
+@dataclass(frozen=True)
+class MattingTask(Task):
+    """Alpha matte and foreground (Sapiens2): the alpha as an 8-bit PNG, the cut-out (the predicted foreground colours
+    with the alpha) as an RGBA PNG."""
+
+    def save_result(self, result, path):
+        import PIL.Image
+
+        PIL.Image.fromarray(_to_uint8(result["alpha"])).save(path)
+
+    def visualize(self, image, result, keypoint_threshold=0.3):
+        return cut_out(result)
+
+    def columns(self):
+        import pyarrow as pa
+
+        return [("matting_alpha_png", pa.binary()),  # 8-bit alpha at the dense size
+                ("matting_foreground_png", pa.binary())]  # RGBA cut-out at the dense size
+
+    def row(self, result, model_config):
+        import io
+
+        import cv2
+
+        buffer = io.BytesIO()
+        cut_out(result).save(buffer, format="PNG")
+        return {"matting_alpha_png": cv2.imencode(".png", _to_uint8(result["alpha"]))[1].tobytes(),
+                "matting_foreground_png": buffer.getvalue()}
+
+
+def _to_uint8(values) -> np.ndarray:
+    return np.rint(np.clip(values.float().numpy(), 0, 1) * 255).astype(np.uint8)
+
+
+def cut_out(result):
+    """The RGBA cut-out of a matting result: the model's pre-multiplied foreground divided by the alpha (the colours
+    of the person without the background mixed in at soft edges), with the alpha as transparency."""
+    import PIL.Image
+
+    alpha = result["alpha"].float().numpy()
+    colours = result["foreground"].float().numpy() / np.maximum(alpha, 1 / 255)
+    rgba = np.concatenate([colours, alpha[None]]).transpose(1, 2, 0)
+    return PIL.Image.fromarray(np.rint(np.clip(rgba, 0, 1) * 255).astype(np.uint8), "RGBA")
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
@@ -358,7 +471,7 @@ TASKS: dict[str, Task] = {
                  pipeline="sapiens-pose", pipeline_class="SapiensPosePipeline",
                  default_checkpoint="facebook/sapiens-pose-0.3b", flip_test=True, top_down=True,
                  visual_suffix=".jpg", records_file="keypoints.json", post_process="post_process_pose_estimation",
-                 labelled=True, original_head="final_layer"),
+                 labelled=True, original_head="final_layer", v2_model_class="Sapiens2ForPoseEstimation"),
         SegmentationTask("segmentation", "SapiensForSemanticSegmentation", "AutoModelForSemanticSegmentation",
                          "image-segmentation", "body-part segmentation", output="logits",
                          output_class="SemanticSegmenterOutput", aliases=("seg",), file_tag="seg",
@@ -366,7 +479,8 @@ TASKS: dict[str, Task] = {
                          default_checkpoint="facebook/sapiens-seg-0.3b", training_target=("label", "labels"),
                          result_suffix=".png", visual_suffix=".jpg", classes=True, labelled=True,
                          post_process="post_process_semantic_segmentation", target_argument="segmentation_maps",
-                         augmentation=(("background_prob", 0.8), ("rotate_degrees", 45.0)), original_head="conv_seg"),
+                         augmentation=(("background_prob", 0.8), ("rotate_degrees", 45.0)), original_head="conv_seg",
+                         v2_model_class="Sapiens2ForSemanticSegmentation"),
         DepthTask("depth", "SapiensForDepthEstimation", "AutoModelForDepthEstimation", "depth-estimation",
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
@@ -380,7 +494,20 @@ TASKS: dict[str, Task] = {
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
                    training_target=("normal", "normals"), result_suffix=".npy", labelled=True,
                    post_process="post_process_normal_estimation", output_channels=3, target_argument="normal_maps",
-                   original_head="conv_seg"),
+                   original_head="conv_seg", v2_model_class="Sapiens2ForNormalEstimation"),
+        PointmapTask("pointmap", None, "AutoModelForPointmapEstimation", "depth-estimation",
+                     "3D point per pixel (XYZ in the camera frame, metric with the predicted scale)",
+                     output="pointmaps", extra_outputs=("scales",), output_class="Sapiens2PointmapEstimatorOutput",
+                     aliases=("pointmaps",), pipeline="sapiens-pointmap", pipeline_class="SapiensPointmapPipeline",
+                     default_checkpoint="facebook/sapiens2-pointmap-0.4b", result_suffix=".npy",
+                     companion_suffixes=(".ply",), post_process="post_process_pointmap_estimation",
+                     v2_model_class="Sapiens2ForPointmapEstimation"),
+        MattingTask("matting", None, "AutoModelForImageMatting", "image-segmentation",
+                    "alpha matting of people (alpha and foreground colours)", output="alphas",
+                    extra_outputs=("foregrounds",), output_class="Sapiens2ImageMattingOutput", aliases=("alpha",),
+                    pipeline="sapiens-matting", pipeline_class="SapiensMattingPipeline",
+                    default_checkpoint="facebook/sapiens2-matting-1b", result_suffix=".png", visual_suffix=".png",
+                    post_process="post_process_image_matting", v2_model_class="Sapiens2ForImageMatting"),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
              "image-feature-extraction", "MAE pretraining (encoder + decoder)", output="logits",
              output_class="SapiensMaskedImageModelingOutput", aliases=("mae", "pretrain"),
@@ -394,6 +521,8 @@ TASKS: dict[str, Task] = {
 # The encoder alone: what a checkpoint with neither a task head nor the MAE decoder converts into.
 ENCODER = TASKS["model"]
 PIPELINE_TASKS: dict[str, Task] = {task.pipeline: task for task in TASKS.values() if task.pipeline}
+# The tasks of this package's own (Sapiens) models: what the converter, the registration and the exports cover.
+V1_TASKS: dict[str, Task] = {name: task for name, task in TASKS.items() if task.model_class}
 DENSE_TASKS = tuple(name for name, task in TASKS.items() if task.training_target)
 
 
@@ -410,8 +539,11 @@ def get_task(name: str) -> Task:
 
 
 def task_of_class(class_name: str | None) -> Task | None:
-    """The task a Sapiens model class (by name, as in `config.architectures`) is built for; None for other names."""
-    return next((task for task in TASKS.values() if task.model_class == class_name), None)
+    """The task a Sapiens or Sapiens2 model class (by name, as in `config.architectures`) is built for; None for other
+    names."""
+    if class_name is None:
+        return None
+    return next((task for task in TASKS.values() if class_name in (task.model_class, task.v2_model_class)), None)
 
 
-__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
+__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "V1_TASKS", "Task", "cut_out", "get_task", "task_of_class"]

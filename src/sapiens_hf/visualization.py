@@ -6,6 +6,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from . import metadata
 from .keypoint_formats import keypoint_format
 from .metadata import KEYPOINT_SET_BY_COUNT, SEGMENTATION_PALETTE, keypoint_set
 
@@ -96,6 +97,19 @@ def segmentation_palette(num_classes: int) -> np.ndarray:
     return palette[:num_classes]
 
 
+def class_palette(id2label: dict) -> np.ndarray:
+    """`(num_classes, 3)` uint8 colours of a model's classes (`config.id2label`): each known class its own colour, by
+    name (so Sapiens' 28 and Sapiens2's 29 classes share colours), any other class a fixed random one. Labels without
+    names (transformers' LABEL_0, …) of a released set's size (28 or 29) are that set's classes."""
+    names = [str(id2label[index]) for index in range(len(id2label))]
+    released = {len(classes): classes for classes in (metadata.SEGMENTATION_CLASSES, metadata.SEGMENTATION_CLASSES_29)}
+    if not set(names) & set(metadata.CLASS_COLOURS) and len(names) in released:
+        names = list(released[len(names)])
+    extra = np.random.default_rng(0).integers(0, 256, size=(len(names), 3), dtype=np.uint8)
+    colours = [metadata.CLASS_COLOURS.get(name, extra[index]) for index, name in enumerate(names)]
+    return np.array(colours, dtype=np.uint8)
+
+
 def _class_map(segmentation) -> np.ndarray:
     segmentation = _numpy(segmentation)
     if segmentation.ndim != 2 or segmentation.min(initial=0) < 0 or segmentation.max(initial=0) > 255:
@@ -165,6 +179,7 @@ def visualize_normals(normals, mask=None) -> PIL.Image.Image:
 
 
 __all__ = [
+    "class_palette",
     "draw_keypoints",
     "overlay_segmentation",
     "segmentation_palette",

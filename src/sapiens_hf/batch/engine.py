@@ -197,9 +197,11 @@ def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[i
         pixel_values = torch.cat([entry["pixel_values"] for entry in prepared]).to(pipe.device, pipe.dtype)
         with torch.inference_mode():
             outputs = pipe.model(pixel_values=pixel_values)
-        output = task.output_type()(**{task.output: getattr(outputs, task.output).float().cpu()})
-        results = getattr(pipe.image_processor, task.post_process)(
-            output, **task.post_process_arguments(prepared, sizes, dense_sizes))
+        output = task.output_type()(**task.model_outputs(outputs))
+        arguments = task.post_process_arguments(prepared, sizes, dense_sizes)
+        if getattr(pipe.image_processor, "do_pad", False):  # Sapiens2's padded inputs: the border is found per image
+            arguments["source_sizes"] = sizes
+        results = getattr(pipe.image_processor, task.post_process)(output, **arguments)
         for row, result in zip(rows, results):
             if task.top_down and conversion is not None:
                 result = [conversion.person(person) for person in result]

@@ -356,12 +356,15 @@ class FileWriter:
 
     def planned(self, entry) -> list[Path]:
         """The files that an input writes (for a video, with its announced frame count)."""
-        results = [self.task.result_path(self.folder, frame_stem(entry.name, index)) for index in entry.indices]
-        return [self.task.visual_path(self.folder, entry.name, entry.is_video)] + [path for path in results if path]
+        results = [path for index in entry.indices
+                   for path in self.task.result_paths(self.folder, frame_stem(entry.name, index))]
+        return [self.task.visual_path(self.folder, entry.name, entry.is_video), *results]
 
     def write(self, frame, result) -> dict | None:
         """Writes the files of one prediction; returns what the task's records keep of an image (a video frame's is
         recorded with its segment)."""
+        import PIL.Image
+
         video = None if frame.index is None else self._video(frame)
         extra = {}
         if video is not None and video["tracker"] is not None:
@@ -379,8 +382,10 @@ class FileWriter:
             visual.save(path)
             self.written += 1
             return self.task.record(result, image, self.keypoint_threshold)
+        if visual.mode == "RGBA":  # a cut-out (matting): its frames over black, as a video has no transparency
+            visual = PIL.Image.alpha_composite(PIL.Image.new("RGBA", visual.size, (0, 0, 0, 255)), visual)
         record = self.task.record(result, {**image, "frame": frame.index}, self.keypoint_threshold) or {}
-        self.record.add_all(frame.source.name, video["segments"].add(frame.index, visual,
+        self.record.add_all(frame.source.name, video["segments"].add(frame.index, visual.convert("RGB"),
                                                                       {"frame": frame.index, **record, **extra}))
         self.written += 1
         return None

@@ -30,6 +30,7 @@ from ..tasks import TASKS, get_task
 from . import evaluate as evaluating
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
+from .models import models as list_models
 
 
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes, resolved when the model is loaded
@@ -289,6 +290,10 @@ EXAMPLES = {
   sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose
   sapiens-hf convert sapiens_1b_epoch_173_clean.pth out/encoder-1b --push-to-hub me/sapiens-1b""",
     "evaluate": evaluating.EXAMPLE,
+    "models": """examples:
+  sapiens-hf models
+  sapiens-hf models --task pose --generation 2
+  sapiens-hf models --json""",
     "demo": """examples:
   sapiens-hf demo
   sapiens-hf demo --model pose=facebook/sapiens-pose-1b --model seg=./my-seg --device cuda --share""",
@@ -318,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = command("predict", "predict on images, folders and videos")
     run.add_argument("--task", required=True, type=task_name, choices=PIPELINE_TASK_NAMES,
-                     help="pose, segmentation (or seg), depth or normal")
+                     help="pose, segmentation (or seg), depth, normal, pointmap or matting (the last two: Sapiens2 "
+                          "models)")
     run.add_argument("--model", type=task_model,
                      help=model_help + " (default: the task's original 0.3B release, facebook/sapiens-<task>-0.3b)")
     run.add_argument("inputs", nargs="+", help=f"images, folders or videos (e.g. {SAMPLE_IMAGE})")
@@ -358,9 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--id-column", help="column identifying each row (default: split/index)")
     notes.add_argument("--streaming", action="store_true", help="stream the dataset instead of downloading it first")
     notes.add_argument("--task", required=True, action="append", type=task_name, choices=PIPELINE_TASK_NAMES,
-                       help="pose, segmentation (or seg), depth or normal; repeat it for several tasks in one pass")
+                       help="pose, segmentation (or seg), depth, normal, pointmap or matting; repeat it for several "
+                            "tasks in one pass")
     notes.add_argument("--model", action="append", default=[], type=task_model,
-                       help=model_help + " (default: the task's released 0.3B model); repeatable")
+                       help=model_help + " (default: the task's default checkpoint, see sapiens-hf models); repeatable")
     notes.add_argument("--output", required=True, help="output folder: Parquet shards + .sapiens-hf/ (manifest, "
                        "errors); a re-run of the same command resumes it")
     notes.add_argument("--overwrite", action="store_true", help="start afresh over a run with other settings")
@@ -414,11 +421,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluating.add_arguments(scoring, task_model, task_name, PIPELINE_TASK_NAMES, model_help, device_help, dtype_help,
                              dtype_name, device_name)
     scoring.set_defaults(handler=evaluate)
+    listing = command("models", "list every Sapiens and Sapiens2 release: task, size, labels, licence, model id")
+    listing.add_argument("--task", type=task_name, choices=PIPELINE_TASK_NAMES + ["pretraining"],
+                         help="only this task's releases")
+    listing.add_argument("--generation", type=int, choices=(1, 2), help="only Sapiens (1) or Sapiens2 (2)")
+    listing.add_argument("--json", action="store_true", help="the table as JSON")
+    listing.set_defaults(handler=list_models)
 
     web = command("demo", 'a web app for the four tasks on uploaded images (needs Gradio: pip install '
                   '"sapiens-hf[demo]")')
     web.add_argument("--model", action="append", default=[], type=task_model, metavar="TASK=MODEL",
-                     help=model_help + " (default: the task's released 0.3B model); repeatable")
+                     help=model_help + " (default: the task's default checkpoint, see sapiens-hf models); repeatable")
     web.add_argument("--device", type=device_name, help=device_help)
     web.add_argument("--port", type=int, default=7860, help="local port to serve on (default 7860)")
     web.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")

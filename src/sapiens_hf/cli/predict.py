@@ -18,7 +18,7 @@ from huggingface_hub import constants
 from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
-from ..convert import check_config_overrides
+from ..families import check_config_overrides
 from ..keypoint_formats import NATIVE
 from ..modeling_sapiens import WrongModelError
 from ..pipelines import load_task_pipeline
