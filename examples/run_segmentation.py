@@ -63,7 +63,7 @@ def main():
     if seg_args.class_names:
         names, class_weights = [name.strip() for name in seg_args.class_names.split(",")], None
     elif uses_sapiens2(model_args):
-        names, class_weights = list(metadata.SAPIENS2_SEGMENTATION_CLASSES), list(metadata.SAPIENS2_CLASS_WEIGHTS)
+        names, class_weights = list(metadata.SEGMENTATION_CLASSES_29), list(metadata.SAPIENS2_CLASS_WEIGHTS)
     else:
         names, class_weights = list(metadata.SEGMENTATION_CLASSES), list(metadata.CLASS_WEIGHTS)
     id2label = dict(enumerate(names))

@@ -417,10 +417,8 @@ CLASS_WEIGHTS = tuple(
     float(w) for w in (0.1, 10, 3, 2, 4, 4, 2, 2, 6, 10, 3, 3, 1, 4, 4, 2, 2, 6, 10, 3, 3, 1, 1, 10, 10, 10, 10, 10)
 )
 
-# Sapiens2's 29 body-part classes: the 28 above with "Eyeglass" at index 2, and their original loss weights
-# (facebookresearch/sapiens2: `sapiens/dense/src/datasets/seg/seg_utils.py` DOME_CLASSES_29,
+# The original loss weights of Sapiens2's 29 classes (`SEGMENTATION_CLASSES_29`; facebookresearch/sapiens2
 # `sapiens/dense/configs/seg/shutterstock_goliath/` CLASS_WEIGHT).
-SAPIENS2_SEGMENTATION_CLASSES = SEGMENTATION_CLASSES[:2] + ("Eyeglass",) + SEGMENTATION_CLASSES[2:]
 SAPIENS2_CLASS_WEIGHTS = CLASS_WEIGHTS[:2] + (10.0,) + CLASS_WEIGHTS[2:]
 
 
@@ -459,7 +457,6 @@ __all__ = [
     "SEGMENTATION_CLASSES",
     "SEGMENTATION_PALETTE",
     "SAPIENS2_CLASS_WEIGHTS",
-    "SAPIENS2_SEGMENTATION_CLASSES",
     "flip_pairs",
     "keypoint_set",
 ]
