@@ -16,7 +16,7 @@ import pytest
 import skimage.data
 import torch
 from golden_utils import arch, golden_weights, load_golden, well_conditioned_keypoints
-from helpers import tiny_config
+from helpers import TWO_PEOPLE_BOXES, tiny_config, two_people_image
 from transformers import YolosConfig, YolosForObjectDetection, pipeline
 from transformers.dynamic_module_utils import get_imports
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -112,7 +112,7 @@ def test_pose_pipeline_equals_the_processor_api(models, processor, astronaut):
     assert people[0]["keypoints"].shape == (17, 2) and people[0]["bbox_score"] is None
     flipped = estimator(PIL.Image.fromarray(astronaut), boxes=boxes, flip_test=True)
     assert_people_equal(flipped, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
-    whole = estimator(astronaut)  # no boxes: the whole image
+    whole = estimator(astronaut, detector=None)  # no boxes, no detector: the whole image
     assert len(whole) == 1 and whole[0]["bbox_xywh"].tolist() == [0, 0, 512, 512]
 
 
@@ -176,6 +176,84 @@ def test_pose_pipeline_with_a_person_detector(models, processor, astronaut):
     )
     people = estimator(astronaut, detector=detection, detector_threshold=0.0)
     assert 1 <= len(people) <= 3 and all(person["bbox_score"] is not None for person in people)
+
+
+def test_pose_finds_people_by_default_and_differs_from_the_whole_image(models, processor, tiny_detector):
+    """Without boxes the pose pipeline looks for people (RT-DETR by default); detector=None is the whole image. On two
+    people the detector's two crops give other keypoints than the one whole-image crop, through a stub detector and
+    through a real (tiny RT-DETR) object-detection model loaded from its folder."""
+    import inspect
+
+    from sapiens_hf.pipelines import DEFAULT_DETECTOR, SapiensPosePipeline
+
+    assert inspect.signature(SapiensPosePipeline.__call__).parameters["detector"].default == DEFAULT_DETECTOR
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    image = two_people_image()
+
+    def two_people(picture):
+        return [{"label": "person", "score": 0.9 - 0.1 * index,
+                 "box": {"xmin": x, "ymin": y, "xmax": x + width, "ymax": y + height}}
+                for index, (x, y, width, height) in enumerate(TWO_PEOPLE_BOXES)]
+
+    whole = estimator(image, detector=None)
+    assert [person["bbox_xywh"].tolist() for person in whole] == [[0, 0, 320, 240]]
+    people = estimator(image, detector=two_people)
+    assert [person["bbox_xywh"].tolist() for person in people] == TWO_PEOPLE_BOXES
+    assert [person["bbox_score"] for person in people] == pytest.approx([0.9, 0.8])
+    assert_people_equal(people, manual_pose(models["pose"], processor, image, TWO_PEOPLE_BOXES))
+    assert not torch.allclose(people[0]["keypoints"], whole[0]["keypoints"], atol=1.0)
+
+    # The real path: a folder name, loaded as an object-detection pipeline; its boxes after the person filter + NMS.
+    detection = pipeline("object-detection", model=tiny_detector)
+    found = [d for d in detection(PIL.Image.fromarray(image), threshold=0.0) if d["label"] == "person"]
+    people = estimator(image, detector=tiny_detector, detector_threshold=0.0)
+    assert 1 <= len(people) <= len(found) and all(person["bbox_score"] is not None for person in people)
+    best = max(found, key=lambda d: d["score"])["box"]
+    assert people[0]["bbox_xywh"].tolist() == [best["xmin"], best["ymin"], best["xmax"] - best["xmin"],
+                                               best["ymax"] - best["ymin"]]
+    boxes = [person["bbox_xywh"].tolist() for person in people]
+    assert_people_equal(people, manual_pose(models["pose"], processor, image, boxes))
+    assert boxes != [[0, 0, 320, 240]]
+
+
+def test_pose_detects_a_list_of_images_in_batches(models, processor, tiny_detector, astronaut, monkeypatch):
+    """A list of images goes to an object-detection pipeline in one call per `images_at_once` images, with the same
+    people as image by image; the crops of several images go through the model together (`batch_size`)."""
+    from transformers import ObjectDetectionPipeline
+
+    model = copy.deepcopy(models["pose"]).double()  # batching changes no bit that matters (see above)
+    estimator = pipeline("sapiens-pose", model=model, image_processor=processor)
+    images = [two_people_image(), astronaut, two_people_image()[:, ::-1]]
+    one_by_one = [estimator(image, detector=tiny_detector, detector_threshold=0.0) for image in images]
+    calls, forwards = [], []
+    detect = ObjectDetectionPipeline.__call__
+    monkeypatch.setattr(ObjectDetectionPipeline, "__call__",
+                        lambda self, inputs, **kwargs: calls.append(len(inputs)) or detect(self, inputs, **kwargs))
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kwargs: forwards.append(len(kwargs["pixel_values"]))
+                        or forward(**kwargs))
+    estimator.images_at_once = 2
+    batched = estimator(images, detector=tiny_detector, detector_threshold=0.0, batch_size=4)
+    assert calls == [2, 1]
+    for people, reference in zip(batched, one_by_one):
+        assert_people_equal(people, reference, batched=True)
+    crops = sum(len(people) for people in batched)
+    assert crops > 3 and max(forwards) > 1 and sum(forwards) == crops  # crops of several images in one pass
+
+
+def test_an_unreachable_detector_fails_once_before_any_image_is_read(models, processor, tmp_path, monkeypatch):
+    """Offline without the detector (or a wrong folder): one error naming detector=None and a local folder, raised
+    before the image is read (a missing file would otherwise fail first); given boxes need no detector."""
+    from sapiens_hf.pipelines import DetectorUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    for detector in ({"detector": str(tmp_path / "no-detector")}, {}):  # a wrong folder; the default, offline
+        with pytest.raises(DetectorUnavailableError, match="detector=None for the whole image") as error:
+            estimator([str(tmp_path / "missing.jpg")] * 3, **detector)
+        assert "local folder" in str(error.value) and "hf download" in str(error.value)
+    people = estimator(two_people_image(), boxes=TWO_PEOPLE_BOXES)  # given boxes: no detector is loaded
+    assert len(people) == 2 and estimator._detector == (None, None)
 
 
 def test_pose_pipeline_end_to_end_matches_golden():
@@ -281,9 +359,9 @@ def test_pose_flip_test_keypoint_pairs(models, processor, astronaut):
     assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
     five = SapiensForPoseEstimation(tiny_config(num_labels=5, **SIZE)).eval()
     estimator = pipeline("sapiens-pose", model=five, image_processor=processor)
-    assert estimator(astronaut)[0]["keypoints"].shape == (5, 2)
+    assert estimator(astronaut, detector=None)[0]["keypoints"].shape == (5, 2)
     with pytest.raises(ValueError, match="set model.config.flip_pairs"):
-        estimator(astronaut, flip_test=True)
+        estimator(astronaut, detector=None, flip_test=True)
 
 
 @pytest.fixture
@@ -367,7 +445,7 @@ def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(mod
         if task == "sapiens-depth":
             assert torch.equal(reloaded(astronaut)["predicted_depth"], estimator(astronaut)["predicted_depth"])
         else:
-            assert_people_equal(reloaded(astronaut), estimator(astronaut))
+            assert_people_equal(reloaded(astronaut, detector=None), estimator(astronaut, detector=None))
 
 
 def serve_once(handler_body) -> tuple[str, http.server.ThreadingHTTPServer]:

@@ -194,28 +194,41 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
     return np.array(keep, dtype=np.int64)
 
 
+class DetectorUnavailableError(OSError):
+    """The person detector cannot be loaded (offline without it in the cache, a wrong id or folder)."""
+
+
+# The person detector of pose when no boxes are given: RT-DETR (R50-vd, COCO + Objects365, Apache-2.0), which
+# transformers' ViTPose documentation pairs with top-down pose; its COCO labels include "person".
+DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"
+
+
 class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     """Top-down pose estimation: one crop per person box, decoded into keypoints in image coordinates.
 
     Boxes (COCO `[x, y, width, height]`) come from `boxes=` (per image for a list of images), from `{"image": ...,
-    "boxes": [...]}` inputs, or from a person `detector` (a transformers object-detection pipeline, a model id for
-    one, or any callable returning that pipeline's output); without them, or when nobody is detected, the whole image
-    is the box, as in the original demo. Detections labelled `person_label` scoring above `detector_threshold` are
-    kept after NMS (IoU 0.3, as the original demo). `flip_test=True` averages with the heatmaps of the mirrored crops
+    "boxes": [...]}` inputs (with `"box_scores"` if they come from a detector of one's own), or else from a person
+    `detector`: by default `DEFAULT_DETECTOR` (RT-DETR), or a transformers object-detection pipeline, a model id or
+    folder for one, or any callable returning that pipeline's output for a PIL image; `detector=None` uses the whole
+    image as the box. When nobody is detected the whole image is the box, as in the original demo. Detections
+    labelled `person_label` scoring above `detector_threshold` are kept after NMS (IoU 0.3, as the original demo).
+    The detector runs on `images_at_once` images together for a list of images; the crops of several images go
+    through the model together with `batch_size`. `flip_test=True` averages with the heatmaps of the mirrored crops
     (the released configs' test setting).
 
     Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices),
-    `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
-    `model.config.id2label`.
+    `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's
+    score, `None` for given boxes and the whole image). Keypoint names: `model.config.id2label`.
     """
 
     crops_at_once = 8  # person crops made at a time (a 1024×768 crop is 19 MB): memory stays bounded per image
+    images_at_once = 8  # images of a list read and passed to the detector together
 
     def __init__(self, *args, **kwargs):
         self._detector = (None, None)  # the last detector loaded by name, and its name
         super().__init__(*args, **kwargs)
 
-    def __call__(self, inputs, boxes=None, **kwargs):
+    def __call__(self, inputs, boxes=None, detector=DEFAULT_DETECTOR, **kwargs):
         if boxes is not None:
             if isinstance(inputs, (list, tuple)):
                 if len(boxes) != len(inputs):
@@ -224,10 +237,35 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             else:
                 inputs = {"image": inputs, "boxes": boxes}
         # Malformed boxes fail before any image is processed (whether they overlap their image is checked with it).
-        for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        for item in items:
             if isinstance(item, dict):
                 check_boxes(item.get("boxes"))
-        return super().__call__(inputs, **kwargs)
+        self._sanitize_parameters(**{key: value for key, value in kwargs.items()  # checked before the detector loads
+                                     if key not in ("batch_size", "num_workers")})
+        without_boxes = [item for item in items if not (isinstance(item, dict) and item.get("boxes") is not None)]
+        # The detector loads (or fails, once) before any image is read, and only when some image needs it.
+        detector = self._resolve_detector(detector) if detector is not None and without_boxes else None
+        if detector is None or not isinstance(inputs, (list, tuple)):  # one image, or a stream: detected one by one
+            return super().__call__(inputs, detector=detector, **kwargs)
+        results = []
+        for start in range(0, len(items), self.images_at_once):  # detection batched, memory bounded
+            group = self._detected(items[start : start + self.images_at_once], detector, kwargs)
+            results += super().__call__(group, detector=None, **kwargs)
+        return results
+
+    def _detected(self, items: list, detector, kwargs: dict) -> list[dict]:
+        """`items` as `{"image", "boxes", "box_scores"}` dicts, the person boxes of those without boxes found by one
+        call of the detector."""
+        timeout = kwargs.get("timeout")
+        threshold = check_number(kwargs.get("detector_threshold", 0.3), "detector_threshold", unit=True)
+        items = [item if isinstance(item, dict) else {"image": item} for item in items]
+        todo = [item for item in items if item.get("boxes") is None]
+        images = [read_image(item["image"], timeout, self.image_processor.max_image_pixels) for item in todo]
+        found = self.detect_people(images, detector, threshold, kwargs.get("person_label", "person"))
+        detected = [{"image": image, "boxes": boxes, "box_scores": scores} for image, (boxes, scores)
+                    in zip(images, found)]
+        return [detected.pop(0) if item.get("boxes") is None else item for item in items]
 
     def _sanitize_parameters(
         self,
@@ -242,8 +280,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         preprocess_params, forward_params, postprocess_params = {}, {}, {}
         if timeout is not None:
             preprocess_params["timeout"] = timeout
-        if detector is not None:
-            preprocess_params["detector"] = self._resolve_detector(detector)
+        preprocess_params["detector"] = detector  # resolved by __call__; None: boxes given, or the whole image
         if detector_threshold is not None:
             preprocess_params["detector_threshold"] = check_number(detector_threshold, "detector_threshold", unit=True)
         if person_label is not None:
@@ -257,18 +294,39 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         return preprocess_params, forward_params, postprocess_params
 
     def _resolve_detector(self, detector):
-        if not isinstance(detector, str):
+        """An object-detection pipeline for a model id or folder (the last one kept), a callable as it is."""
+        if not isinstance(detector, (str, os.PathLike)):
             if not callable(detector):
-                raise TypeError("detector must be an object-detection pipeline, a model id or a callable")
+                raise TypeError("detector must be an object-detection pipeline, a model id or folder, a callable or "
+                                "None (the whole image)")
             return detector
+        detector = str(detector)
         if self._detector[0] != detector:  # one at a time: a server's memory does not grow with each name asked for
-            self._detector = (detector, pipeline("object-detection", model=detector, device=self.device))
+            try:
+                loaded = pipeline("object-detection", model=detector, device=self.device)
+            except Exception as error:  # noqa: BLE001  (offline, unknown id, not a detector: one message)
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+                raise DetectorUnavailableError(
+                    f"Cannot load the person detector {detector}: {reason}. Give a local folder of an "
+                    f"object-detection model (`hf download {DEFAULT_DETECTOR} --local-dir DIR` where the Hub is "
+                    "reachable), or detector=None for the whole image as the person's box"
+                ) from error
+            self._detector = (detector, loaded)
         return self._detector[1]
 
-    def detect_people(self, image: np.ndarray, detector, threshold: float = 0.3, person_label: str = "person"):
-        """Person boxes `(n, 4)` (x, y, width, height) and their scores, best first."""
-        image = PIL.Image.fromarray(image)
-        detections = detector(image, threshold=threshold) if isinstance(detector, Pipeline) else detector(image)
+    def detect_people(self, images: list[np.ndarray], detector, threshold: float = 0.3,
+                      person_label: str = "person") -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image, the person boxes `(n, 4)` (x, y, width, height) and their scores, best first: a transformers
+        pipeline gets the images in one call, another callable one image at a time."""
+        pictures = [PIL.Image.fromarray(image) for image in images]
+        if isinstance(detector, Pipeline):
+            found = detector(pictures, threshold=threshold, batch_size=len(pictures))
+        else:
+            found = [detector(picture) for picture in pictures]
+        return [self._people(detections, threshold, person_label) for detections in found]
+
+    @staticmethod
+    def _people(detections: list[dict], threshold: float, person_label: str) -> tuple[np.ndarray, np.ndarray]:
         people = [
             d
             for d in detections
@@ -285,13 +343,13 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     def preprocess(self, inputs, timeout=None, detector=None, detector_threshold=0.3, person_label="person"):
         image, boxes = (inputs["image"], inputs.get("boxes")) if isinstance(inputs, dict) else (inputs, None)
+        box_scores = inputs.get("box_scores") if isinstance(inputs, dict) else None
         image = read_image(image, timeout, self.image_processor.max_image_pixels)
         height, width = image.shape[:2]
-        box_scores = None
         if boxes is None and detector is not None:
-            boxes, box_scores = self.detect_people(image, detector, detector_threshold, person_label)
+            boxes, box_scores = self.detect_people([image], detector, detector_threshold, person_label)[0]
         boxes = check_boxes(boxes, height, width)
-        if box_scores is None or len(box_scores) == 0:
+        if box_scores is None or len(box_scores) != len(boxes):  # given boxes, or nobody found: the whole image
             box_scores = [None] * len(boxes)
         for start in range(0, len(boxes), self.crops_at_once):
             group = boxes[start : start + self.crops_at_once]
@@ -391,6 +449,8 @@ def register_pipelines() -> None:
 
 
 __all__ = [
+    "DEFAULT_DETECTOR",
+    "DetectorUnavailableError",
     "SapiensDepthPipeline",
     "SapiensNormalPipeline",
     "SapiensPosePipeline",
