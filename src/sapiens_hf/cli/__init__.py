@@ -31,6 +31,8 @@ DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes, resolved w
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the export manifest's names
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
+DETECTOR_HELP = (f"pose: the person detector, an object-detection model id or local folder (default "
+                 f"{predict.DEFAULT_DETECTOR}, RT-DETR), or 'none' to use the whole image as the person's box")
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
 TOP_DOWN_TASKS = [name for name, task in TASKS.items() if task.top_down]
@@ -301,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=config_help)
     run.add_argument("--flip-test", action="store_true",
                      help=f"average with the mirrored input ({', '.join(FLIP_TEST_TASKS)})")
-    run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
-    run.add_argument("--detector-threshold", type=float, default=0.3)
+    run.add_argument("--detector", help=DETECTOR_HELP)
+    run.add_argument("--detector-threshold", type=float, default=0.3, help="pose: people kept above this score")
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
     run.set_defaults(handler=predict.predict)
 

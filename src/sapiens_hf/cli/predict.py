@@ -18,7 +18,7 @@ from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
 from ..convert import check_config_overrides
-from ..pipelines import WrongModelError, load_task_pipeline
+from ..pipelines import DEFAULT_DETECTOR, DetectorUnavailableError, WrongModelError, load_task_pipeline
 from ..tasks import TASKS
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 
@@ -134,10 +134,36 @@ def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
     ]
 
 
+def detector_of(args) -> str | None:
+    """The person detector of a top-down task: `--detector` (a model id or folder), the default one when it is not
+    given, None (the whole image) for `--detector none` and for the other tasks."""
+    if not TASKS[args.task].top_down or (args.detector or "").lower() == "none":
+        return None
+    return args.detector or DEFAULT_DETECTOR
+
+
+def load_detector(pipe, detector: str | None):
+    """Loads the person detector into the pose pipeline before any image is read; if it cannot be loaded (offline
+    without it in the cache, a wrong id or folder), one error line that says what to do."""
+    if detector is None:
+        return
+    try:
+        pipe._resolve_detector(detector)
+    except DetectorUnavailableError as error:
+        if debugging():
+            raise
+        raise CommandError(EXIT_FAILED, [
+            f"error: cannot load the person detector {detector} ({with_cli_hint(error.__cause__ or error)}): give "
+            "--detector none to use the whole image as the person's box, or --detector DIR with a local folder of an "
+            f"object-detection model (`hf download {detector if not Path(detector).exists() else DEFAULT_DETECTOR} "
+            "--local-dir DIR` where the Hub is reachable)"
+        ]) from None
+
+
 def run_settings(args) -> dict:
     """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
-    return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config),
+    return {**{key: getattr(args, key) for key in keys}, "detector": detector_of(args), "config": dict(args.config),
             "model_files": model_identity(args.model)}
 
 
@@ -160,12 +186,15 @@ def predict(args) -> int:
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
+    detector = detector_of(args)
+    load_detector(predictor, detector)
 
     output_dir.mkdir(parents=True, exist_ok=True)
     skipped = sum(entry.name in record.done for entry in inputs)
     call_kwargs = {"flip_test": True} if args.flip_test else {}
-    if args.detector:
-        call_kwargs.update(detector=args.detector, detector_threshold=args.detector_threshold)
+    if TASKS[args.task].top_down:  # the loaded detector, or None: the whole image
+        call_kwargs.update(detector=detector and predictor._resolve_detector(detector),
+                           detector_threshold=args.detector_threshold)
     code = 0
     try:
         predict_files(predictor, inputs, writer, record, args.batch_size, call_kwargs, args.quiet)
