@@ -27,8 +27,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 @pytest.fixture(scope="module")
-def models(tiny_model):
-    return {task: tiny_model(task) for task in TASKS}
+def models(tiny_model, tiny_detector):
+    return {**{task: tiny_model(task) for task in TASKS}, "detector": tiny_detector}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def arguments(images, models, out, *extra):
     return ["annotate", str(images), "--output", str(out), "--task", "pose", "--task", "seg", "--task", "depth",
             "--model", f"pose={models['pose']}", "--model", f"seg={models['seg']}", "--model",
             f"depth={models['depth']}", "--batch-size", "3", "--chunk-size", "5", "--dense-size", "32x24",
-            "--device", "cpu", "--quiet", *extra]
+            "--device", "cpu", "--quiet", "--detector", models["detector"], "--detector-threshold", "0", *extra]
 
 
 def launch(args, processes: int, **popen):
@@ -97,9 +97,11 @@ def test_rows_are_the_pipelines_results_and_unreadable_inputs_are_recorded(singl
     row = next(row for row in table if row["id"].endswith("photo04.png"))
     image = PIL.Image.open(row["id"])
     assert (row["height"], row["width"]) == (image.height, image.width)
-    pose = pipeline("sapiens-pose", model=models["pose"])(image)[0]
-    np.testing.assert_allclose(row["pose_keypoints"][0], pose["keypoints"].numpy(), atol=1e-3)
-    np.testing.assert_allclose(row["pose_boxes"][0], [0, 0, image.width, image.height])
+    people = pipeline("sapiens-pose", model=models["pose"])(image, detector=models["detector"], detector_threshold=0)
+    assert len(row["pose_keypoints"]) == len(people) > 0  # the people the detector found, as the pipeline finds them
+    for keypoints, box, person in zip(row["pose_keypoints"], row["pose_boxes"], people):
+        np.testing.assert_allclose(keypoints, person["keypoints"].numpy(), atol=1e-3)
+        np.testing.assert_allclose(box, person["bbox_xywh"].numpy())
     segmentation = pipeline("sapiens-segmentation", model=models["seg"])(image)["segmentation"]
     labels = np.asarray(PIL.Image.open(io.BytesIO(row["segmentation_png"])))
     assert labels.shape == (image.height, image.width) and (labels == segmentation.numpy()).mean() > 0.999
@@ -176,9 +178,30 @@ def test_arguments_are_checked_before_any_work(tmp_path, capsys):
     assert main(["annotate", "x", "--dataset", "y", "--task", "pose", "--output", str(tmp_path / "o")]) == 2
     assert main(["annotate", "x", "--task", "pose", "--model", "depth=m", "--output", str(tmp_path / "o")]) == 2
     assert main(["annotate", "x", "--task", "pose", "--device", "cuda:1", "--output", str(tmp_path / "o")]) == 2
+    assert main(["annotate", "x", "--task", "depth", "--detector", "a/b", "--output", str(tmp_path / "o")]) == 2
+    assert main(["annotate", "x", "--task", "pose", "--detector-threshold", "nan", "--output", str(tmp_path / "o")]) == 2
     errors = capsys.readouterr().err
     assert "one of them" in errors and "--model given for ['depth']" in errors and "accelerate gives" in errors
+    assert "--detector applies to --task pose" in errors and "--detector-threshold must be between 0 and 1" in errors
     assert not (tmp_path / "out").exists() and output.STATE_DIR == ".sapiens-hf"
+
+
+def test_an_unreachable_detector_is_one_error_before_any_image_is_read(models, images, tmp_path, monkeypatch,
+                                                                        capsys):
+    """Pose finds people with the default detector: offline without it, one line naming --detector none and a local
+    folder (exit 1), and no shard, no chunk record, no image decoded."""
+    from sapiens_hf.batch import inputs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(inputs, "decode", lambda value: 1 / 0)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["annotate", str(images), "--task", "pose", "--model", models["pose"], "--output", str(out),
+                 "--device", "cpu", "--quiet"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load the person detector PekingU/rtdetr_r50vd")
+    assert "--detector none" in lines[0] and "local folder" in lines[0]
+    assert not list(out.glob("shard-*")) and not list(out.glob(".sapiens-hf/chunks/*"))
 
 
 @pytest.mark.slow

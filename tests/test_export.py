@@ -230,22 +230,22 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_pat
     export(pose_model, pose, quantize="int8")
     output = tmp_path / "out"
     assert main(["predict", "--task", "pose", "--model", str(pose), str(SAMPLE_IMAGE), "--output", str(output),
-                 "--quiet"]) == 0
+                 "--quiet", "--detector", "none"]) == 0
     people = json.loads((output / "keypoints.json").read_text())["annotations"]
-    expected = load_task_pipeline("pose", pose_model)(str(SAMPLE_IMAGE))
+    expected = load_task_pipeline("pose", pose_model)(str(SAMPLE_IMAGE), detector=None)
     assert len(people) == len(expected) == 1 and len(people[0]["keypoints"]) == 17 * 3
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "photo.jpg").write_bytes(SAMPLE_IMAGE.read_bytes())
     assert main(["annotate", str(photos), "--task", "pose", "--model", f"pose={pose}", "--output",
-                 str(tmp_path / "shards"), "--device", "cpu", "--quiet"]) == 0
+                 str(tmp_path / "shards"), "--device", "cpu", "--quiet", "--detector", "none"]) == 0
     import datasets
 
     row = datasets.load_dataset("parquet", data_dir=str(tmp_path / "shards"), split="train")[0]
     np.testing.assert_allclose(np.ravel(row["pose_keypoints"]), np.ravel(np.asarray(people[0]["keypoints"]).reshape(
         -1, 3)[:, :2]), atol=1e-3)
     int8 = pipeline("sapiens-pose", model=str(pose), model_kwargs={"int8": True})
-    assert int8(str(SAMPLE_IMAGE))[0]["keypoints"].shape == (17, 2)
+    assert int8(str(SAMPLE_IMAGE), detector=None)[0]["keypoints"].shape == (17, 2)
     assert "SapiensExportedModel" in repr(int8)
     with pytest.raises(TypeError, match="saved already"):
         int8.save_pretrained(tmp_path / "copy")

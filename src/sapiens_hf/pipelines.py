@@ -31,7 +31,7 @@ from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensPoseEstimatorOutput
 from .runtime import is_export_folder
-from .tasks import PIPELINE_TASKS, Task, get_task, task_of_class
+from .tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, Task, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
@@ -196,11 +196,6 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
 
 class DetectorUnavailableError(OSError):
     """The person detector cannot be loaded (offline without it in the cache, a wrong id or folder)."""
-
-
-# The person detector of pose when no boxes are given: RT-DETR (R50-vd, COCO + Objects365, Apache-2.0), which
-# transformers' ViTPose documentation pairs with top-down pose; its COCO labels include "person".
-DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"
 
 
 class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):

@@ -19,6 +19,12 @@ from pathlib import Path
 import numpy as np
 
 
+# The person detector of top-down pose when no boxes are given (pipeline, predict, annotate, demo): RT-DETR R50-vd
+# pretrained on Objects365 and fine-tuned on COCO (Apache-2.0), the detector transformers' ViTPose documentation
+# pairs with top-down pose; "person" is one of its COCO labels. docs/inference.md says why.
+DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"
+
+
 @dataclass(frozen=True)
 class Task:
     """One thing a Sapiens model can be built for.
@@ -173,19 +179,7 @@ class PoseTask(Task):
         return keypoints_document(records, model_config)
 
     def prepare(self, processor, image):
-        from .geometry import check_boxes
-
-        boxes = check_boxes(None, *image.shape[:2])  # the whole image is the person's box, as without a detector
-        data = processor(image, boxes=[boxes], return_tensors="pt")
-        return {"pixel_values": data["pixel_values"], "boxes": boxes, "crop_center": data["crop_center"],
-                "crop_scale": data["crop_scale"]}
-
-    def post_process_arguments(self, prepared, sizes, dense_sizes):
-        import torch
-
-        return {"boxes": [entry["boxes"].tolist() for entry in prepared],
-                "crop_center": torch.cat([entry["crop_center"] for entry in prepared]),
-                "crop_scale": torch.cat([entry["crop_scale"] for entry in prepared])}
+        return {"image": image}  # the pose pipeline finds the people (`batch.engine.predict_rows`)
 
     def columns(self):
         import pyarrow as pa
@@ -370,4 +364,4 @@ def task_of_class(class_name: str | None) -> Task | None:
     return next((task for task in TASKS.values() if task.model_class == class_name), None)
 
 
-__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
+__all__ = ["DEFAULT_DETECTOR", "DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]

@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..tasks import PIPELINE_TASKS, Task
+from ..tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, Task
 from .inputs import ChunkReader, UnitEnd, frame_events, model_identity, worker_count
 from .writers import ChunkRecords, ResumeRecord, ShardWriter
 
@@ -181,9 +181,12 @@ class Preparer:
         return {task.name: task.prepare(processor, image) for task, processor in self.processors.items()}
 
 
-def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[int, int] | None) -> list[dict]:
+def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[int, int] | None,
+                 pose_kwargs: dict | None = None) -> list[dict]:
     """The rows of a batch of images: every task's model on the batch, post-processed per image by the task's image
-    processor (`Task.post_process`, as the pipelines do) into the task's columns (`Task.row`)."""
+    processor (`Task.post_process`, as the pipelines do) into the task's columns (`Task.row`). A top-down task runs
+    its pipeline on the images with `pose_kwargs` (the person detector): people found in the batch, their crops
+    batched as `predict` batches them."""
     import torch
 
     rows = [{"id": item.id, "index": item.index, "height": item.size[0], "width": item.size[1]} for item in items]
@@ -191,6 +194,11 @@ def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[i
     dense_sizes = sizes if dense_size is None else [dense_size] * len(items)
     for task, pipe in pipelines.items():
         prepared = [item.inputs[task.name] for item in items]
+        if task.top_down:
+            people = pipe([entry["image"] for entry in prepared], batch_size=len(items), **(pose_kwargs or {}))
+            for row, result in zip(rows, people):
+                row.update(task.row(result, pipe.model.config))
+            continue
         pixel_values = torch.cat([entry["pixel_values"] for entry in prepared]).to(pipe.device, pipe.dtype)
         with torch.inference_mode():
             outputs = pipe.model(pixel_values=pixel_values)
@@ -209,9 +217,11 @@ def _unbatched(item):
 def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chunk_size: int = 128,
              dense_size: tuple[int, int] | None = (256, 192), dtype: str | None = None, workers: int | None = None,
              device: str | None = None, config_overrides: dict | None = None, overwrite: bool = False,
-             quiet: bool = False, push_to_hub: str | None = None) -> dict:
+             quiet: bool = False, push_to_hub: str | None = None, detector: str | None = DEFAULT_DETECTOR,
+             detector_threshold: float = 0.3) -> dict:
     """Annotates every input of `source` (`inputs.FileSource` / `DatasetSource`) with each task's model
-    (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings.
+    (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings. Pose
+    finds the people with `detector` (a model id or folder; None: the whole image), loaded before any image is read.
     Returns `{"rows", "errors", "seconds", "images_per_second", "processes"}` (over this run's work, all
     processes)."""
     import torch
@@ -233,11 +243,18 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
                 "input": source.describe(),
                 "dtype": dtype, "batch_size": batch_size, "chunk_size": chunk_size, "config": config_overrides or {},
                 "dense_size": list(dense_size) if dense_size else "image"}
+    top_down = [task for task in tasks if task.top_down]
+    if top_down:
+        settings.update(detector=detector, detector_threshold=detector_threshold)
     if accelerator.is_main_process:
         writer.check(settings, overwrite)  # before the models load
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,
                                           dtype=dtype and getattr(torch, dtype), **(config_overrides or {}))
                  for task in tasks}
+    pose_kwargs = {}
+    for task in top_down:  # DetectorUnavailableError, before any image is read
+        pose_kwargs = {"detector": detector and pipelines[task]._resolve_detector(detector),
+                       "detector_threshold": detector_threshold}
     if accelerator.is_main_process:
         writer.start(_manifest(settings, pipelines), overwrite)
     accelerator.wait_for_everyone()
@@ -250,8 +267,8 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     workers = worker_count(workers, accelerator.device.type == "cpu", accelerator.num_processes)
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=workers, collate_fn=_unbatched,
                                          prefetch_factor=2 * batch_size if workers else None)
-    engine = Engine(lambda items: predict_rows(pipelines, items, dense_size), writer, record, batch_size,
-                    within_units=True)
+    engine = Engine(lambda items: predict_rows(pipelines, items, dense_size, pose_kwargs), writer, record,
+                    batch_size, within_units=True)
     start = time.perf_counter()
     with tqdm(desc=f"annotate [{accelerator.process_index}]", unit="image", position=accelerator.process_index,
               disable=quiet, dynamic_ncols=True) as bar:

@@ -81,6 +81,8 @@ def argument_problems(args) -> list[str]:
     problems = []
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
+    if args.command in ("predict", "annotate") and not 0 <= args.detector_threshold <= 1:  # NaN too
+        problems.append(f"--detector-threshold must be between 0 and 1, got {args.detector_threshold}")
     if args.command == "annotate":
         return problems + annotate_problems(args)
     if args.command != "predict":
@@ -106,6 +108,8 @@ def annotate_problems(args) -> list[str]:
         problems.append("--workers must be 0 (decode in the main process) or more")
     if args.device not in (None, "cpu"):
         problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
+    if args.detector and not any(TASKS[task].top_down for task in args.task):
+        problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
     if unknown:
         problems.append(f"--model given for {unknown}, which --task does not ask for")
@@ -218,13 +222,17 @@ def annotate(args) -> int:
         else:
             source = FileSource(read_list_file(args.list) if args.list else args.inputs, exclude=Path(args.output))
         models = {task: models_by_task(args, args.task).get(task) for task in args.task}
+        detector = predict.detector_of(args, any(TASKS[task].top_down for task in args.task))
         summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
-                           push_to_hub=args.push_to_hub)
+                           push_to_hub=args.push_to_hub, detector=detector,
+                           detector_threshold=args.detector_threshold)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
+        if isinstance(error, predict.DetectorUnavailableError):
+            raise predict.detector_error(detector, error) from None
         raise CommandError(EXIT_FAILED, [f"error: annotate: {with_cli_hint(error)}"]) from None
     return EXIT_FAILED if summary.get("errors") else 0
 
@@ -336,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
+    notes.add_argument("--detector", help=DETECTOR_HELP)
+    notes.add_argument("--detector-threshold", type=float, default=0.3, help="pose: people kept above this score")
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
     notes.set_defaults(handler=annotate)
 

@@ -134,17 +134,26 @@ def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
     ]
 
 
-def detector_of(args) -> str | None:
-    """The person detector of a top-down task: `--detector` (a model id or folder), the default one when it is not
-    given, None (the whole image) for `--detector none` and for the other tasks."""
-    if not TASKS[args.task].top_down or (args.detector or "").lower() == "none":
+def detector_of(args, top_down: bool) -> str | None:
+    """The person detector of a run with a top-down task: `--detector` (a model id or folder), the default one when
+    it is not given; None (the whole image) for `--detector none` and for runs without a top-down task."""
+    if not top_down or (args.detector or "").lower() == "none":
         return None
     return args.detector or DEFAULT_DETECTOR
 
 
+def detector_error(detector: str, error: DetectorUnavailableError) -> CommandError:
+    """One error line for a person detector that cannot be loaded: why, and what to do (predict and annotate)."""
+    source = DEFAULT_DETECTOR if Path(detector).exists() else detector
+    return CommandError(EXIT_FAILED, [
+        f"error: cannot load the person detector {detector} ({with_cli_hint(error.__cause__ or error).rstrip('.')}): "
+        "give --detector none to use the whole image as the person's box, or --detector DIR with a local folder of "
+        f"an object-detection model (`hf download {source} --local-dir DIR` where the Hub is reachable)"
+    ])
+
+
 def load_detector(pipe, detector: str | None):
-    """Loads the person detector into the pose pipeline before any image is read; if it cannot be loaded (offline
-    without it in the cache, a wrong id or folder), one error line that says what to do."""
+    """Loads the person detector into the pose pipeline before any image is read."""
     if detector is None:
         return
     try:
@@ -152,18 +161,13 @@ def load_detector(pipe, detector: str | None):
     except DetectorUnavailableError as error:
         if debugging():
             raise
-        raise CommandError(EXIT_FAILED, [
-            f"error: cannot load the person detector {detector} ({with_cli_hint(error.__cause__ or error)}): give "
-            "--detector none to use the whole image as the person's box, or --detector DIR with a local folder of an "
-            f"object-detection model (`hf download {detector if not Path(detector).exists() else DEFAULT_DETECTOR} "
-            "--local-dir DIR` where the Hub is reachable)"
-        ]) from None
+        raise detector_error(detector, error) from None
 
 
 def run_settings(args) -> dict:
     """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
-    return {**{key: getattr(args, key) for key in keys}, "detector": detector_of(args), "config": dict(args.config),
+    return {**{key: getattr(args, key) for key in keys}, "detector": detector_of(args, TASKS[args.task].top_down), "config": dict(args.config),
             "model_files": model_identity(args.model)}
 
 
@@ -186,7 +190,7 @@ def predict(args) -> int:
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
-    detector = detector_of(args)
+    detector = detector_of(args, TASKS[args.task].top_down)
     load_detector(predictor, detector)
 
     output_dir.mkdir(parents=True, exist_ok=True)
