@@ -298,9 +298,10 @@ def test_segmentation_pipeline(models, processor, astronaut, camera):
 
 def test_depth_and_normal_pipelines(models, processor, astronaut, camera):
     estimator = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
-    result = estimator(camera)
+    result = estimator(camera, mask=False)  # the whole map (the person mask: test_depth_and_normals_are_masked...)
     assert result["predicted_depth"].shape == camera.shape and result["depth"].size == camera.shape[::-1]
-    averaged = estimator(camera, flip_test=True)["predicted_depth"]
+    assert "mask" not in result and torch.isfinite(result["predicted_depth"]).all()
+    averaged = estimator(camera, flip_test=True, mask=False)["predicted_depth"]
     inputs = processor(camera, return_tensors="pt")
     with torch.no_grad():
         mirrored = models["depth"](pixel_values=inputs["pixel_values"].flip(-1))
@@ -309,16 +310,73 @@ def test_depth_and_normal_pipelines(models, processor, astronaut, camera):
     )[0]["predicted_depth"]
     torch.testing.assert_close(averaged, expected, rtol=0, atol=0)
 
-    normals = pipeline("sapiens-normal", model=models["normal"], image_processor=processor)([astronaut, camera])
+    normals = pipeline("sapiens-normal", model=models["normal"], image_processor=processor)([astronaut, camera],
+                                                                                            mask=False)
     assert normals[1]["normals"].shape == (3, *camera.shape) and normals[0]["normal_map"].size == (512, 512)
     lengths = normals[0]["normals"].norm(dim=0)
     assert (lengths <= 1).all() and (lengths > 0.99).float().mean() > 0.99
 
 
+@pytest.fixture(scope="module")
+def person_segmenter(models, processor):
+    """A segmentation pipeline whose random model calls part of an image background (class 0) and the rest a body
+    part (class 1): logits +f and -f of one feature channel f, so that the person mask is neither empty nor full."""
+    model = copy.deepcopy(models["seg"])
+    layer = model.get_submodule(next(name for name, _ in model.named_modules() if name.endswith("final_layer")))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+        layer.weight[0, 0], layer.weight[1, 0] = 1.0, -1.0
+    return pipeline("sapiens-segmentation", model=model, image_processor=processor)
+
+
+def test_depth_and_normals_are_masked_to_the_people(models, processor, person_segmenter, astronaut, camera,
+                                                    tmp_path, monkeypatch):
+    """Depth and normals come with the person mask of the segmentation model (class != background): NaN and grey
+    outside it, the unmasked values inside; a mask given with the image is used as it is (no segmentation); a list
+    is segmented in one call per `images_at_once` images; the default model unreachable is one error before any
+    image is read."""
+    from sapiens_hf.pipelines import MaskModelUnavailableError
+    from sapiens_hf.visualization import _BACKGROUND
+
+    image = two_people_image()
+    person = person_segmenter(image)["segmentation"] != 0
+    assert 0.05 < person.float().mean() < 0.95
+    for task, key, picture in (("depth", "predicted_depth", "depth"), ("normal", "normals", "normal_map")):
+        estimator = pipeline(f"sapiens-{task}", model=models[task], image_processor=processor)
+        whole = estimator(image, mask=False)[key]
+        result = estimator(image, mask=person_segmenter)
+        assert torch.equal(result["mask"], person)
+        inside = result[key] if task == "depth" else result[key].permute(1, 2, 0)
+        expected = whole if task == "depth" else whole.permute(1, 2, 0)
+        assert torch.equal(inside[person], expected[person]) and torch.isnan(inside[~person]).all()
+        pixels = np.asarray(result[picture])
+        assert (pixels[~person.numpy()] == _BACKGROUND).all() and not (pixels[person.numpy()] == _BACKGROUND).all()
+        given = estimator({"image": image, "mask": person.numpy()}, mask=lambda *args: 1 / 0)  # not called
+        assert torch.equal(given["mask"], person)
+        torch.testing.assert_close(given[key], result[key], equal_nan=True, rtol=0, atol=0)
+
+    calls = []
+    segment = type(person_segmenter).__call__
+    monkeypatch.setattr(type(person_segmenter), "__call__",
+                        lambda self, inputs, **kwargs: calls.append(len(inputs)) or segment(self, inputs, **kwargs))
+    estimator = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
+    estimator.images_at_once = 2
+    batched = estimator([image, astronaut, camera], mask=person_segmenter, batch_size=3)
+    assert calls == [2, 1] and torch.equal(batched[0]["mask"], person)
+    assert batched[2]["mask"].shape == camera.shape
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MaskModelUnavailableError, match="mask=False for the unmasked map"):
+        estimator(str(tmp_path / "missing.jpg"))  # the model fails first, not the file
+    with pytest.raises(ValueError, match="a mask of the image's size"):
+        estimator({"image": image, "mask": np.ones((10, 10), bool)})
+
+
 def test_builtin_pipelines_work_with_sapiens_models(models, processor, astronaut):
     image = PIL.Image.fromarray(astronaut)
     depth = pipeline("depth-estimation", model=models["depth"], image_processor=processor)(image)
-    ours = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)(image)
+    ours = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)(image, mask=False)
     assert torch.equal(depth["predicted_depth"], ours["predicted_depth"]) and depth["depth"].size == (512, 512)
     segments = pipeline("image-segmentation", model=models["seg"], image_processor=processor)(image)
     ours = pipeline("sapiens-segmentation", model=models["seg"], image_processor=processor)(image)
@@ -331,7 +389,7 @@ def test_saved_models_load_by_path_with_dtype(models, processor, astronaut, tmp_
     processor.save_pretrained(tmp_path)
     estimator = pipeline("sapiens-depth", model=str(tmp_path), dtype=torch.bfloat16, device="cpu")
     assert estimator.model.dtype == torch.bfloat16
-    depth = estimator(astronaut)["predicted_depth"]
+    depth = estimator(astronaut, mask=False)["predicted_depth"]
     assert depth.dtype == torch.float32 and depth.shape == (512, 512) and torch.isfinite(depth).all()
 
 
@@ -443,7 +501,8 @@ def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(mod
         reloaded = pipeline(task, model=str(folder))
         assert type(reloaded) is type(estimator) and reloaded.image_processor.size == processor.size
         if task == "sapiens-depth":
-            assert torch.equal(reloaded(astronaut)["predicted_depth"], estimator(astronaut)["predicted_depth"])
+            assert torch.equal(reloaded(astronaut, mask=False)["predicted_depth"],
+                               estimator(astronaut, mask=False)["predicted_depth"])
         else:
             assert_people_equal(reloaded(astronaut, detector=None), estimator(astronaut, detector=None))
 

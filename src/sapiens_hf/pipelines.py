@@ -31,7 +31,7 @@ from .image_processing_sapiens import SapiensImageProcessorPil
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensPoseEstimatorOutput
 from .runtime import is_export_folder
-from .tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, Task, get_task, task_of_class
+from .tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, SEGMENTATION, Task, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import segmentation_to_image, visualize_depth, visualize_normals
 
@@ -127,9 +127,15 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
         return preprocess_params, forward_params, {}
 
     def preprocess(self, image, timeout=None):
+        image, mask = (image["image"], image.get("mask")) if isinstance(image, dict) else (image, None)
         image = read_image(image, timeout, self.image_processor.max_image_pixels)
         model_inputs = self.image_processor(image, return_tensors="pt").to(self.dtype)
         model_inputs["target_size"] = image.shape[:2]
+        if mask is not None:  # a NumPy array: batched as a list, whatever the images' sizes
+            model_inputs["mask"] = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
+            if model_inputs["mask"].shape != image.shape[:2]:
+                raise ValueError(f"The mask is {model_inputs['mask'].shape[::-1]} (W, H) but the image "
+                                 f"{image.shape[1::-1]}: give a mask of the image's size")
         return model_inputs
 
     def _forward(self, model_inputs, flip_test=False):
@@ -138,6 +144,8 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
             "target_size": model_inputs["target_size"],
             output: getattr(self.model(pixel_values=pixel_values), output),
         }
+        if "mask" in model_inputs:
+            model_outputs["mask"] = model_inputs["mask"]
         if flip_test:
             model_outputs[f"{output}_flipped"] = getattr(self.model(pixel_values=pixel_values.flip(-1)), output)
         return model_outputs
@@ -158,26 +166,115 @@ class SapiensSegmentationPipeline(_SapiensDensePipeline):
         return {"segmentation": segmentation, "label_map": segmentation_to_image(segmentation)}
 
 
-class SapiensDepthPipeline(_SapiensDensePipeline):
-    """Relative depth (larger = farther). Returns `{"predicted_depth": (H, W) tensor, "depth": colour-mapped PIL
-    image}`. `flip_test=True` averages with the prediction on the mirrored image, as the original demo's `--flip`."""
+class MaskModelUnavailableError(OSError):
+    """The segmentation model of the person mask cannot be loaded (offline without it in the cache, a wrong id)."""
+
+
+class _SapiensMaskedPipeline(_SapiensDensePipeline):
+    """Depth and normals: maps of the people, as the original demos show them. By default (`mask=True`) each image's
+    person mask comes from the body-part segmentation model (`SEGMENTATION.default_checkpoint`; a model id or folder,
+    or a `sapiens-segmentation` pipeline, as `mask=`): pixels of any class but the background. The map is NaN outside
+    it, the picture grey, and the result carries the `mask` `(H, W)` (bool). `{"image": ..., "mask": (H, W)}` inputs
+    bring their own mask (e.g. of a segmentation already run); `mask=False` gives the whole, unmasked map. The
+    segmentation runs on `images_at_once` images of a list together."""
+
+    images_at_once = 8  # images of a list read and segmented together
+
+    def __init__(self, *args, **kwargs):
+        self._mask_model = (None, None)  # the last segmentation model loaded by name, and its name
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, inputs, mask=True, **kwargs):
+        several = isinstance(inputs, (list, tuple))
+        single = not several and (isinstance(inputs, (str, os.PathLike, bytes, dict, np.ndarray, torch.Tensor,
+                                                      PIL.Image.Image)))
+        items = inputs if several else [inputs] if single else None
+        if mask is False or mask is None or (items is not None and all(
+                isinstance(item, dict) and item.get("mask") is not None for item in items)):
+            return super().__call__(inputs, **kwargs)
+        self._sanitize_parameters(**{key: value for key, value in kwargs.items()  # checked before the model loads
+                                     if key not in ("batch_size", "num_workers")})
+        segmenter = self._resolve_mask_model(mask)
+        timeout = kwargs.get("timeout")
+        if single:
+            return super().__call__(self._with_masks([inputs], segmenter, timeout)[0], **kwargs)
+        if items is None:  # a stream: one image at a time
+            return super().__call__((self._with_masks([item], segmenter, timeout)[0] for item in inputs), **kwargs)
+        results = []
+        for start in range(0, len(items), self.images_at_once):
+            results += super().__call__(self._with_masks(items[start : start + self.images_at_once], segmenter,
+                                                         timeout), **kwargs)
+        return results
+
+    def _resolve_mask_model(self, mask):
+        """The segmentation pipeline of the person masks: `mask=True` the released one, a model id or folder
+        (loaded once, the last one kept), or a `sapiens-segmentation` pipeline as it is."""
+        if isinstance(mask, SapiensSegmentationPipeline):
+            return mask
+        if mask is True:
+            mask = SEGMENTATION.default_checkpoint
+        if not isinstance(mask, (str, os.PathLike)):
+            raise TypeError("mask must be True (the released segmentation model), a segmentation model id or folder, "
+                            "a sapiens-segmentation pipeline, or False (no mask)")
+        mask = str(mask)
+        if self._mask_model[0] != mask:
+            try:
+                loaded = load_task_pipeline(SEGMENTATION.name, mask, device=self.device)
+            except WrongModelError:
+                raise
+            except Exception as error:  # noqa: BLE001  (offline, unknown id: one message)
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+                raise MaskModelUnavailableError(
+                    f"Cannot load the segmentation model {mask} of the person mask: {reason}. Give a local folder of "
+                    f"it (`hf download {SEGMENTATION.default_checkpoint} --local-dir DIR` where the Hub is reachable), "
+                    "or mask=False for the unmasked map"
+                ) from error
+            self._mask_model = (mask, loaded)
+        return self._mask_model[1]
+
+    def _with_masks(self, items: list, segmenter, timeout) -> list[dict]:
+        """`items` as `{"image", "mask"}` dicts, the masks of those without one from one call of `segmenter`."""
+        items = [item if isinstance(item, dict) else {"image": item} for item in items]
+        todo = [item for item in items if item.get("mask") is None]
+        images = [read_image(item["image"], timeout, self.image_processor.max_image_pixels) for item in todo]
+        segmented = segmenter(images, batch_size=len(images)) if images else []
+        masked = [{"image": image, "mask": SEGMENTATION.person_mask(result["segmentation"]).numpy()}
+                  for image, result in zip(images, segmented)]
+        return [masked.pop(0) if item.get("mask") is None else item for item in items]
+
+    def _masked(self, result: dict, model_outputs) -> tuple[dict, torch.Tensor | None]:
+        """The result cut to its person mask (the task's `mask_result`), and the mask; as it is without one."""
+        if "mask" not in model_outputs:
+            return result, None
+        mask = torch.from_numpy(np.asarray(model_outputs["mask"]).reshape(model_outputs["target_size"]))
+        return {**self.sapiens_task.mask_result(result, mask), "mask": mask}, mask
+
+
+class SapiensDepthPipeline(_SapiensMaskedPipeline):
+    """Relative depth (larger = farther) of the people. Returns `{"predicted_depth": (H, W) tensor, "depth":
+    colour-mapped PIL image, "mask": (H, W) bool}` (NaN and grey outside the person mask; see
+    `_SapiensMaskedPipeline`, `mask=False`: no mask). `flip_test=True` averages with the prediction on the mirrored
+    image, as the original demo's `--flip`."""
 
     def postprocess(self, model_outputs):
         flipped = self._outputs(model_outputs, "_flipped") if "predicted_depth_flipped" in model_outputs else None
         depth = self.image_processor.post_process_depth_estimation(
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]], outputs_flipped=flipped
         )[0]["predicted_depth"]
-        return {"predicted_depth": depth, "depth": visualize_depth(depth)}
+        result, mask = self._masked({"predicted_depth": depth}, model_outputs)
+        return {**result, "depth": visualize_depth(result["predicted_depth"], mask)}
 
 
-class SapiensNormalPipeline(_SapiensDensePipeline):
-    """Surface normals. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image}`."""
+class SapiensNormalPipeline(_SapiensMaskedPipeline):
+    """Surface normals of the people. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image,
+    "mask": (H, W) bool}` (NaN and grey outside the person mask; `mask=False`: no mask)."""
 
     def postprocess(self, model_outputs):
         normals = self.image_processor.post_process_normal_estimation(
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
         )[0]["normals"]
-        return {"normals": normals, "normal_map": visualize_normals(normals)}
+        result, mask = self._masked({"normals": normals}, model_outputs)
+        return {**result, "normal_map": visualize_normals(result["normals"], mask)}
 
 
 def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -446,6 +543,7 @@ def register_pipelines() -> None:
 __all__ = [
     "DEFAULT_DETECTOR",
     "DetectorUnavailableError",
+    "MaskModelUnavailableError",
     "SapiensDepthPipeline",
     "SapiensNormalPipeline",
     "SapiensPosePipeline",

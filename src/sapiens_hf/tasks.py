@@ -55,6 +55,12 @@ class Task:
     file_tag: str = ""
     flip_test: bool = False
     top_down: bool = False  # boxes in, one crop per person (pose)
+    masked: bool = False  # its maps are of the people: masked with the person mask of the segmentation model
+
+    def mask_result(self, result: dict, mask) -> dict:
+        """`result` (the post-processed result of one image) with NaN outside the person `mask` `(H, W)` (a bool
+        tensor at the result's size), as the original depth and normal demos blank the background."""
+        raise NotImplementedError(f"The {self.name} task has no person mask")
 
     def __post_init__(self):
         if not self.file_tag:
@@ -86,6 +92,10 @@ class Task:
 
     def result_path(self, folder: Path, stem: str) -> Path | None:
         return None if self.result_suffix is None else folder / f"{stem}_{self.file_tag}{self.result_suffix}"
+
+    def mask_path(self, folder: Path, stem: str) -> Path:
+        """The person mask a masked task's result was cut with: `<stem>_<file_tag>_mask.png` (0 / 255)."""
+        return folder / f"{stem}_{self.file_tag}_mask.png"
 
     def visual_path(self, folder: Path, stem: str, video: bool = False) -> Path:
         return folder / f"{stem}_{self.file_tag}_vis{'.mp4' if video else self.visual_suffix}"
@@ -215,6 +225,13 @@ class PoseTask(Task):
 
 @dataclass(frozen=True)
 class SegmentationTask(Task):
+    background_class: int = 0  # "Background" in the released 28-class set (metadata.SEGMENTATION_CLASSES)
+
+    def person_mask(self, segmentation):
+        """The people of a class map `(H, W)`: every pixel of another class than the background, as the original's
+        foreground for the depth and normal demos."""
+        return segmentation != self.background_class
+
     def save_result(self, result, path):
         result["label_map"].save(path)  # pixel values = class indices
 
@@ -270,6 +287,12 @@ class MapTask(Task):
 
 @dataclass(frozen=True)
 class DepthTask(MapTask):
+    def mask_result(self, result, mask):
+        import torch
+
+        depth = result["predicted_depth"]
+        return {**result, "predicted_depth": torch.where(mask.to(depth.device), depth, torch.nan)}
+
     def save_result(self, result, path):
         np.save(path, result["predicted_depth"].float().numpy())
 
@@ -285,6 +308,12 @@ class DepthTask(MapTask):
 
 @dataclass(frozen=True)
 class NormalTask(MapTask):
+    def mask_result(self, result, mask):
+        import torch
+
+        normals = result["normals"]
+        return {**result, "normals": torch.where(mask.to(normals.device)[None], normals, torch.nan)}
+
     def save_result(self, result, path):
         np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3); annotate keeps (3, H, W)
 
@@ -321,14 +350,14 @@ TASKS: dict[str, Task] = {
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
                   pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
-                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy",
+                  training_target=("depth", "depth"), flip_test=True, masked=True, result_suffix=".npy",
                   post_process="post_process_depth_estimation", output_channels=1, target_argument="depth_maps",
                   augmentation=(("rotate_degrees", 60.0),), original_head="conv_seg"),
         NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-                   training_target=("normal", "normals"), result_suffix=".npy", labelled=True,
+                   training_target=("normal", "normals"), masked=True, result_suffix=".npy", labelled=True,
                    post_process="post_process_normal_estimation", output_channels=3, target_argument="normal_maps",
                    original_head="conv_seg"),
         Task("pretraining", "SapiensForMaskedImageModeling", "AutoModelForMaskedImageModeling",
@@ -343,6 +372,8 @@ TASKS: dict[str, Task] = {
 }
 # The encoder alone: what a checkpoint with neither a task head nor the MAE decoder converts into.
 ENCODER = TASKS["model"]
+# Body-part segmentation: its model gives the person masks of the masked tasks (depth, normals).
+SEGMENTATION = TASKS["segmentation"]
 PIPELINE_TASKS: dict[str, Task] = {task.pipeline: task for task in TASKS.values() if task.pipeline}
 DENSE_TASKS = tuple(name for name, task in TASKS.items() if task.training_target)
 
@@ -364,4 +395,4 @@ def task_of_class(class_name: str | None) -> Task | None:
     return next((task for task in TASKS.values() if task.model_class == class_name), None)
 
 
-__all__ = ["DEFAULT_DETECTOR", "DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
+__all__ = ["DEFAULT_DETECTOR", "DENSE_TASKS", "ENCODER", "SEGMENTATION", "PIPELINE_TASKS", "TASKS", "Task", "get_task", "task_of_class"]
