@@ -46,6 +46,8 @@ def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys, tiny_mo
         arguments.append("--flip-test")
     if task == "pose":
         arguments += ["--detector", "none"]  # the whole image (the detector's own tests are below)
+    if task in ("depth", "normal"):
+        arguments += ["--mask-model", tiny_model("seg")]  # the person mask of a local segmentation model
     assert main(arguments) == 1  # one input failed
 
     captured = capsys.readouterr()
@@ -73,6 +75,11 @@ def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys, tiny_mo
         array = np.load(output / "more" / f"camera_{task}.npy")
         assert array.dtype == np.float32 and array.shape == ((90, 120) if task == "depth" else (90, 120, 3))
         assert np.load(output / "clip" / f"frame_000001_{task}.npy").shape[:2] == (48, 64)
+        mask = np.asarray(PIL.Image.open(output / "more" / f"camera_{task}_mask.png"))
+        assert mask.shape == (90, 120) and set(np.unique(mask)) <= {0, 255}
+        person = (mask == 255) if array.ndim == 2 else (mask == 255)[..., None].repeat(3, -1)
+        assert np.isnan(array[~person]).all() and np.isfinite(array[person]).all()  # NaN outside the people
+        assert (output / "clip" / f"frame_000001_{task}_mask.png").is_file()
 
 
 def test_predict_on_the_shipped_sample_photo(tmp_path, tiny_model):
@@ -165,6 +172,35 @@ def test_predict_finds_people_with_the_detector_by_default(tiny_model, tiny_dete
     assert main(arguments + ["--output", str(tmp_path / "whole"), "--detector", "none"]) == 0
     whole = json.loads((tmp_path / "whole" / "keypoints.json").read_text())["annotations"]
     assert [a["bbox"] for a in whole] == [[0, 0, 320, 240]] * 3
+
+
+def test_predict_masks_depth_with_the_segmentation_model_by_default(tiny_model, tmp_path, monkeypatch, capsys):
+    """depth without --no-mask cuts its maps with the person mask of the released segmentation model: offline without
+    it, one error line (exit 1) before any image is read, naming --no-mask and a local folder; --no-mask gives the
+    whole map and no mask file; the mask options of other tasks, both at once or a model of another task are
+    refused before any work."""
+    image = tmp_path / "people.png"
+    PIL.Image.fromarray(two_people_image()).save(image)
+    arguments = ["predict", "--task", "depth", "--model", tiny_model("depth"), str(image), "--quiet"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    read = []
+    monkeypatch.setattr("sapiens_hf.pipelines.read_image", lambda *args: read.append(args) or 1 / 0)
+    capsys.readouterr()
+    assert main(arguments + ["--output", str(tmp_path / "offline")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load the segmentation model facebook/sapiens-seg")
+    assert "--no-mask" in lines[0] and "local folder" in lines[0] and not read
+    monkeypatch.undo()
+
+    assert main(arguments + ["--output", str(tmp_path / "whole"), "--no-mask"]) == 0
+    assert np.isfinite(np.load(tmp_path / "whole" / "people_depth.npy")).all()
+    assert not (tmp_path / "whole" / "people_depth_mask.png").exists()
+    assert main(arguments + ["--output", str(tmp_path / "x"), "--no-mask", "--mask-model", "a/b"]) == 2
+    assert main(["predict", "--task", "pose", "--no-mask", str(image), "--output", str(tmp_path / "x")]) == 2
+    assert main(arguments + ["--output", str(tmp_path / "x"), "--mask-model", tiny_model("depth")]) == 2
+    err = capsys.readouterr().err
+    assert "give one of them" in err and "--mask-model and --no-mask apply to --task depth and normal" in err
+    assert f"--mask-model {tiny_model('depth')} is not a body-part segmentation model" in err
 
 
 def test_predict_with_a_local_original_folder(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,8 @@
 `FileWriter`, the files of `sapiens-hf predict` (and the demo's downloads), for each image / video frame: the task's
 machine-readable result (`<name>_seg.png` class-index maps; `<name>_depth.npy`, `<name>_normal.npy` float32 maps;
 video frames under `<name>/frame_NNNNNN`), a visualisation (`<name>_<task>_vis.jpg|png`, `<name>_<task>_vis.mp4` for
-a video) and, for pose, the COCO keypoints.json of every image. Its record is `ProgressFile`,
+a video), for depth and normals the person mask they were cut with (`<name>_depth_mask.png`, 0 / 255; NaN in the
+maps outside it) and, for pose, the COCO keypoints.json of every image. Its record is `ProgressFile`,
 `sapiens-hf-<task>-progress.jsonl`.
 
 `ShardWriter`, the folder of `sapiens-hf annotate`, readable with `datasets.load_dataset("parquet", data_dir=OUT)`:
@@ -193,8 +194,10 @@ class FileWriter:
     records (pose: keypoints.json, or `records_name`) are written by `write_records`. A failed input is reported in
     `failures` and not finished, so a resumed run redoes it."""
 
-    def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None):
+    def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None,
+                 masked: bool = False):
         self.task, self.folder, self.keypoint_threshold = task, folder, keypoint_threshold
+        self.masked = masked  # the results carry their person mask, written as `<stem>_<tag>_mask.png`
         self.records_path = folder / (records_name or task.records_file) if task.records_file else None
         self.videos: dict = {}
         self.failed: set[str] = set()
@@ -205,7 +208,9 @@ class FileWriter:
         """The files that an input writes (for a video, with its announced frame count)."""
         frames = range(entry.frames) if entry.is_video else [None]
         results = [self.task.result_path(self.folder, frame_stem(entry.name, index)) for index in frames]
-        return [self.task.visual_path(self.folder, entry.name, entry.is_video)] + [path for path in results if path]
+        masks = [self.task.mask_path(self.folder, frame_stem(entry.name, index)) for index in frames]
+        return ([self.task.visual_path(self.folder, entry.name, entry.is_video)] + [path for path in results if path]
+                + (masks if self.masked else []))
 
     def write(self, frame, result) -> dict | None:
         """Writes the files of one prediction; returns what the task's records keep of it."""
@@ -216,6 +221,10 @@ class FileWriter:
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.task.save_result(result, target)
+        if self.masked:
+            mask = self.task.mask_path(self.folder, frame_stem(frame.source.name, frame.index))
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mask), result["mask"].numpy().astype(np.uint8) * 255)
         visual = self.task.visualize(frame.image, result, self.keypoint_threshold)
         if frame.index is None:
             path = self.task.visual_path(self.folder, frame.source.name)

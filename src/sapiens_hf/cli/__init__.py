@@ -33,9 +33,12 @@ EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the ex
 SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 DETECTOR_HELP = (f"pose: the person detector, an object-detection model id or local folder (default "
                  f"{predict.DEFAULT_DETECTOR}, RT-DETR), or 'none' to use the whole image as the person's box")
+MASK_HELP = ("depth, normal: the body-part segmentation model whose person mask (class != background) the maps are "
+             f"cut with (default {predict.SEGMENTATION.default_checkpoint}); saved as <name>_<task>_mask.png")
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
 TOP_DOWN_TASKS = [name for name, task in TASKS.items() if task.top_down]
+MASKED_TASKS = [name for name, task in TASKS.items() if task.masked]
 TASK_SPELLINGS = {spelling for task in TASKS.values() for spelling in (task.name, *task.aliases)}
 
 
@@ -95,6 +98,10 @@ def argument_problems(args) -> list[str]:
         problems.append(f"--flip-test applies to --task {' and '.join(FLIP_TEST_TASKS)}")
     if args.detector and not TASKS[args.task].top_down:
         problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if (args.mask_model or args.no_mask) and not TASKS[args.task].masked:
+        problems.append(f"--mask-model and --no-mask apply to --task {' and '.join(MASKED_TASKS)}")
+    if args.mask_model and args.no_mask:
+        problems.append("--mask-model and --no-mask: give one of them")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -314,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--detector", help=DETECTOR_HELP)
     run.add_argument("--detector-threshold", type=float, default=0.3, help="pose: people kept above this score")
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
+    run.add_argument("--mask-model", help=MASK_HELP)
+    run.add_argument("--no-mask", action="store_true", help="depth, normal: the whole map, not masked to the people")
     run.set_defaults(handler=predict.predict)
 
     notes = command("annotate", "annotate a folder tree, a file list or a datasets dataset into Parquet shards, "

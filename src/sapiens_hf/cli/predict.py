@@ -18,8 +18,14 @@ from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
 from ..convert import check_config_overrides
-from ..pipelines import DEFAULT_DETECTOR, DetectorUnavailableError, WrongModelError, load_task_pipeline
-from ..tasks import TASKS
+from ..pipelines import (
+    DEFAULT_DETECTOR,
+    DetectorUnavailableError,
+    MaskModelUnavailableError,
+    WrongModelError,
+    load_task_pipeline,
+)
+from ..tasks import SEGMENTATION, TASKS
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 
 
@@ -164,10 +170,43 @@ def load_detector(pipe, detector: str | None):
         raise detector_error(detector, error) from None
 
 
+def mask_of(args, masked: bool) -> str | None:
+    """The segmentation model of the person mask of a run with a masked task (depth, normals): `--mask-model`, the
+    released one when it is not given; None (unmasked maps) with `--no-mask` and for runs without a masked task."""
+    if not masked or args.no_mask:
+        return None
+    return args.mask_model or SEGMENTATION.default_checkpoint
+
+
+def mask_error(model: str, error: Exception) -> CommandError:
+    """One error line for a mask model that cannot be loaded or is not a segmentation model (predict, annotate)."""
+    if isinstance(error, WrongModelError):
+        return usage_error([f"--mask-model {model} is not a body-part segmentation model: {error}"])
+    source = SEGMENTATION.default_checkpoint if Path(model).exists() else model
+    return CommandError(EXIT_FAILED, [
+        f"error: cannot load the segmentation model {model} of the person mask "
+        f"({with_cli_hint(error.__cause__ or error).rstrip('.')}): give --no-mask for unmasked maps, or --mask-model "
+        f"DIR with a local folder of it (`hf download {source} --local-dir DIR` where the Hub is reachable)"
+    ])
+
+
+def load_mask_model(pipe, model: str | None):
+    """The person mask's segmentation pipeline, loaded before any image is read (None: no mask)."""
+    if model is None:
+        return None
+    try:
+        return pipe._resolve_mask_model(model)
+    except (MaskModelUnavailableError, WrongModelError) as error:
+        if debugging():
+            raise
+        raise mask_error(model, error) from None
+
+
 def run_settings(args) -> dict:
     """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
-    return {**{key: getattr(args, key) for key in keys}, "detector": detector_of(args, TASKS[args.task].top_down), "config": dict(args.config),
+    return {**{key: getattr(args, key) for key in keys}, "detector": detector_of(args, TASKS[args.task].top_down),
+            "mask": mask_of(args, TASKS[args.task].masked), "config": dict(args.config),
             "model_files": model_identity(args.model)}
 
 
@@ -178,7 +217,7 @@ def predict(args) -> int:
         raise usage_error([f"{path}: {reason}" for path, reason in missing])
     if not inputs:
         raise usage_error([f"no images or videos found (the output folder {output_dir} is never searched)"])
-    writer = FileWriter(task, output_dir, args.keypoint_threshold)
+    writer = FileWriter(task, output_dir, args.keypoint_threshold, masked=mask_of(args, task.masked) is not None)
     record = ProgressFile(output_dir, task, run_settings(args))
     problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
     problems += [p for p in [device_problem(args.device)] if p]
@@ -192,10 +231,13 @@ def predict(args) -> int:
     predictor = load_pipeline(args)
     detector = detector_of(args, TASKS[args.task].top_down)
     load_detector(predictor, detector)
+    mask = load_mask_model(predictor, mask_of(args, task.masked))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     skipped = sum(entry.name in record.done for entry in inputs)
     call_kwargs = {"flip_test": True} if args.flip_test else {}
+    if task.masked:  # the loaded segmentation pipeline, or False: unmasked maps
+        call_kwargs["mask"] = False if mask is None else mask
     if TASKS[args.task].top_down:  # the loaded detector, or None: the whole image
         call_kwargs.update(detector=detector and predictor._resolve_detector(detector),
                            detector_threshold=args.detector_threshold)
