@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import datasets
 import numpy as np
 import PIL.Image
@@ -107,6 +108,11 @@ def test_rows_are_the_pipelines_results_and_unreadable_inputs_are_recorded(singl
     assert labels.shape == (image.height, image.width) and (labels == segmentation.numpy()).mean() > 0.999
     depth = np.load(io.BytesIO(row["depth_npy"]))
     assert depth.shape == (32, 24) and depth.dtype == np.float32
+    # The person mask of the segmentation's own pass, at the image's size; the depth map NaN outside it.
+    mask = np.asarray(PIL.Image.open(io.BytesIO(row["person_mask_png"]))) > 0
+    assert mask.shape == labels.shape and np.array_equal(mask, labels != 0)
+    small = cv2.resize(mask.astype(np.uint8), (24, 32), interpolation=cv2.INTER_NEAREST) > 0
+    assert np.isnan(depth[~small]).all() and np.isfinite(depth[small]).all()
 
 
 @pytest.mark.slow
@@ -157,7 +163,8 @@ def test_a_streamed_parquet_dataset_and_other_settings(single, models, tmp_path)
     def args(chunk_size, *extra):
         return ["annotate", "--dataset", str(data), "--streaming", "--id-column", "name", "--task", "depth",
                 "--model", f"depth={models['depth']}", "--output", str(out), "--chunk-size", str(chunk_size),
-                "--dense-size", "image", "--device", "cpu", "--quiet", "--workers", "0", *extra]
+                "--dense-size", "image", "--device", "cpu", "--quiet", "--workers", "0", "--mask-model",
+                models["seg"], *extra]
 
     assert main(args(4)) == 1
     table = rows(out)
@@ -237,9 +244,37 @@ def small_folder(folder: Path, seed: int) -> Path:
     return folder
 
 
-def depth_arguments(models, images: Path, out: Path, *extra) -> list[str]:
+def depth_arguments(models, images: Path, out: Path, *extra, mask: bool = True) -> list[str]:
+    """Depth (with the person mask of the tiny segmentation model unless `mask=False`)."""
     return ["annotate", str(images), "--output", str(out), "--task", "depth", "--model", f"depth={models['depth']}",
-            "--chunk-size", "2", "--dense-size", "8x6", "--device", "cpu", "--workers", "0", "--quiet", *extra]
+            "--chunk-size", "2", "--dense-size", "8x6", "--device", "cpu", "--workers", "0", "--quiet",
+            *(["--mask-model", models["seg"]] if mask else []), *extra]
+
+
+def test_depth_is_masked_with_one_segmentation_pass(models, tmp_path, monkeypatch):
+    """annotate --task depth cuts the maps with --mask-model's person mask; with --task seg as well, the segmentation
+    model runs once per batch (its pass gives both its column and the mask), and the rows are the same."""
+    from sapiens_hf import SapiensForSemanticSegmentation
+
+    images = small_folder(tmp_path / "in", 0)
+    calls = []
+    forward = SapiensForSemanticSegmentation.forward
+    monkeypatch.setattr(SapiensForSemanticSegmentation, "forward",
+                        lambda self, **kwargs: calls.append(len(kwargs["pixel_values"])) or forward(self, **kwargs))
+    assert main(depth_arguments(models, images, tmp_path / "depth")) == 0
+    alone = list(calls)
+    arguments = depth_arguments(models, images, tmp_path / "both", "--task", "seg", "--model", f"seg={models['seg']}",
+                                mask=False)  # the mask from --task seg's model
+    assert main(arguments) == 0
+    assert calls[len(alone):] == alone  # one segmentation pass, as for the mask alone
+    for depth, both in zip(rows(tmp_path / "depth"), rows(tmp_path / "both")):
+        assert depth["person_mask_png"] == both["person_mask_png"] and depth["depth_npy"] == both["depth_npy"]
+        mask = np.asarray(PIL.Image.open(io.BytesIO(both["person_mask_png"]))) > 0
+        labels = np.asarray(PIL.Image.open(io.BytesIO(both["segmentation_png"])))
+        assert np.array_equal(mask, labels != 0)
+    assert main(depth_arguments(models, images, tmp_path / "whole", "--no-mask", mask=False)) == 0
+    whole = rows(tmp_path / "whole")[0]
+    assert "person_mask_png" not in whole and np.isfinite(np.load(io.BytesIO(whole["depth_npy"]))).all()
 
 
 def test_a_rerun_on_other_inputs_of_the_same_count_is_refused_not_resumed(models, tmp_path, capsys):

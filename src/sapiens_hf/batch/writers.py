@@ -38,6 +38,7 @@ STATE_DIR = ".sapiens-hf"
 MANIFEST = "annotate.json"
 ERRORS = "errors.jsonl"
 PROGRESS_FILE = "sapiens-hf-{task}-progress.jsonl"
+MASK_COLUMN = "person_mask_png"  # annotate: the person mask of the depth / normal maps, 8-bit PNG (0 / 255)
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -279,13 +280,14 @@ class ShardWriter:
     """Collects each chunk's rows (the `id`, `index`, `height`, `width` columns and those of each task,
     `Task.columns`) and unreadable inputs, and writes the chunk's shard when it is finished."""
 
-    def __init__(self, folder: str | os.PathLike, tasks: list[Task]):
+    def __init__(self, folder: str | os.PathLike, tasks: list[Task], masks: bool = False):
         import pyarrow as pa
 
         self.folder = Path(folder)
         self.state = self.folder / STATE_DIR
         base = [("id", pa.string()), ("index", pa.int64()), ("height", pa.int32()), ("width", pa.int32())]
-        self.schema = pa.schema(base + [column for task in tasks for column in task.columns()])
+        masks = [(MASK_COLUMN, pa.binary())] if masks else []  # at the image's size
+        self.schema = pa.schema(base + [column for task in tasks for column in task.columns()] + masks)
         self.rows: dict[int, list[dict]] = {}
         self.errors: dict[int, list[dict]] = {}
         self.finished = 0  # inputs of the chunks finished by this writer

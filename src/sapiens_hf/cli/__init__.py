@@ -117,6 +117,11 @@ def annotate_problems(args) -> list[str]:
         problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
     if args.detector and not any(TASKS[task].top_down for task in args.task):
         problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if (args.mask_model or args.no_mask) and not any(TASKS[task].masked for task in args.task):
+        problems.append(f"--mask-model and --no-mask apply to --task {' and '.join(MASKED_TASKS)}")
+    if args.mask_model and (args.no_mask or predict.SEGMENTATION.name in args.task):
+        problems.append("--mask-model: give it without --no-mask, and without --task seg (whose model then gives "
+                        "the person mask)")
     unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
     if unknown:
         problems.append(f"--model given for {unknown}, which --task does not ask for")
@@ -234,12 +239,15 @@ def annotate(args) -> int:
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
                            push_to_hub=args.push_to_hub, detector=detector,
-                           detector_threshold=args.detector_threshold)
+                           detector_threshold=args.detector_threshold,
+                           mask_model=predict.mask_of(args, any(TASKS[task].masked for task in args.task)))
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
         if isinstance(error, predict.DetectorUnavailableError):
             raise predict.detector_error(detector, error) from None
+        if isinstance(error, predict.MaskModelUnavailableError):
+            raise predict.mask_error(args.mask_model or predict.SEGMENTATION.default_checkpoint, error) from None
         raise CommandError(EXIT_FAILED, [f"error: annotate: {with_cli_hint(error)}"]) from None
     return EXIT_FAILED if summary.get("errors") else 0
 
@@ -355,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=config_help)
     notes.add_argument("--detector", help=DETECTOR_HELP)
     notes.add_argument("--detector-threshold", type=float, default=0.3, help="pose: people kept above this score")
+    notes.add_argument("--mask-model", help=MASK_HELP.replace("saved as <name>_<task>_mask.png", "stored as the "
+                                                                  "column person_mask_png; with --task seg, its model"))
+    notes.add_argument("--no-mask", action="store_true", help="depth, normal: the whole maps, not masked to the people")
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
     notes.set_defaults(handler=annotate)
 
