@@ -22,6 +22,7 @@ from .. import __version__, hub
 from .. import convert as conversion
 from ..export import ExportError
 from ..export import export as export_model
+from ..image_io import SAMPLE_IMAGE
 from ..tasks import TASKS, get_task
 from . import predict
 from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging, usage_error, with_cli_hint
@@ -30,7 +31,6 @@ from .errors import DEBUG_ENV, EXIT_FAILED, EXIT_USAGE, CommandError, debugging,
 DTYPES = ("float32", "float16", "bfloat16")  # names of torch dtypes, resolved when the model is loaded
 DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the export manifest's names
-SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
 DETECTOR_HELP = (f"pose: the person detector, an object-detection model id or local folder (default "
                  f"{predict.DEFAULT_DETECTOR}, RT-DETR), or 'none' to use the whole image as the person's box")
 MASK_HELP = ("depth, normal: the body-part segmentation model whose person mask (class != background) the maps are "
@@ -267,7 +267,15 @@ def demo(args) -> int:
         raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
     from .. import demo as web_demo  # Gradio loads only here
 
-    return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=args.detector)
+    detector = predict.detector_of(args, top_down=True)
+    try:
+        return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=detector)
+    except predict.DetectorUnavailableError as error:  # loaded before the page is served
+        if debugging():
+            raise
+        raise predict.detector_error(detector, error) from None
+    except web_demo.DemoError as error:  # a model that does not load or does not fit its task
+        raise CommandError(EXIT_FAILED, [f"error: {error}"]) from None
 
 
 EXAMPLES = {
@@ -406,9 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--device", type=device_name, help=device_help)
     web.add_argument("--port", type=int, default=7860, help="local port to serve on (default 7860)")
     web.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
-    web.add_argument("--detector", default="hustvl/yolos-tiny",
-                     help="the person detector of pose: an object-detection model id or folder (default "
-                          "hustvl/yolos-tiny); the page offers no other model")
+    web.add_argument("--detector", help=DETECTOR_HELP + "; the page offers no other model")
     web.set_defaults(handler=demo)
     return parser
 
