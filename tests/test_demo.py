@@ -124,6 +124,12 @@ def run(page, tasks: list[str], expect: str) -> str:
     status = page.locator("#status")
     assert expect not in status.inner_text()
     page.locator("#run").click()
+    # While a request runs its progress ("Depth: … - 40.0%") shows over the outputs: wait until it is gone and the
+    # status line is this request's (the total, or the error).
+    page.wait_for_function("""expect => {
+        const text = document.querySelector("#status").innerText;
+        return text.includes(expect) && /— total|Error:/.test(text) && !/\\d%/.test(document.body.innerText);
+    }""", arg=expect)
     playwright_expect(status).to_contain_text(expect)
     return status.inner_text()
 
@@ -402,3 +408,51 @@ def tmp_text(app) -> Path:
     path = app.results_root / "notes.txt"
     path.write_text("not an image")
     return path
+
+
+@pytest.mark.slow
+def test_two_people_with_every_task_in_the_browser(chromium, models, tmp_path, monkeypatch):
+    """The synthetic photo of two people, all four tasks: pose finds both people (a stub detector that returns the
+    photo's two known boxes), depth and normals are cut with a person mask (a stub: the photo's known silhouettes);
+    four pictures, all visible in the page at once. Its screenshot is docs/demo/two_people.png."""
+    import torch
+    from helpers import TWO_PEOPLE_BOXES, two_people_image
+    from playwright.sync_api import sync_playwright
+
+    from sapiens_hf.tasks import SegmentationTask
+
+    photo = tmp_path / "two_people.png"
+    PIL.Image.fromarray(two_people_image()).save(photo)
+    silhouettes = torch.from_numpy((two_people_image() != 225).any(-1))
+    monkeypatch.setattr(SegmentationTask, "person_mask", lambda self, segmentation: silhouettes)
+
+    def known_people(picture):
+        return [{"label": "person", "score": 1.0, "box": {"xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h}}
+                for x, y, w, h in TWO_PEOPLE_BOXES]
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    blocks = build_demo(models, device="cpu", detector=known_people)
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            upload(page, photo)
+            status = run(page, list(TASK_MODELS), "normal ")
+            assert shown_images(page) == 4 and "person mask" not in status
+            for task in TASK_MODELS:  # every picture inside the window: nothing to scroll to
+                box = page.locator(f"#result-{task} img").bounding_box()
+                assert box["y"] + box["height"] <= VIEWPORT["height"], (task, box)
+            files = downloads(page)
+            coco = json.loads(files["two_people_keypoints.json"])
+            assert [person["bbox"] for person in coco["annotations"]] == TWO_PEOPLE_BOXES
+            depth = np.load(io.BytesIO(files["two_people_depth.npy"]))
+            assert np.array_equal(np.isfinite(depth), silhouettes.numpy())
+            screenshot(page, "two_people", tmp_path)
+            browser.close()
+    finally:
+        blocks.close()

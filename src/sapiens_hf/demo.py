@@ -124,7 +124,7 @@ def build_demo(models: dict, device: str | None = None, detector: str | None = D
                 with gr.Column(elem_id="results"):
                     for pair in (DEMO_TASKS[:2], DEMO_TASKS[2:]):
                         with gr.Row(equal_height=True):
-                            pictures += [gr.Image(label=task, interactive=False, visible=False, height=380,
+                            pictures += [gr.Image(label=task, interactive=False, visible=False, height=330,
                                                   elem_id=f"result-{task}") for task in pair]
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
