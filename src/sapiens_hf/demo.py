@@ -220,9 +220,7 @@ class DemoApp:
         output_dir = self.new_results_dir()
         shown, downloads, timings, legend, people = {}, [], [], "", None
         steps = len(chosen) + (masked and SEGMENTATION not in chosen)
-        for task in [SEGMENTATION] * (masked and SEGMENTATION not in chosen) + chosen:
-            if task in shown or (task is SEGMENTATION and people is not None and task not in chosen):
-                continue
+        for task in [SEGMENTATION] * (masked and SEGMENTATION not in chosen) + chosen:  # the mask's pass first
             stage(len(timings) / steps, self.stage_text(task, task in chosen, pose_kwargs))
             pipe, load_seconds = self.pipeline(task.name)
             kwargs = dict(pose_kwargs) if task.top_down else {}
