@@ -37,6 +37,8 @@ else:
         SapiensPreTrainedModel,
     )
     from .pipelines import (
+        DetectorUnavailableError,
+        MaskModelUnavailableError,
         SapiensDepthPipeline,
         SapiensNormalPipeline,
         SapiensPosePipeline,
@@ -44,7 +46,7 @@ else:
         register_pipelines,
     )
     from .releases import install_hooks
-    from .tasks import TASKS
+    from .tasks import DEFAULT_DETECTOR, TASKS
 
 
     def _register() -> None:
@@ -70,7 +72,10 @@ else:
     _register()
 
     __all__ = [
+        "DEFAULT_DETECTOR",
         "SAPIENS_PRESETS",
+        "DetectorUnavailableError",
+        "MaskModelUnavailableError",
         "SapiensBackbone",
         "SapiensConfig",
         "SapiensDepthPipeline",
