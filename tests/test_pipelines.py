@@ -241,6 +241,17 @@ def test_pose_detects_a_list_of_images_in_batches(models, processor, tiny_detect
     assert crops > 3 and max(forwards) > 1 and sum(forwards) == crops  # crops of several images in one pass
 
 
+def test_a_detector_without_a_person_label_is_refused(models, processor, tiny_detector):
+    """A detector of other things would find nobody, and every image would silently become one whole-image person:
+    refused with its labels, before any image; person_label= names its label for people."""
+    detection = pipeline("object-detection", model=tiny_detector)
+    detection.model.config.id2label = {0: "cat", 1: "dog"}
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    with pytest.raises(ValueError, match="no 'person' label \\(its labels: cat, dog\\)"):
+        estimator("missing.jpg", detector=detection)
+    assert estimator(two_people_image(), detector=detection, person_label="dog", detector_threshold=0.0)
+
+
 def test_an_unreachable_detector_fails_once_before_any_image_is_read(models, processor, tmp_path, monkeypatch):
     """Offline without the detector (or a wrong folder): one error naming detector=None and a local folder, raised
     before the image is read (a missing file would otherwise fail first); given boxes need no detector."""

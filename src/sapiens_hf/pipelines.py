@@ -337,7 +337,10 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
                                      if key not in ("batch_size", "num_workers")})
         without_boxes = [item for item in items if not (isinstance(item, dict) and item.get("boxes") is not None)]
         # The detector loads (or fails, once) before any image is read, and only when some image needs it.
-        detector = self._resolve_detector(detector) if detector is not None and without_boxes else None
+        if detector is not None and without_boxes:
+            detector = self._resolve_detector(detector, kwargs.get("person_label", "person"))
+        else:
+            detector = None
         if detector is None or not isinstance(inputs, (list, tuple)):  # one image, or a stream: detected one by one
             return super().__call__(inputs, detector=detector, **kwargs)
         results = []
@@ -385,13 +388,15 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             postprocess_params["threshold"] = check_number(threshold, "threshold")
         return preprocess_params, forward_params, postprocess_params
 
-    def _resolve_detector(self, detector):
-        """An object-detection pipeline for a model id or folder (the last one kept), a callable as it is."""
+    def _resolve_detector(self, detector, person_label: str = "person"):
+        """An object-detection pipeline for a model id or folder (the last one kept), a callable as it is. A pipeline
+        whose model has no `person_label` label is refused: it would find nobody, and every image would silently be
+        one whole-image person."""
         if not isinstance(detector, (str, os.PathLike)):
             if not callable(detector):
                 raise TypeError("detector must be an object-detection pipeline, a model id or folder, a callable or "
                                 "None (the whole image)")
-            return detector
+            return self._check_person_label(detector, person_label)
         detector = str(detector)
         if self._detector[0] != detector:  # one at a time: a server's memory does not grow with each name asked for
             try:
@@ -404,7 +409,16 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
                     "reachable), or detector=None for the whole image as the person's box"
                 ) from error
             self._detector = (detector, loaded)
-        return self._detector[1]
+        return self._check_person_label(self._detector[1], person_label)
+
+    @staticmethod
+    def _check_person_label(detector, person_label: str):
+        labels = getattr(getattr(getattr(detector, "model", None), "config", None), "id2label", None) or {}
+        if labels and person_label.lower() not in {str(label).lower() for label in labels.values()}:
+            shown = ", ".join(map(str, list(labels.values())[:8])) + (", ..." if len(labels) > 8 else "")
+            raise ValueError(f"The person detector has no {person_label!r} label (its labels: {shown}): give a "
+                             "detector of people, or person_label= its label for people")
+        return detector
 
     def detect_people(self, images: list[np.ndarray], detector, threshold: float = 0.3,
                       person_label: str = "person") -> list[tuple[np.ndarray, np.ndarray]]:

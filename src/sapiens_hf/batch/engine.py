@@ -265,9 +265,10 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
                 "dense_size": list(dense_size) if dense_size else "image"}
     top_down = [task for task in tasks if task.top_down]
     if top_down:
-        settings.update(detector=detector, detector_threshold=detector_threshold)
+        settings.update(detector=detector, detector_threshold=detector_threshold,
+                        detector_files=model_identity(detector))
     if masked:
-        settings["mask_model"] = mask_model
+        settings.update(mask_model=mask_model, mask_files=model_identity(mask_model))
     if accelerator.is_main_process:
         writer.check(settings, overwrite)  # before the models load
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,

@@ -168,6 +168,8 @@ def load_detector(pipe, detector: str | None):
         if debugging():
             raise
         raise detector_error(detector, error) from None
+    except ValueError as error:  # not a detector of people
+        raise usage_error([f"--detector {detector}: {error}"]) from None
 
 
 def mask_of(args, masked: bool) -> str | None:
@@ -205,9 +207,10 @@ def load_mask_model(pipe, model: str | None):
 def run_settings(args) -> dict:
     """What makes two runs the same for resuming (the inputs may differ): the options, and the model's files."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold")
-    return {**{key: getattr(args, key) for key in keys}, "detector": detector_of(args, TASKS[args.task].top_down),
-            "mask": mask_of(args, TASKS[args.task].masked), "config": dict(args.config),
-            "model_files": model_identity(args.model)}
+    detector, mask = detector_of(args, TASKS[args.task].top_down), mask_of(args, TASKS[args.task].masked)
+    return {**{key: getattr(args, key) for key in keys}, "detector": detector, "mask": mask,
+            "config": dict(args.config), "model_files": model_identity(args.model),
+            "detector_files": model_identity(detector), "mask_files": model_identity(mask)}
 
 
 def predict(args) -> int:
