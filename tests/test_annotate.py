@@ -272,6 +272,9 @@ def test_depth_is_masked_with_one_segmentation_pass(models, tmp_path, monkeypatc
         mask = np.asarray(PIL.Image.open(io.BytesIO(both["person_mask_png"]))) > 0
         labels = np.asarray(PIL.Image.open(io.BytesIO(both["segmentation_png"])))
         assert np.array_equal(mask, labels != 0)
+        small = cv2.resize(mask.astype(np.uint8), (6, 8), interpolation=cv2.INTER_NEAREST) > 0  # --dense-size 8x6
+        depth_map = np.load(io.BytesIO(both["depth_npy"]))
+        assert np.isnan(depth_map[~small]).all() and np.isfinite(depth_map[small]).all()
     assert main(depth_arguments(models, images, tmp_path / "whole", "--no-mask", mask=False)) == 0
     whole = rows(tmp_path / "whole")[0]
     assert "person_mask_png" not in whole and np.isfinite(np.load(io.BytesIO(whole["depth_npy"]))).all()

@@ -254,7 +254,7 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_pat
     assert SapiensExportedModel.from_pretrained(pose, dtype="float32").dtype == torch.float32
     export(tiny_model("depth"), tmp_path / "depth-fp16", dtype="fp16")  # runs in its own dtype
     assert main(["predict", "--task", "depth", "--model", str(tmp_path / "depth-fp16"), str(SAMPLE_IMAGE), "--output",
-                 str(tmp_path / "fp16-out"), "--quiet"]) == 0
+                 str(tmp_path / "fp16-out"), "--quiet", "--no-mask"]) == 0
     assert np.isfinite(np.load(tmp_path / "fp16-out" / f"{SAMPLE_IMAGE.stem}_depth.npy")).all()
 
     export(tiny_model("seg"), tmp_path / "seg-onnx")
@@ -345,6 +345,6 @@ def test_the_runner_reads_a_16_bit_png_as_the_pipelines_do(tmp_path, tiny_model)
     ramp = (np.arange(96 * 128, dtype=np.uint32).reshape(96, 128) * 5).astype(np.uint16)
     PIL.Image.fromarray(ramp).save(tmp_path / "deep.png")
     assert PIL.Image.open(tmp_path / "deep.png").mode.startswith("I")
-    expected = pipeline("sapiens-depth", model=model)(str(tmp_path / "deep.png"))["predicted_depth"].numpy()
+    expected = pipeline("sapiens-depth", model=model)(str(tmp_path / "deep.png"), mask=False)["predicted_depth"].numpy()
     actual = ExportedModel(tmp_path / "out")(tmp_path / "deep.png")["predicted_depth"]
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
