@@ -279,12 +279,14 @@ def test_auto_classes_and_pipelines_load_a_local_original_folder(tmp_path):
         AutoModelForDepthEstimation.from_pretrained(folder, num_attention_heads=2)
 
     image = np.random.RandomState(0).randint(0, 256, (80, 60, 3), dtype=np.uint8)
-    reference = pipeline("sapiens-pose", model=expected, image_processor=SapiensImageProcessorPil())(image)
+    reference = pipeline("sapiens-pose", model=expected, image_processor=SapiensImageProcessorPil())(image,
+                                                                                                     detector=None)
     for model in (folder, str(folder / POSE_FILE)):
         pose = pipeline("sapiens-pose", model=model, model_kwargs={"num_attention_heads": 2}, dtype=torch.float32)
         assert type(pose.image_processor) is SapiensImageProcessorPil
         assert_same_weights(pose.model, expected)
-        torch.testing.assert_close(pose(image)[0]["keypoints"], reference[0]["keypoints"], rtol=0, atol=0)
+        torch.testing.assert_close(pose(image, detector=None)[0]["keypoints"], reference[0]["keypoints"], rtol=0,
+                                   atol=0)
 
     # A file that is not a released one: its config comes from its weights.
     save_original(tmp_path / "finetuned" / "mine.pth", seed=3, task="depth")
