@@ -20,7 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 import transformers
-from transformers import Pipeline, pipeline
+from transformers import ObjectDetectionPipeline, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
@@ -425,11 +425,31 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         """Per image, the person boxes `(n, 4)` (x, y, width, height) and their scores, best first: a transformers
         pipeline gets the images in one call, another callable one image at a time."""
         pictures = [PIL.Image.fromarray(image) for image in images]
-        if isinstance(detector, Pipeline):
-            found = detector(pictures, threshold=threshold, batch_size=len(pictures))
+        if isinstance(detector, ObjectDetectionPipeline):
+            found = self._detect_together(detector, pictures, threshold)
+        elif isinstance(detector, Pipeline):
+            found = [detector(picture, threshold=threshold) for picture in pictures]
         else:
             found = [detector(picture) for picture in pictures]
         return [self._people(detections, threshold, person_label) for detections in found]
+
+    @staticmethod
+    def _detect_together(detector, pictures: list, threshold: float) -> list[list[dict]]:
+        """The object-detection pipeline's output for each picture, from one forward pass of its model on all of
+        them. (The pipeline's own `batch_size` cannot be used: it splits every model output along the batch, and
+        RT-DETR's `encoder_last_hidden_state` is a list of feature levels, so batches of more than 3 images fail.)
+        Its steps, as the pipeline's: processor, model, `post_process_object_detection`, integer box corners."""
+        inputs = detector.image_processor(images=pictures, return_tensors="pt").to(detector.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(detector.dtype)
+        with torch.inference_mode():
+            outputs = detector.model(**inputs)
+        sizes = torch.tensor([[picture.height, picture.width] for picture in pictures])
+        results = detector.image_processor.post_process_object_detection(outputs, threshold, sizes)
+        labels = detector.model.config.id2label
+        return [[{"score": score.item(), "label": labels[label.item()],
+                  "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.int().tolist()))}
+                 for score, label, box in zip(result["scores"], result["labels"], result["boxes"])]
+                for result in results]
 
     @staticmethod
     def _people(detections: list[dict], threshold: float, person_label: str) -> tuple[np.ndarray, np.ndarray]:
