@@ -226,7 +226,8 @@ def test_push_to_hub_uploads_the_shards_and_the_manifest_only(models, tmp_path):
         run_client(f"""
 from sapiens_hf.cli import main
 assert main(["annotate", "{photos}", "--task", "depth", "--model", "depth={models['depth']}", "--output", "{out}",
-             "--chunk-size", "2", "--device", "cpu", "--quiet", "--push-to-hub", "tester/annotations"]) == 0
+             "--chunk-size", "2", "--device", "cpu", "--quiet", "--push-to-hub", "tester/annotations",
+             "--mask-model", "{models['seg']}"]) == 0
 """, client_env(hub, tmp_path / "home"), cwd=tmp_path)
         files = hub.files("tester/annotations")
     local = {path.relative_to(out).as_posix(): path.read_bytes() for path in out.rglob("*") if path.is_file()
