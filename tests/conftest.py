@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import save_example_model, save_tiny_model
+from helpers import save_example_model, save_tiny_detector, save_tiny_model
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +44,9 @@ def tiny_model(tmp_path_factory):
 def example_model(tmp_path_factory):
     """`example_model(task)`: the folder (a Path) of helpers.save_example_model's model, which the example scripts train."""
     return _SavedModels(tmp_path_factory.mktemp("example-models"), save_example_model, Path)
+
+
+@pytest.fixture(scope="session")
+def tiny_detector(tmp_path_factory) -> str:
+    """The folder (a str) of helpers.save_tiny_detector's RT-DETR: the tests' person detector (no download)."""
+    return save_tiny_detector(tmp_path_factory.mktemp("tiny-detector") / "rtdetr")

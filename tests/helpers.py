@@ -84,6 +84,46 @@ def model_class(task: str):
     }[TASK_ALIASES.get(task, task)]
 
 
+# Two stick figures on a plain background (H, W = 240, 320) and their boxes (x, y, width, height).
+TWO_PEOPLE_BOXES = [[30.0, 20.0, 100.0, 205.0], [190.0, 20.0, 100.0, 205.0]]
+
+
+def two_people_image() -> np.ndarray:
+    """A synthetic photo of two people side by side (`TWO_PEOPLE_BOXES`): where a detector's boxes and the whole
+    image give different crops, so top-down pose differs."""
+    import cv2
+
+    image = np.full((240, 320, 3), 225, np.uint8)
+    for x, y, width, height in TWO_PEOPLE_BOXES:
+        centre = int(x + width / 2)
+        top, shoulders, hips, feet = int(y + 20), int(y + 55), int(y + 125), int(y + height - 5)
+        cv2.circle(image, (centre, top), 17, (210, 160, 130), -1)  # head
+        cv2.rectangle(image, (centre - 22, shoulders - 15), (centre + 22, hips), (40, 70, 160), -1)  # torso
+        for side in (-1, 1):
+            cv2.line(image, (centre + side * 22, shoulders - 10), (centre + side * 45, hips - 10), (40, 70, 160), 9)
+            cv2.line(image, (centre + side * 12, hips), (centre + side * 25, feet), (50, 50, 50), 11)  # legs
+    return image
+
+
+def save_tiny_detector(path) -> str:
+    """A tiny random-weight RT-DETR (the default person detector's architecture) with the COCO labels "person" and
+    "bicycle", saved to `path` with a 64×64 image processor: its boxes are arbitrary but valid. Returns the folder."""
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrImageProcessor, RTDetrResNetConfig
+
+    backbone = RTDetrResNetConfig(embedding_size=8, hidden_sizes=[8, 8, 8, 8], depths=[1, 1, 1, 1], layer_type="basic",
+                                  out_features=["stage2", "stage3", "stage4"], out_indices=[2, 3, 4])
+    config = RTDetrConfig(
+        backbone_config=backbone, encoder_in_channels=[8, 8, 8], encoder_hidden_dim=16, encoder_ffn_dim=32,
+        encoder_attention_heads=2, encoder_layers=1, d_model=16, decoder_in_channels=[16, 16, 16], decoder_ffn_dim=32,
+        decoder_attention_heads=2, decoder_layers=1, decoder_n_points=2, num_queries=10, num_denoising=0,
+        id2label={0: "person", 1: "bicycle"}, label2id={"person": 0, "bicycle": 1},
+    )
+    torch.manual_seed(0)
+    RTDetrForObjectDetection(config).save_pretrained(path)
+    RTDetrImageProcessor(size={"height": 64, "width": 64}).save_pretrained(path)
+    return str(path)
+
+
 # The example scripts' models: the "small" encoder with each task's head as the training docs configure it.
 EXAMPLE_HEADS = {
     "pose": {"num_labels": 17, "patch_embed_padding": 2, "decoder_deconv_channels": [16, 16]},

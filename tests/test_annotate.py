@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import datasets
 import numpy as np
 import PIL.Image
@@ -27,8 +28,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
 
 
 @pytest.fixture(scope="module")
-def models(tiny_model):
-    return {task: tiny_model(task) for task in TASKS}
+def models(tiny_model, tiny_detector):
+    return {**{task: tiny_model(task) for task in TASKS}, "detector": tiny_detector}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def arguments(images, models, out, *extra):
     return ["annotate", str(images), "--output", str(out), "--task", "pose", "--task", "seg", "--task", "depth",
             "--model", f"pose={models['pose']}", "--model", f"seg={models['seg']}", "--model",
             f"depth={models['depth']}", "--batch-size", "3", "--chunk-size", "5", "--dense-size", "32x24",
-            "--device", "cpu", "--quiet", *extra]
+            "--device", "cpu", "--quiet", "--detector", models["detector"], "--detector-threshold", "0", *extra]
 
 
 def launch(args, processes: int, **popen):
@@ -97,14 +98,21 @@ def test_rows_are_the_pipelines_results_and_unreadable_inputs_are_recorded(singl
     row = next(row for row in table if row["id"].endswith("photo04.png"))
     image = PIL.Image.open(row["id"])
     assert (row["height"], row["width"]) == (image.height, image.width)
-    pose = pipeline("sapiens-pose", model=models["pose"])(image)[0]
-    np.testing.assert_allclose(row["pose_keypoints"][0], pose["keypoints"].numpy(), atol=1e-3)
-    np.testing.assert_allclose(row["pose_boxes"][0], [0, 0, image.width, image.height])
+    people = pipeline("sapiens-pose", model=models["pose"])(image, detector=models["detector"], detector_threshold=0)
+    assert len(row["pose_keypoints"]) == len(people) > 0  # the people the detector found, as the pipeline finds them
+    for keypoints, box, person in zip(row["pose_keypoints"], row["pose_boxes"], people):
+        np.testing.assert_allclose(keypoints, person["keypoints"].numpy(), atol=1e-3)
+        np.testing.assert_allclose(box, person["bbox_xywh"].numpy())
     segmentation = pipeline("sapiens-segmentation", model=models["seg"])(image)["segmentation"]
     labels = np.asarray(PIL.Image.open(io.BytesIO(row["segmentation_png"])))
     assert labels.shape == (image.height, image.width) and (labels == segmentation.numpy()).mean() > 0.999
     depth = np.load(io.BytesIO(row["depth_npy"]))
     assert depth.shape == (32, 24) and depth.dtype == np.float32
+    # The person mask of the segmentation's own pass, at the image's size; the depth map NaN outside it.
+    mask = np.asarray(PIL.Image.open(io.BytesIO(row["person_mask_png"]))) > 0
+    assert mask.shape == labels.shape and np.array_equal(mask, labels != 0)
+    small = cv2.resize(mask.astype(np.uint8), (24, 32), interpolation=cv2.INTER_NEAREST) > 0
+    assert np.isnan(depth[~small]).all() and np.isfinite(depth[small]).all()
 
 
 @pytest.mark.slow
@@ -155,7 +163,8 @@ def test_a_streamed_parquet_dataset_and_other_settings(single, models, tmp_path)
     def args(chunk_size, *extra):
         return ["annotate", "--dataset", str(data), "--streaming", "--id-column", "name", "--task", "depth",
                 "--model", f"depth={models['depth']}", "--output", str(out), "--chunk-size", str(chunk_size),
-                "--dense-size", "image", "--device", "cpu", "--quiet", "--workers", "0", *extra]
+                "--dense-size", "image", "--device", "cpu", "--quiet", "--workers", "0", "--mask-model",
+                models["seg"], *extra]
 
     assert main(args(4)) == 1
     table = rows(out)
@@ -176,9 +185,30 @@ def test_arguments_are_checked_before_any_work(tmp_path, capsys):
     assert main(["annotate", "x", "--dataset", "y", "--task", "pose", "--output", str(tmp_path / "o")]) == 2
     assert main(["annotate", "x", "--task", "pose", "--model", "depth=m", "--output", str(tmp_path / "o")]) == 2
     assert main(["annotate", "x", "--task", "pose", "--device", "cuda:1", "--output", str(tmp_path / "o")]) == 2
+    assert main(["annotate", "x", "--task", "depth", "--detector", "a/b", "--output", str(tmp_path / "o")]) == 2
+    assert main(["annotate", "x", "--task", "pose", "--detector-threshold", "nan", "--output", str(tmp_path / "o")]) == 2
     errors = capsys.readouterr().err
     assert "one of them" in errors and "--model given for ['depth']" in errors and "accelerate gives" in errors
+    assert "--detector applies to --task pose" in errors and "--detector-threshold must be between 0 and 1" in errors
     assert not (tmp_path / "out").exists() and output.STATE_DIR == ".sapiens-hf"
+
+
+def test_an_unreachable_detector_is_one_error_before_any_image_is_read(models, images, tmp_path, monkeypatch,
+                                                                        capsys):
+    """Pose finds people with the default detector: offline without it, one line naming --detector none and a local
+    folder (exit 1), and no shard, no chunk record, no image decoded."""
+    from sapiens_hf.batch import inputs
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(inputs, "decode", lambda value: 1 / 0)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["annotate", str(images), "--task", "pose", "--model", models["pose"], "--output", str(out),
+                 "--device", "cpu", "--quiet"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load the person detector PekingU/rtdetr_r50vd")
+    assert "--detector none" in lines[0] and "local folder" in lines[0]
+    assert not list(out.glob("shard-*")) and not list(out.glob(".sapiens-hf/chunks/*"))
 
 
 @pytest.mark.slow
@@ -196,7 +226,8 @@ def test_push_to_hub_uploads_the_shards_and_the_manifest_only(models, tmp_path):
         run_client(f"""
 from sapiens_hf.cli import main
 assert main(["annotate", "{photos}", "--task", "depth", "--model", "depth={models['depth']}", "--output", "{out}",
-             "--chunk-size", "2", "--device", "cpu", "--quiet", "--push-to-hub", "tester/annotations"]) == 0
+             "--chunk-size", "2", "--device", "cpu", "--quiet", "--push-to-hub", "tester/annotations",
+             "--mask-model", "{models['seg']}"]) == 0
 """, client_env(hub, tmp_path / "home"), cwd=tmp_path)
         files = hub.files("tester/annotations")
     local = {path.relative_to(out).as_posix(): path.read_bytes() for path in out.rglob("*") if path.is_file()
@@ -214,9 +245,40 @@ def small_folder(folder: Path, seed: int) -> Path:
     return folder
 
 
-def depth_arguments(models, images: Path, out: Path, *extra) -> list[str]:
+def depth_arguments(models, images: Path, out: Path, *extra, mask: bool = True) -> list[str]:
+    """Depth (with the person mask of the tiny segmentation model unless `mask=False`)."""
     return ["annotate", str(images), "--output", str(out), "--task", "depth", "--model", f"depth={models['depth']}",
-            "--chunk-size", "2", "--dense-size", "8x6", "--device", "cpu", "--workers", "0", "--quiet", *extra]
+            "--chunk-size", "2", "--dense-size", "8x6", "--device", "cpu", "--workers", "0", "--quiet",
+            *(["--mask-model", models["seg"]] if mask else []), *extra]
+
+
+def test_depth_is_masked_with_one_segmentation_pass(models, tmp_path, monkeypatch):
+    """annotate --task depth cuts the maps with --mask-model's person mask; with --task seg as well, the segmentation
+    model runs once per batch (its pass gives both its column and the mask), and the rows are the same."""
+    from sapiens_hf import SapiensForSemanticSegmentation
+
+    images = small_folder(tmp_path / "in", 0)
+    calls = []
+    forward = SapiensForSemanticSegmentation.forward
+    monkeypatch.setattr(SapiensForSemanticSegmentation, "forward",
+                        lambda self, **kwargs: calls.append(len(kwargs["pixel_values"])) or forward(self, **kwargs))
+    assert main(depth_arguments(models, images, tmp_path / "depth")) == 0
+    alone = list(calls)
+    arguments = depth_arguments(models, images, tmp_path / "both", "--task", "seg", "--model", f"seg={models['seg']}",
+                                mask=False)  # the mask from --task seg's model
+    assert main(arguments) == 0
+    assert calls[len(alone):] == alone  # one segmentation pass, as for the mask alone
+    for depth, both in zip(rows(tmp_path / "depth"), rows(tmp_path / "both")):
+        assert depth["person_mask_png"] == both["person_mask_png"] and depth["depth_npy"] == both["depth_npy"]
+        mask = np.asarray(PIL.Image.open(io.BytesIO(both["person_mask_png"]))) > 0
+        labels = np.asarray(PIL.Image.open(io.BytesIO(both["segmentation_png"])))
+        assert np.array_equal(mask, labels != 0)
+        small = cv2.resize(mask.astype(np.uint8), (6, 8), interpolation=cv2.INTER_NEAREST) > 0  # --dense-size 8x6
+        depth_map = np.load(io.BytesIO(both["depth_npy"]))
+        assert np.isnan(depth_map[~small]).all() and np.isfinite(depth_map[small]).all()
+    assert main(depth_arguments(models, images, tmp_path / "whole", "--no-mask", mask=False)) == 0
+    whole = rows(tmp_path / "whole")[0]
+    assert "person_mask_png" not in whole and np.isfinite(np.load(io.BytesIO(whole["depth_npy"]))).all()
 
 
 def test_a_rerun_on_other_inputs_of_the_same_count_is_refused_not_resumed(models, tmp_path, capsys):

@@ -13,7 +13,7 @@ import PIL.Image
 import pytest
 import skimage.data
 import torch
-from helpers import POSE_FILE, model_class, save_original
+from helpers import POSE_FILE, model_class, save_original, two_people_image
 
 from sapiens_hf import SapiensForSemanticSegmentation
 from sapiens_hf.cli import SAMPLE_IMAGE, main
@@ -44,6 +44,10 @@ def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys, tiny_mo
     arguments += ["--output", str(output), "--batch-size", "2", "--quiet"]
     if task in ("pose", "depth"):
         arguments.append("--flip-test")
+    if task == "pose":
+        arguments += ["--detector", "none"]  # the whole image (the detector's own tests are below)
+    if task in ("depth", "normal"):
+        arguments += ["--mask-model", tiny_model("seg")]  # the person mask of a local segmentation model
     assert main(arguments) == 1  # one input failed
 
     captured = capsys.readouterr()
@@ -71,6 +75,11 @@ def test_predict_on_a_folder_and_a_video(task, inputs, tmp_path, capsys, tiny_mo
         array = np.load(output / "more" / f"camera_{task}.npy")
         assert array.dtype == np.float32 and array.shape == ((90, 120) if task == "depth" else (90, 120, 3))
         assert np.load(output / "clip" / f"frame_000001_{task}.npy").shape[:2] == (48, 64)
+        mask = np.asarray(PIL.Image.open(output / "more" / f"camera_{task}_mask.png"))
+        assert mask.shape == (90, 120) and set(np.unique(mask)) <= {0, 255}
+        person = (mask == 255) if array.ndim == 2 else (mask == 255)[..., None].repeat(3, -1)
+        assert np.isnan(array[~person]).all() and np.isfinite(array[person]).all()  # NaN outside the people
+        assert (output / "clip" / f"frame_000001_{task}_mask.png").is_file()
 
 
 def test_predict_on_the_shipped_sample_photo(tmp_path, tiny_model):
@@ -131,6 +140,69 @@ def test_predict_offline_with_an_original_hub_id_says_how_to_use_a_local_checkpo
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 
+def test_predict_finds_people_with_the_detector_by_default(tiny_model, tiny_detector, tmp_path, monkeypatch, capsys):
+    """pose without --detector uses the default person detector: offline without it, one error line (exit 1) before
+    any image is read, naming --detector none and a local folder; --detector DIR (a tiny RT-DETR) finds people, whose
+    boxes and scores are in keypoints.json; --detector none is the whole image; the detector is part of the run's
+    settings (a run with another one does not resume it)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(3):
+        PIL.Image.fromarray(two_people_image()).save(folder / f"{index}.png")
+    arguments = ["predict", "--task", "pose", "--model", tiny_model("pose"), str(folder), "--quiet"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    read = []
+    monkeypatch.setattr("sapiens_hf.pipelines.read_image", lambda *args: read.append(args) or 1 / 0)
+    capsys.readouterr()
+    assert main(arguments + ["--output", str(tmp_path / "offline")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load the person detector PekingU/rtdetr_r50vd")
+    assert "--detector none" in lines[0] and "local folder" in lines[0] and not read
+    monkeypatch.undo()
+
+    assert main(arguments + ["--output", str(tmp_path / "found"), "--detector", tiny_detector,
+                             "--detector-threshold", "0", "--batch-size", "2"]) == 0
+    coco = json.loads((tmp_path / "found" / "keypoints.json").read_text())
+    people = [a for a in coco["annotations"] if a["image_id"] == coco["images"][0]["id"]]
+    assert len(coco["images"]) == 3 and people and all(a["bbox_score"] is not None for a in people)
+    assert all(a["bbox"] != [0, 0, 320, 240] for a in people)
+    assert main(arguments + ["--output", str(tmp_path / "found"), "--detector", "none"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+    assert main(arguments + ["--output", str(tmp_path / "whole"), "--detector", "none"]) == 0
+    whole = json.loads((tmp_path / "whole" / "keypoints.json").read_text())["annotations"]
+    assert [a["bbox"] for a in whole] == [[0, 0, 320, 240]] * 3
+
+
+def test_predict_masks_depth_with_the_segmentation_model_by_default(tiny_model, tmp_path, monkeypatch, capsys):
+    """depth without --no-mask cuts its maps with the person mask of the released segmentation model: offline without
+    it, one error line (exit 1) before any image is read, naming --no-mask and a local folder; --no-mask gives the
+    whole map and no mask file; the mask options of other tasks, both at once or a model of another task are
+    refused before any work."""
+    image = tmp_path / "people.png"
+    PIL.Image.fromarray(two_people_image()).save(image)
+    arguments = ["predict", "--task", "depth", "--model", tiny_model("depth"), str(image), "--quiet"]
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    read = []
+    monkeypatch.setattr("sapiens_hf.pipelines.read_image", lambda *args: read.append(args) or 1 / 0)
+    capsys.readouterr()
+    assert main(arguments + ["--output", str(tmp_path / "offline")]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot load the segmentation model facebook/sapiens-seg")
+    assert "--no-mask" in lines[0] and "local folder" in lines[0] and not read
+    monkeypatch.undo()
+
+    assert main(arguments + ["--output", str(tmp_path / "whole"), "--no-mask"]) == 0
+    assert np.isfinite(np.load(tmp_path / "whole" / "people_depth.npy")).all()
+    assert not (tmp_path / "whole" / "people_depth_mask.png").exists()
+    assert main(arguments + ["--output", str(tmp_path / "x"), "--no-mask", "--mask-model", "a/b"]) == 2
+    assert main(["predict", "--task", "pose", "--no-mask", str(image), "--output", str(tmp_path / "x")]) == 2
+    assert main(arguments + ["--output", str(tmp_path / "x"), "--mask-model", tiny_model("depth")]) == 2
+    err = capsys.readouterr().err
+    assert "give one of them" in err and "--mask-model and --no-mask apply to --task depth and normal" in err
+    assert f"--mask-model {tiny_model('depth')} is not a body-part segmentation model" in err
+
+
 def test_predict_with_a_local_original_folder(tmp_path, monkeypatch, capsys):
     """A folder laid out like Meta's repo (a released `.pth`, no config.json) converts on load."""
     from sapiens_hf import convert
@@ -140,7 +212,7 @@ def test_predict_with_a_local_original_folder(tmp_path, monkeypatch, capsys):
     image = tmp_path / "photo.png"
     PIL.Image.fromarray(skimage.data.astronaut()).resize((64, 80)).save(image)
     arguments = ["predict", "--task", "pose", "--model", str(tmp_path / "sapiens-pose-0.3b"), str(image)]
-    assert main(arguments + ["--output", str(tmp_path / "out"), "--quiet"]) == 0
+    assert main(arguments + ["--output", str(tmp_path / "out"), "--quiet", "--detector", "none"]) == 0
     coco = json.loads((tmp_path / "out" / "keypoints.json").read_text())
     assert len(coco["annotations"][0]["keypoints"]) == 17 * 3 and coco["categories"][0]["keypoints"][0] == "nose"
     assert (tmp_path / "out" / "photo_pose_vis.jpg").is_file()
@@ -269,7 +341,7 @@ def test_interrupted_pose_run_keeps_finished_images_and_resumes(signal_name, pos
     """Item 5: killed after the first image, the run leaves keypoints.json with it; the same command resumes and
     ends with the keypoints.json of an uninterrupted run."""
     folder = photos(tmp_path / "in", ["a.jpg", "b.jpg", "c.jpg"])
-    arguments = ["predict", "--task", "pose", "--model", pose_model, str(folder), "--quiet"]
+    arguments = ["predict", "--task", "pose", "--model", pose_model, str(folder), "--quiet", "--detector", "none"]
     assert main(arguments + ["--output", str(tmp_path / "whole")]) == 0
     expected = (tmp_path / "whole" / "keypoints.json").read_text()
 
@@ -299,7 +371,8 @@ def test_a_write_error_stops_the_run_and_keeps_the_finished_images(pose_model, t
 
     monkeypatch.setattr(PIL.Image.Image, "save", save_until_full)
     output = tmp_path / "out"
-    assert main(["predict", "--task", "pose", "--model", pose_model, str(folder), "--output", str(output)]) == 1
+    assert main(["predict", "--task", "pose", "--model", pose_model, str(folder), "--output", str(output),
+                 "--detector", "none"]) == 1
     err = capsys.readouterr().err
     assert "error: cannot write the results: [Errno 28] No space left on device" in err and "Traceback" not in err
     coco = json.loads((output / "keypoints.json").read_text())
@@ -326,6 +399,7 @@ def test_images_are_batched_like_video_frames(task, seg_model, pose_model, tmp_p
     model = seg_model if task == "seg" else pose_model
     calls = count_forward_calls(monkeypatch, model_class(task))
     arguments = ["predict", "--task", task, "--model", model, str(folder), "--quiet"]
+    arguments += ["--detector", "none"] if task == "pose" else []  # one whole-image crop per image
     assert main(arguments + ["--output", str(tmp_path / "batched"), "--batch-size", "2"]) == 0
     assert calls == [2, 2, 1]
     assert main(arguments + ["--output", str(tmp_path / "single")]) == 0

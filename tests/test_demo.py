@@ -24,7 +24,6 @@ from urllib.parse import urljoin
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the test's server
@@ -72,17 +71,9 @@ def models(tmp_path_factory, tiny_model) -> dict:
 
 
 @pytest.fixture(scope="module")
-def detector(tmp_path_factory) -> str:
-    """A tiny random-weight YOLOS person detector saved locally (its boxes are arbitrary but valid)."""
-    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessor
-
-    folder = tmp_path_factory.mktemp("detector")
-    torch.manual_seed(0)
-    config = YolosConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                         image_size=[64, 64], num_detection_tokens=4, id2label={0: "person"}, label2id={"person": 0})
-    YolosForObjectDetection(config).save_pretrained(folder)
-    YolosImageProcessor(size={"shortest_edge": 64, "longest_edge": 64}).save_pretrained(folder)
-    return str(folder)
+def detector(tiny_detector) -> str:
+    """The tests' tiny random-weight RT-DETR, saved locally (its boxes are arbitrary but valid)."""
+    return tiny_detector
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +124,12 @@ def run(page, tasks: list[str], expect: str) -> str:
     status = page.locator("#status")
     assert expect not in status.inner_text()
     page.locator("#run").click()
+    # While a request runs its progress ("Depth: … - 40.0%") shows over the outputs: wait until it is gone and the
+    # status line is this request's (the total, or the error).
+    page.wait_for_function("""expect => {
+        const text = document.querySelector("#status").innerText;
+        return text.includes(expect) && /— total|Error:/.test(text) && !/\\d%/.test(document.body.innerText);
+    }""", arg=expect)
     playwright_expect(status).to_contain_text(expect)
     return status.inner_text()
 
@@ -193,7 +190,7 @@ def test_every_task_in_the_browser(page, detector, tmp_path):
     threshold.press("Enter")
     status = run(page, ["pose"], "pose ")
     assert "total" in status and "astronaut.jpg (512×512)" in status
-    assert shown_images(page) == 2  # the input and the skeleton, side by side
+    assert shown_images(page) == 1  # the skeleton (the input is the preview beside it)
     screenshot(page, "pose", tmp_path)
     (name, body), = downloads(page).items()
     coco = json.loads(body)
@@ -205,12 +202,15 @@ def test_every_task_in_the_browser(page, detector, tmp_path):
 
     for task, suffix in [("segmentation", "_seg.png"), ("depth", "_depth.npy"), ("normal", "_normal.npy")]:
         run(page, [task], f"{task} ")
-        assert shown_images(page) == 2
+        assert shown_images(page) == 1
         if task == "segmentation":
             assert "Segmentation classes" in page.locator("#legend").inner_text()
         screenshot(page, task, tmp_path)
-        (name, body), = downloads(page).items()
-        assert name == f"astronaut{suffix}"
+        files = downloads(page)
+        body = files[f"astronaut{suffix}"]
+        if task != "segmentation":  # the person mask of the segmentation model, and its pass named in the status
+            assert sorted(files) == sorted([f"astronaut{suffix}", f"astronaut_{task}_mask.png"])
+            assert "person mask " in page.locator("#status").inner_text()
         if suffix.endswith(".png"):
             labels = PIL.Image.open(io.BytesIO(body))
             assert labels.mode == "P" and labels.size == SIZE and np.asarray(labels).max() < 28
@@ -223,11 +223,11 @@ def test_every_task_in_the_browser(page, detector, tmp_path):
     page.locator("#box-source").get_by_label("person detector").check()
     status = run(page, list(TASK_MODELS), "pose ")
     assert all(f"{task} " in status for task in TASK_MODELS) and "total" in status, status
-    assert shown_images(page) == 5
-    screenshot(page, "all_tasks", tmp_path)
+    assert "person mask" not in status  # the segmentation's own pass gave the mask
+    assert shown_images(page) == 4
     files = downloads(page)
     assert sorted(files) == sorted(["astronaut_keypoints.json", "astronaut_seg.png", "astronaut_depth.npy",
-                                    "astronaut_normal.npy"])
+                                    "astronaut_depth_mask.png", "astronaut_normal.npy", "astronaut_normal_mask.png"])
     people = json.loads(files["astronaut_keypoints.json"])["annotations"]
     assert people and all(person["bbox_score"] is not None for person in people)  # boxes from the detector
 
@@ -238,7 +238,8 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(page, tmp_path):
     upload(page, text_file)
     status = run(page, ["pose"], "Error")
     assert "Cannot read an image from 'notes.txt'" in status and "Traceback" not in page.content()
-    assert page.locator("#results img").count() == 0
+    assert page.locator("#results img").count() == 0 and "&#x27;" not in page.locator("body").inner_text()
+    assert page.locator(".toast-body").count() == 0  # one message: the status line, no popup
     screenshot(page, "error", tmp_path)
 
     upload(page, oversized_png(tmp_path / "huge.png"))
@@ -247,16 +248,16 @@ def test_bad_uploads_get_a_message_and_the_app_keeps_serving(page, tmp_path):
 
     upload(page, SAMPLE_IMAGE)  # the same page, the same server: still answering
     assert "total" in run(page, ["pose"], "pose ")
-    assert shown_images(page) == 2
+    assert shown_images(page) == 1
 
 
 def test_a_model_of_another_task_is_named_in_the_page(models):
     app = DemoApp({"pose": models["pose"], "seg": models["pose"]}, device="cpu")  # an alias, as on the command line
-    gallery, legend, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation"], "whole image", "", 0.3, 0.3,
-                                                 False)
+    *pictures, legend, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation"], "whole image", "", 0.3,
+                                                   0.3, False)
     assert status.startswith("**Error:**") and "needs a SapiensForSemanticSegmentation" in status
     assert files is None and legend == ""
-    bad_boxes = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", 0.3, 0.3, False)[3]
+    bad_boxes = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", 0.3, 0.3, False)[-1]
     assert "Box line 1" in bad_boxes
 
 
@@ -266,11 +267,13 @@ def test_the_downloads_are_the_files_that_predict_writes(models, tmp_path):
     photo = tmp_path / "astronaut.jpg"
     shutil.copy(SAMPLE_IMAGE, photo)
     app = DemoApp(models, device="cpu")
-    _, _, files, status = app.respond(str(photo), list(TASK_MODELS), "whole image", "", 0.3, 0.3, False)
+    *_, files, status = app.respond(str(photo), list(TASK_MODELS), "whole image", "", 0.3, 0.3, False)
     assert "total" in status, status
     downloads = {Path(file).name: Path(file) for file in files}
     for task, model in models.items():
         arguments = ["predict", "--task", task, "--model", model, str(photo), "--output", str(tmp_path / task)]
+        arguments += {"pose": ["--detector", "none"], "depth": ["--mask-model", models["segmentation"]],
+                      "normal": ["--mask-model", models["segmentation"]]}.get(task, [])
         assert main([*arguments, "--device", "cpu", "--quiet"]) == 0
 
     demo, predicted = (json.loads(path.read_text()) for path in (downloads["astronaut_keypoints.json"],
@@ -281,9 +284,11 @@ def test_the_downloads_are_the_files_that_predict_writes(models, tmp_path):
                                                                        tmp_path / "segmentation" / "astronaut_seg.png"))
     assert np.array_equal(np.asarray(demo_labels), np.asarray(predicted_labels))
     assert demo_labels.getpalette() == predicted_labels.getpalette()
-    for task in ("depth", "normal"):
+    for task in ("depth", "normal"):  # masked with the demo's segmentation model, as predict --mask-model does
         name = f"astronaut_{task}.npy"
-        assert np.array_equal(np.load(downloads[name]), np.load(tmp_path / task / name))
+        np.testing.assert_array_equal(np.load(downloads[name]), np.load(tmp_path / task / name))
+        mask = f"astronaut_{task}_mask.png"
+        assert downloads[mask].read_bytes() == (tmp_path / task / mask).read_bytes()
 
 
 def test_the_command_line(capsys):
@@ -361,5 +366,93 @@ def test_error_text_is_shown_as_it_is(models):
     message = "Cannot read 'a_b*c.txt' <as> [an] image"
     assert plain_text(message) == "Cannot read 'a\\_b\\*c\\.txt' \\<as\\> \\[an\\] image"
     app = DemoApp(models, device="cpu")
-    status = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", 0.3, 0.3, False)[3]
+    status = app.respond(str(SAMPLE_IMAGE), ["pose"], "typed boxes", "1, 2, 3", 0.3, 0.3, False)[-1]
     assert "&#x27;" not in status and "'1, 2, 3'" in status
+
+
+def test_depth_and_normals_share_one_segmentation_pass_and_the_stages_are_named(models, monkeypatch):
+    """With segmentation, depth and normals chosen the segmentation model runs once: its result is shown and its
+    person mask cuts depth and normals (NaN outside); without segmentation one pass still gives the mask; unticked,
+    the maps are whole. The progress bar names each stage; a failing request gives one message (no popup)."""
+    import gradio as gr
+
+    from sapiens_hf import SapiensForSemanticSegmentation
+
+    calls, stages, popups = [], [], []
+    forward = SapiensForSemanticSegmentation.forward
+    monkeypatch.setattr(SapiensForSemanticSegmentation, "forward",
+                        lambda self, **kwargs: calls.append(1) or forward(self, **kwargs))
+    monkeypatch.setattr(gr, "Warning", lambda *args, **kwargs: popups.append(args))
+    app = DemoApp(models, device="cpu")
+    arguments = ("whole image", "", 0.3, 0.3, False)
+    *_, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation", "depth", "normal"], *arguments, True,
+                                    lambda fraction, desc: stages.append(desc))
+    assert len(calls) == 1 and "person mask" not in status, status
+    labels = np.asarray(PIL.Image.open(next(f for f in files if f.endswith("_seg.png"))))
+    depth = np.load(next(f for f in files if f.endswith("_depth.npy")))
+    mask = np.asarray(PIL.Image.open(next(f for f in files if f.endswith("_depth_mask.png")))) > 0
+    assert np.array_equal(mask, labels != 0) and np.isnan(depth[~mask]).all() and np.isfinite(depth[mask]).all()
+    assert stages[0] == "Reading the image" and stages[-1] == "Done"
+    assert any(stage.startswith("Segmentation") for stage in stages) and any("Depth" in s for s in stages)
+
+    *_, files, status = app.respond(str(SAMPLE_IMAGE), ["depth"], *arguments, True)
+    assert len(calls) == 2 and "person mask " in status and any(f.endswith("_depth_mask.png") for f in files)
+    *_, files, status = app.respond(str(SAMPLE_IMAGE), ["depth"], *arguments, False)
+    assert len(calls) == 2 and [Path(f).name for f in files] == ["astronaut_depth.npy"]
+    assert np.isfinite(np.load(files[0])).all()
+    status = app.respond(str(tmp_text(app)), ["depth"], *arguments, True)[-1]
+    assert status.startswith("**Error:**") and not popups
+
+
+def tmp_text(app) -> Path:
+    path = app.results_root / "notes.txt"
+    path.write_text("not an image")
+    return path
+
+
+@pytest.mark.slow
+def test_two_people_with_every_task_in_the_browser(chromium, models, tmp_path, monkeypatch):
+    """The synthetic photo of two people, all four tasks: pose finds both people (a stub detector that returns the
+    photo's two known boxes), depth and normals are cut with a person mask (a stub: the photo's known silhouettes);
+    four pictures, all visible in the page at once. Its screenshot is docs/demo/two_people.png."""
+    import torch
+    from helpers import TWO_PEOPLE_BOXES, two_people_image
+    from playwright.sync_api import sync_playwright
+
+    from sapiens_hf.tasks import SegmentationTask
+
+    photo = tmp_path / "two_people.png"
+    PIL.Image.fromarray(two_people_image()).save(photo)
+    silhouettes = torch.from_numpy((two_people_image() != 225).any(-1))
+    monkeypatch.setattr(SegmentationTask, "person_mask", lambda self, segmentation: silhouettes)
+
+    def known_people(picture):
+        return [{"label": "person", "score": 1.0, "box": {"xmin": x, "ymin": y, "xmax": x + w, "ymax": y + h}}
+                for x, y, w, h in TWO_PEOPLE_BOXES]
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    blocks = build_demo(models, device="cpu", detector=known_people)
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            upload(page, photo)
+            status = run(page, list(TASK_MODELS), "normal ")
+            assert shown_images(page) == 4 and "person mask" not in status
+            for task in TASK_MODELS:  # every picture inside the window: nothing to scroll to
+                box = page.locator(f"#result-{task} img").bounding_box()
+                assert box["y"] + box["height"] <= VIEWPORT["height"], (task, box)
+            files = downloads(page)
+            coco = json.loads(files["two_people_keypoints.json"])
+            assert [person["bbox"] for person in coco["annotations"]] == TWO_PEOPLE_BOXES
+            depth = np.load(io.BytesIO(files["two_people_depth.npy"]))
+            assert np.array_equal(np.isfinite(depth), silhouettes.numpy())
+            screenshot(page, "two_people", tmp_path)
+            browser.close()
+    finally:
+        blocks.close()

@@ -142,10 +142,10 @@ def test_the_runner_gives_the_pipelines_results_without_torch_or_transformers(ta
         labels = expected(str(SAMPLE_IMAGE))["segmentation"].numpy()
         assert (np.asarray(output["result"]["segmentation"]) == labels).mean() > 0.999
     elif task == "depth":
-        depth = expected(str(SAMPLE_IMAGE))["predicted_depth"].numpy()
+        depth = expected(str(SAMPLE_IMAGE), mask=False)["predicted_depth"].numpy()  # the runner: whole maps
         np.testing.assert_allclose(output["result"]["predicted_depth"], depth, rtol=0, atol=1e-4)
     else:
-        normals = expected(str(SAMPLE_IMAGE))["normals"].numpy()
+        normals = expected(str(SAMPLE_IMAGE), mask=False)["normals"].numpy()
         np.testing.assert_allclose(output["result"]["normals"], normals, rtol=0, atol=1e-4)
 
 
@@ -209,7 +209,9 @@ def test_the_pipelines_take_an_export_folder(task, format, tmp_path, tiny_model)
         return
     mirrored = np.ascontiguousarray(image[:, ::-1])
     key = {"seg": "segmentation", "depth": "predicted_depth", "normal": "normals"}[task]
-    for result, from_export in zip(expected([image, mirrored]), exported([image, mirrored], batch_size=2), strict=True):
+    whole = {} if task == "seg" else {"mask": False}  # the person mask: tests/test_pipelines.py
+    for result, from_export in zip(expected([image, mirrored], **whole), exported([image, mirrored], batch_size=2,
+                                                                                   **whole), strict=True):
         if task == "seg":
             assert (result[key] == from_export[key]).float().mean() > 0.999
         else:
@@ -231,22 +233,22 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_pat
     export(pose_model, pose, quantize="int8")
     output = tmp_path / "out"
     assert main(["predict", "--task", "pose", "--model", str(pose), str(SAMPLE_IMAGE), "--output", str(output),
-                 "--quiet"]) == 0
+                 "--quiet", "--detector", "none"]) == 0
     people = json.loads((output / "keypoints.json").read_text())["annotations"]
-    expected = load_task_pipeline("pose", pose_model)(str(SAMPLE_IMAGE))
+    expected = load_task_pipeline("pose", pose_model)(str(SAMPLE_IMAGE), detector=None)
     assert len(people) == len(expected) == 1 and len(people[0]["keypoints"]) == 17 * 3
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "photo.jpg").write_bytes(SAMPLE_IMAGE.read_bytes())
     assert main(["annotate", str(photos), "--task", "pose", "--model", f"pose={pose}", "--output",
-                 str(tmp_path / "shards"), "--device", "cpu", "--quiet"]) == 0
+                 str(tmp_path / "shards"), "--device", "cpu", "--quiet", "--detector", "none"]) == 0
     import datasets
 
     row = datasets.load_dataset("parquet", data_dir=str(tmp_path / "shards"), split="train")[0]
     np.testing.assert_allclose(np.ravel(row["pose_keypoints"]), np.ravel(np.asarray(people[0]["keypoints"]).reshape(
         -1, 3)[:, :2]), atol=1e-3)
     int8 = pipeline("sapiens-pose", model=str(pose), model_kwargs={"int8": True})
-    assert int8(str(SAMPLE_IMAGE))[0]["keypoints"].shape == (17, 2)
+    assert int8(str(SAMPLE_IMAGE), detector=None)[0]["keypoints"].shape == (17, 2)
     assert "SapiensExportedModel" in repr(int8)
     with pytest.raises(TypeError, match="saved already"):
         int8.save_pretrained(tmp_path / "copy")
@@ -255,7 +257,7 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_pat
     assert SapiensExportedModel.from_pretrained(pose, dtype="float32").dtype == torch.float32
     export(tiny_model("depth"), tmp_path / "depth-fp16", dtype="fp16")  # runs in its own dtype
     assert main(["predict", "--task", "depth", "--model", str(tmp_path / "depth-fp16"), str(SAMPLE_IMAGE), "--output",
-                 str(tmp_path / "fp16-out"), "--quiet"]) == 0
+                 str(tmp_path / "fp16-out"), "--quiet", "--no-mask"]) == 0
     assert np.isfinite(np.load(tmp_path / "fp16-out" / f"{SAMPLE_IMAGE.stem}_depth.npy")).all()
 
     export(tiny_model("seg"), tmp_path / "seg-onnx")
@@ -351,6 +353,6 @@ def test_the_runner_reads_a_16_bit_png_as_the_pipelines_do(tmp_path, tiny_model)
     ramp = (np.arange(96 * 128, dtype=np.uint32).reshape(96, 128) * 5).astype(np.uint16)
     PIL.Image.fromarray(ramp).save(tmp_path / "deep.png")
     assert PIL.Image.open(tmp_path / "deep.png").mode.startswith("I")
-    expected = pipeline("sapiens-depth", model=model)(str(tmp_path / "deep.png"))["predicted_depth"].numpy()
+    expected = pipeline("sapiens-depth", model=model)(str(tmp_path / "deep.png"), mask=False)["predicted_depth"].numpy()
     actual = ExportedModel(tmp_path / "out")(tmp_path / "deep.png")["predicted_depth"]
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)

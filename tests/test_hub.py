@@ -58,7 +58,9 @@ def same_weights(a, b):
     return type(a) is type(b) and x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 def run_pipeline(pipe):
-    return pipe(IMAGE, boxes=[[5, 5, 40, 60]]) if pipe.task == "sapiens-pose" else pipe(IMAGE)
+    if pipe.task == "sapiens-pose":
+        return pipe(IMAGE, boxes=[[5, 5, 40, 60]])
+    return pipe(IMAGE, mask=False) if pipe.task in ("sapiens-depth", "sapiens-normal") else pipe(IMAGE)
 
 def same_output(a, b):
     if isinstance(a, dict):

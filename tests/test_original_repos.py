@@ -279,12 +279,14 @@ def test_auto_classes_and_pipelines_load_a_local_original_folder(tmp_path):
         AutoModelForDepthEstimation.from_pretrained(folder, num_attention_heads=2)
 
     image = np.random.RandomState(0).randint(0, 256, (80, 60, 3), dtype=np.uint8)
-    reference = pipeline("sapiens-pose", model=expected, image_processor=SapiensImageProcessorPil())(image)
+    reference = pipeline("sapiens-pose", model=expected, image_processor=SapiensImageProcessorPil())(image,
+                                                                                                     detector=None)
     for model in (folder, str(folder / POSE_FILE)):
         pose = pipeline("sapiens-pose", model=model, model_kwargs={"num_attention_heads": 2}, dtype=torch.float32)
         assert type(pose.image_processor) is SapiensImageProcessorPil
         assert_same_weights(pose.model, expected)
-        torch.testing.assert_close(pose(image)[0]["keypoints"], reference[0]["keypoints"], rtol=0, atol=0)
+        torch.testing.assert_close(pose(image, detector=None)[0]["keypoints"], reference[0]["keypoints"], rtol=0,
+                                   atol=0)
 
     # A file that is not a released one: its config comes from its weights.
     save_original(tmp_path / "finetuned" / "mine.pth", seed=3, task="depth")
@@ -295,7 +297,7 @@ def test_auto_classes_and_pipelines_load_a_local_original_folder(tmp_path):
                         depth.model)  # the heads, consumed by AutoConfig, reach the conversion through the config
     assert_same_weights(depth.model, convert_original_checkpoint(tmp_path / "finetuned" / "mine.pth",
                                                                  num_attention_heads=2))
-    assert depth(image)["predicted_depth"].shape == (80, 60)
+    assert depth(image, mask=False)["predicted_depth"].shape == (80, 60)
 
 
 def test_a_config_passed_for_an_original_overrides_what_it_changes(tmp_path):
@@ -463,21 +465,21 @@ convert.HEADS_BY_WIDTH[32] = 2  # the tiny checkpoints' width counts as a releas
 
 image = PIL.Image.open("{photo}")
 depth = pipeline("sapiens-depth", model="facebook/sapiens-depth-1b")
-result = depth(image)
+result = depth(image, mask=False)  # the whole map, as the built-in pipeline's
 builtin = pipeline("depth-estimation", model="facebook/sapiens-depth-1b")(image)
 pinned = pipeline("sapiens-depth", model="facebook/sapiens-depth-1b", revision="{old}")
 auto = AutoModelForDepthEstimation.from_pretrained("facebook/sapiens-depth-1b")
 config = AutoConfig.from_pretrained("facebook/sapiens-depth-1b")
 processor = AutoImageProcessor.from_pretrained("facebook/sapiens-depth-1b")
 pose = pipeline("sapiens-pose")  # no model: DEFAULT_MODELS, Meta's 0.3B release
-code = main(["predict", "--task", "pose", "{photo}", "--output", "out", "--quiet"])
+code = main(["predict", "--task", "pose", "{photo}", "--output", "out", "--quiet", "--detector", "none"])
 print(json.dumps(dict(
     depth=weights(depth.model), pinned=weights(pinned.model), auto=weights(auto), pose=weights(pose.model),
     classes=[type(depth).__name__, type(depth.image_processor).__name__, type(config).__name__,
              type(processor).__name__, type(pose).__name__],
     config=[config.hidden_size, config.num_hidden_layers], shape=list(result["predicted_depth"].shape),
     same_builtin=bool((builtin["predicted_depth"] == result["predicted_depth"]).all()),
-    keypoints=len(pose(image)[0]["keypoints"]), cli=code,
+    keypoints=len(pose(image, detector=None)[0]["keypoints"]), cli=code,
     coco=len(json.loads(Path("out/keypoints.json").read_text())["annotations"]),
 )))
 """, client_env(fake_hub, tmp_path / "home"), cwd=tmp_path)

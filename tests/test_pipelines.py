@@ -16,7 +16,7 @@ import pytest
 import skimage.data
 import torch
 from golden_utils import arch, golden_weights, load_golden, well_conditioned_keypoints
-from helpers import tiny_config
+from helpers import TWO_PEOPLE_BOXES, tiny_config, two_people_image
 from transformers import YolosConfig, YolosForObjectDetection, pipeline
 from transformers.dynamic_module_utils import get_imports
 from transformers.pipelines import PIPELINE_REGISTRY
@@ -113,7 +113,7 @@ def test_pose_pipeline_equals_the_processor_api(models, processor, astronaut):
     assert people[0]["keypoints"].shape == (17, 2) and people[0]["bbox_score"] is None
     flipped = estimator(PIL.Image.fromarray(astronaut), boxes=boxes, flip_test=True)
     assert_people_equal(flipped, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
-    whole = estimator(astronaut)  # no boxes: the whole image
+    whole = estimator(astronaut, detector=None)  # no boxes, no detector: the whole image
     assert len(whole) == 1 and whole[0]["bbox_xywh"].tolist() == [0, 0, 512, 512]
 
 
@@ -179,6 +179,95 @@ def test_pose_pipeline_with_a_person_detector(models, processor, astronaut):
     assert 1 <= len(people) <= 3 and all(person["bbox_score"] is not None for person in people)
 
 
+def test_pose_finds_people_by_default_and_differs_from_the_whole_image(models, processor, tiny_detector):
+    """Without boxes the pose pipeline looks for people (RT-DETR by default); detector=None is the whole image. On two
+    people the detector's two crops give other keypoints than the one whole-image crop, through a stub detector and
+    through a real (tiny RT-DETR) object-detection model loaded from its folder."""
+    import inspect
+
+    from sapiens_hf.pipelines import DEFAULT_DETECTOR, SapiensPosePipeline
+
+    assert inspect.signature(SapiensPosePipeline.__call__).parameters["detector"].default == DEFAULT_DETECTOR
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    image = two_people_image()
+
+    def two_people(picture):
+        return [{"label": "person", "score": 0.9 - 0.1 * index,
+                 "box": {"xmin": x, "ymin": y, "xmax": x + width, "ymax": y + height}}
+                for index, (x, y, width, height) in enumerate(TWO_PEOPLE_BOXES)]
+
+    whole = estimator(image, detector=None)
+    assert [person["bbox_xywh"].tolist() for person in whole] == [[0, 0, 320, 240]]
+    people = estimator(image, detector=two_people)
+    assert [person["bbox_xywh"].tolist() for person in people] == TWO_PEOPLE_BOXES
+    assert [person["bbox_score"] for person in people] == pytest.approx([0.9, 0.8])
+    assert_people_equal(people, manual_pose(models["pose"], processor, image, TWO_PEOPLE_BOXES))
+    assert not torch.allclose(people[0]["keypoints"], whole[0]["keypoints"], atol=1.0)
+
+    # The real path: a folder name, loaded as an object-detection pipeline; its boxes after the person filter + NMS.
+    detection = pipeline("object-detection", model=tiny_detector)
+    found = [d for d in detection(PIL.Image.fromarray(image), threshold=0.0) if d["label"] == "person"]
+    people = estimator(image, detector=tiny_detector, detector_threshold=0.0)
+    assert 1 <= len(people) <= len(found) and all(person["bbox_score"] is not None for person in people)
+    best = max(found, key=lambda d: d["score"])["box"]
+    assert people[0]["bbox_xywh"].tolist() == [best["xmin"], best["ymin"], best["xmax"] - best["xmin"],
+                                               best["ymax"] - best["ymin"]]
+    boxes = [person["bbox_xywh"].tolist() for person in people]
+    assert_people_equal(people, manual_pose(models["pose"], processor, image, boxes))
+    assert boxes != [[0, 0, 320, 240]]
+
+
+def test_pose_detects_a_list_of_images_in_batches(models, processor, tiny_detector, astronaut, monkeypatch):
+    """A list of images goes to the object-detection model in one forward pass per `images_at_once` images (more than
+    3 at once too: RT-DETR's outputs break the pipeline's own batching), with the same people as image by image; the
+    crops of several images go through the model together (`batch_size`)."""
+    model = copy.deepcopy(models["pose"]).double()  # batching changes no bit that matters (see above)
+    estimator = pipeline("sapiens-pose", model=model, image_processor=processor)
+    images = [two_people_image(), astronaut, two_people_image()[:, ::-1], astronaut[::-1], two_people_image()]
+    one_by_one = [estimator(image, detector=tiny_detector, detector_threshold=0.0) for image in images]
+    calls, forwards = [], []
+    detector = estimator._detector[1].model  # loaded by the calls above, kept
+    detect = detector.forward
+    monkeypatch.setattr(detector, "forward", lambda **kwargs: calls.append(len(kwargs["pixel_values"]))
+                        or detect(**kwargs))
+    forward = model.forward
+    monkeypatch.setattr(model, "forward", lambda **kwargs: forwards.append(len(kwargs["pixel_values"]))
+                        or forward(**kwargs))
+    estimator.images_at_once = 4
+    batched = estimator(images, detector=tiny_detector, detector_threshold=0.0, batch_size=4)
+    assert calls == [4, 1]
+    for people, reference in zip(batched, one_by_one):
+        assert_people_equal(people, reference, batched=True)
+    crops = sum(len(people) for people in batched)
+    assert crops > 3 and max(forwards) > 1 and sum(forwards) == crops  # crops of several images in one pass
+
+
+def test_a_detector_without_a_person_label_is_refused(models, processor, tiny_detector):
+    """A detector of other things would find nobody, and every image would silently become one whole-image person:
+    refused with its labels, before any image; person_label= names its label for people."""
+    detection = pipeline("object-detection", model=tiny_detector)
+    detection.model.config.id2label = {0: "cat", 1: "dog"}
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    with pytest.raises(ValueError, match="no 'person' label \\(its labels: cat, dog\\)"):
+        estimator("missing.jpg", detector=detection)
+    assert estimator(two_people_image(), detector=detection, person_label="dog", detector_threshold=0.0)
+
+
+def test_an_unreachable_detector_fails_once_before_any_image_is_read(models, processor, tmp_path, monkeypatch):
+    """Offline without the detector (or a wrong folder): one error naming detector=None and a local folder, raised
+    before the image is read (a missing file would otherwise fail first); given boxes need no detector."""
+    from sapiens_hf.pipelines import DetectorUnavailableError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    estimator = pipeline("sapiens-pose", model=models["pose"], image_processor=processor)
+    for detector in ({"detector": str(tmp_path / "no-detector")}, {}):  # a wrong folder; the default, offline
+        with pytest.raises(DetectorUnavailableError, match="detector=None for the whole image") as error:
+            estimator([str(tmp_path / "missing.jpg")] * 3, **detector)
+        assert "local folder" in str(error.value) and "hf download" in str(error.value)
+    people = estimator(two_people_image(), boxes=TWO_PEOPLE_BOXES)  # given boxes: no detector is loaded
+    assert len(people) == 2 and estimator._detector == (None, None)
+
+
 def test_pose_pipeline_end_to_end_matches_golden():
     """The converted golden pose-17 model through the pipeline with the original's flip test (golden case 4): the
     same keypoints as the processor API bit for bit, and the original's where decoding is well conditioned."""
@@ -221,9 +310,10 @@ def test_segmentation_pipeline(models, processor, astronaut, camera):
 
 def test_depth_and_normal_pipelines(models, processor, astronaut, camera):
     estimator = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
-    result = estimator(camera)
+    result = estimator(camera, mask=False)  # the whole map (the person mask: test_depth_and_normals_are_masked...)
     assert result["predicted_depth"].shape == camera.shape and result["depth"].size == camera.shape[::-1]
-    averaged = estimator(camera, flip_test=True)["predicted_depth"]
+    assert "mask" not in result and torch.isfinite(result["predicted_depth"]).all()
+    averaged = estimator(camera, flip_test=True, mask=False)["predicted_depth"]
     inputs = processor(camera, return_tensors="pt")
     with torch.no_grad():
         mirrored = models["depth"](pixel_values=inputs["pixel_values"].flip(-1))
@@ -232,16 +322,73 @@ def test_depth_and_normal_pipelines(models, processor, astronaut, camera):
     )[0]["predicted_depth"]
     torch.testing.assert_close(averaged, expected, rtol=0, atol=0)
 
-    normals = pipeline("sapiens-normal", model=models["normal"], image_processor=processor)([astronaut, camera])
+    normals = pipeline("sapiens-normal", model=models["normal"], image_processor=processor)([astronaut, camera],
+                                                                                            mask=False)
     assert normals[1]["normals"].shape == (3, *camera.shape) and normals[0]["normal_map"].size == (512, 512)
     lengths = normals[0]["normals"].norm(dim=0)
     assert (lengths <= 1).all() and (lengths > 0.99).float().mean() > 0.99
 
 
+@pytest.fixture(scope="module")
+def person_segmenter(models, processor):
+    """A segmentation pipeline whose random model calls part of an image background (class 0) and the rest a body
+    part (class 1): logits +f and -f of one feature channel f, so that the person mask is neither empty nor full."""
+    model = copy.deepcopy(models["seg"])
+    layer = model.get_submodule(next(name for name, _ in model.named_modules() if name.endswith("final_layer")))
+    with torch.no_grad():
+        layer.weight.zero_()
+        layer.bias.zero_()
+        layer.weight[0, 0], layer.weight[1, 0] = 1.0, -1.0
+    return pipeline("sapiens-segmentation", model=model, image_processor=processor)
+
+
+def test_depth_and_normals_are_masked_to_the_people(models, processor, person_segmenter, astronaut, camera,
+                                                    tmp_path, monkeypatch):
+    """Depth and normals come with the person mask of the segmentation model (class != background): NaN and grey
+    outside it, the unmasked values inside; a mask given with the image is used as it is (no segmentation); a list
+    is segmented in one call per `images_at_once` images; the default model unreachable is one error before any
+    image is read."""
+    from sapiens_hf.pipelines import MaskModelUnavailableError
+    from sapiens_hf.visualization import _BACKGROUND
+
+    image = two_people_image()
+    person = person_segmenter(image)["segmentation"] != 0
+    assert 0.05 < person.float().mean() < 0.95
+    for task, key, picture in (("depth", "predicted_depth", "depth"), ("normal", "normals", "normal_map")):
+        estimator = pipeline(f"sapiens-{task}", model=models[task], image_processor=processor)
+        whole = estimator(image, mask=False)[key]
+        result = estimator(image, mask=person_segmenter)
+        assert torch.equal(result["mask"], person)
+        inside = result[key] if task == "depth" else result[key].permute(1, 2, 0)
+        expected = whole if task == "depth" else whole.permute(1, 2, 0)
+        assert torch.equal(inside[person], expected[person]) and torch.isnan(inside[~person]).all()
+        pixels = np.asarray(result[picture])
+        assert (pixels[~person.numpy()] == _BACKGROUND).all() and not (pixels[person.numpy()] == _BACKGROUND).all()
+        given = estimator({"image": image, "mask": person.numpy()}, mask=lambda *args: 1 / 0)  # not called
+        assert torch.equal(given["mask"], person)
+        torch.testing.assert_close(given[key], result[key], equal_nan=True, rtol=0, atol=0)
+
+    calls = []
+    segment = type(person_segmenter).__call__
+    monkeypatch.setattr(type(person_segmenter), "__call__",
+                        lambda self, inputs, **kwargs: calls.append(len(inputs)) or segment(self, inputs, **kwargs))
+    estimator = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)
+    estimator.images_at_once = 2
+    batched = estimator([image, astronaut, camera], mask=person_segmenter, batch_size=3)
+    assert calls == [2, 1] and torch.equal(batched[0]["mask"], person)
+    assert batched[2]["mask"].shape == camera.shape
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MaskModelUnavailableError, match="mask=False for the unmasked map"):
+        estimator(str(tmp_path / "missing.jpg"))  # the model fails first, not the file
+    with pytest.raises(ValueError, match="a mask of the image's size"):
+        estimator({"image": image, "mask": np.ones((10, 10), bool)})
+
+
 def test_builtin_pipelines_work_with_sapiens_models(models, processor, astronaut):
     image = PIL.Image.fromarray(astronaut)
     depth = pipeline("depth-estimation", model=models["depth"], image_processor=processor)(image)
-    ours = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)(image)
+    ours = pipeline("sapiens-depth", model=models["depth"], image_processor=processor)(image, mask=False)
     assert torch.equal(depth["predicted_depth"], ours["predicted_depth"]) and depth["depth"].size == (512, 512)
     segments = pipeline("image-segmentation", model=models["seg"], image_processor=processor)(image)
     ours = pipeline("sapiens-segmentation", model=models["seg"], image_processor=processor)(image)
@@ -254,7 +401,7 @@ def test_saved_models_load_by_path_with_dtype(models, processor, astronaut, tmp_
     processor.save_pretrained(tmp_path)
     estimator = pipeline("sapiens-depth", model=str(tmp_path), dtype=torch.bfloat16, device="cpu")
     assert estimator.model.dtype == torch.bfloat16
-    depth = estimator(astronaut)["predicted_depth"]
+    depth = estimator(astronaut, mask=False)["predicted_depth"]
     assert depth.dtype == torch.float32 and depth.shape == (512, 512) and torch.isfinite(depth).all()
 
 
@@ -282,9 +429,9 @@ def test_pose_flip_test_keypoint_pairs(models, processor, astronaut):
     assert_people_equal(people, manual_pose(models["pose"], processor, astronaut, boxes, flip_test=True))
     five = SapiensForPoseEstimation(tiny_config(num_labels=5, **SIZE)).eval()
     estimator = pipeline("sapiens-pose", model=five, image_processor=processor)
-    assert estimator(astronaut)[0]["keypoints"].shape == (5, 2)
+    assert estimator(astronaut, detector=None)[0]["keypoints"].shape == (5, 2)
     with pytest.raises(ValueError, match="set model.config.flip_pairs"):
-        estimator(astronaut, flip_test=True)
+        estimator(astronaut, detector=None, flip_test=True)
 
 
 @pytest.fixture
@@ -366,9 +513,10 @@ def test_saved_pipelines_are_plain_checkpoints_that_load_without_remote_code(mod
         reloaded = pipeline(task, model=str(folder))
         assert type(reloaded) is type(estimator) and reloaded.image_processor.size == processor.size
         if task == "sapiens-depth":
-            assert torch.equal(reloaded(astronaut)["predicted_depth"], estimator(astronaut)["predicted_depth"])
+            assert torch.equal(reloaded(astronaut, mask=False)["predicted_depth"],
+                               estimator(astronaut, mask=False)["predicted_depth"])
         else:
-            assert_people_equal(reloaded(astronaut), estimator(astronaut))
+            assert_people_equal(reloaded(astronaut, detector=None), estimator(astronaut, detector=None))
 
 
 def serve_once(handler_body) -> tuple[str, http.server.ThreadingHTTPServer]:

@@ -40,6 +40,8 @@ else:
         SapiensPreTrainedModel,
     )
     from .pipelines import (
+        DetectorUnavailableError,
+        MaskModelUnavailableError,
         SapiensDepthPipeline,
         SapiensMattingPipeline,
         SapiensNormalPipeline,
@@ -49,7 +51,7 @@ else:
         register_pipelines,
     )
     from .releases import install_hooks
-    from .tasks import V1_TASKS
+    from .tasks import DEFAULT_DETECTOR, V1_TASKS
 
 
     def _register() -> None:
@@ -82,7 +84,10 @@ else:
     _register()
 
     __all__ = [
+        "DEFAULT_DETECTOR",
         "SAPIENS_PRESETS",
+        "DetectorUnavailableError",
+        "MaskModelUnavailableError",
         "SapiensBackbone",
         "SapiensConfig",
         "SapiensDepthPipeline",

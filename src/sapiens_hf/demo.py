@@ -32,23 +32,23 @@ from pathlib import Path
 
 from .batch.inputs import Frame, Input
 from .batch.writers import FileWriter
-from .image_io import read_image
+from .image_io import SAMPLE_IMAGE, read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .keypoint_formats import FORMAT_NAMES, NATIVE
 from .modeling_sapiens import WrongModelError
 from .pipelines import load_task_pipeline
-from .tasks import PIPELINE_TASKS, TASKS, Task, get_task
+from .tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, SEGMENTATION, TASKS, Task, get_task
 from .visualization import class_palette
 
 
 DEMO_TASKS = tuple(task.name for task in PIPELINE_TASKS.values())  # the tasks with a pipeline
-BOX_SOURCES = ("whole image", "typed boxes", "person detector")
-DEFAULT_DETECTOR = "hustvl/yolos-tiny"
+BOX_SOURCES = ("person detector", "whole image", "typed boxes")
 # A shared demo is a server: what one request may leave on its disk, and for how long, is bounded.
 KEEP_RESULTS_S = 600  # results (and Gradio's copies of them) older than this are deleted
 KEEP_REQUESTS = 8  # and only the results of the newest requests are kept
 MAX_UPLOAD = "50mb"  # Gradio refuses larger uploads before they are stored
 QUEUE_SIZE = 16  # requests waiting for their turn (one runs at a time); more are turned away
+PREVIEW_PIXELS = 640  # the longer side of the upload's preview
 logger = logging.getLogger(__name__)
 
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(models: dict, device: str | None = None, port: int = 7860, share: bool = False,
-          detector: str = DEFAULT_DETECTOR) -> int:
+          detector: str | None = DEFAULT_DETECTOR) -> int:
     """Loads every model, then serves the app until interrupted (`sapiens-hf demo`, which checks the options first):
     no request waits for a model to load or convert."""
     blocks, app = build_demo(models, device, detector, return_app=True)
@@ -79,56 +79,90 @@ def serve(models: dict, device: str | None = None, port: int = 7860, share: bool
     return 0
 
 
-def build_demo(models: dict, device: str | None = None, detector: str = DEFAULT_DETECTOR, return_app: bool = False):
+def build_demo(models: dict, device: str | None = None, detector: str | None = DEFAULT_DETECTOR,
+               return_app: bool = False):
     """The app (a `gr.Blocks`; call `.launch()`): `models` maps tasks to model ids or paths, the others get their
-    pipeline's default (`TASKS[task].default_checkpoint`); `detector` is the person detector of pose. The models
-    are the operator's choice: a request picks tasks and options, never a model or a path. Models load on first use
-    (`serve` loads them first); requests queue and run one at a time."""
+    pipeline's default (`TASKS[task].default_checkpoint`); `detector` is the person detector of pose (None: none).
+    The models are the operator's choice: a request picks tasks and options, never a model or a path. Models load
+    on first use (`serve` loads them first); requests queue and run one at a time."""
     import gradio as gr
 
     app = DemoApp(models, device, detector)
     limit = SapiensImageProcessorPil.max_image_pixels
     model_lines = "\n".join(f"- {task}: `{model}`" for task, model in app.models.items())
+    detector_line = f"\n- person detector: `{app.detector}`" if app.detector else ""
+    sources = [source for source in BOX_SOURCES if app.detector or source != "person detector"]
     with gr.Blocks(title="Sapiens demo", analytics_enabled=False,
                    delete_cache=(KEEP_RESULTS_S, KEEP_RESULTS_S)) as blocks:
-        gr.Markdown(f"# Sapiens\nUpload a photo of people, choose the tasks, press **Run**. Models:\n{model_lines}")
+        gr.Markdown("# Sapiens\nUpload a photo of people (or click the example), choose the tasks, press **Run**.")
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=1, min_width=340):
                 upload = gr.File(label=f"Image (at most {limit / 1e6:g} megapixels)", type="filepath",
-                                 elem_id="upload")
+                                 elem_id="upload", height=90)
+                preview = gr.Image(label="Preview", interactive=False, height=240, elem_id="preview")
+                gr.Examples([[str(SAMPLE_IMAGE)]], inputs=[upload], label="Example photo (click to use it)",
+                            example_labels=[SAMPLE_IMAGE.name], elem_id="examples")
                 tasks = gr.CheckboxGroup(list(DEMO_TASKS), value=list(DEMO_TASKS[:1]), label="Tasks", elem_id="tasks")
-                with gr.Accordion("Pose", open=True):
-                    box_source = gr.Radio(list(BOX_SOURCES), value=BOX_SOURCES[0],
-                                          label=f"People (person detector: {app.detector})", elem_id="box-source")
+                run = gr.Button("Run", variant="primary", elem_id="run")
+                with gr.Accordion("Pose: which people", open=True):
+                    box_source = gr.Radio(sources, value=sources[0], label="People", elem_id="box-source")
                     boxes = gr.Textbox(label="Boxes: x, y, w, h per line (typed boxes)", lines=2,
                                        placeholder="120, 30, 260, 480", elem_id="boxes")
-                    detector_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Detector threshold")
+                    detector_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Detector threshold",
+                                                   visible=bool(app.detector))
                     keypoint_threshold = gr.Slider(0, 1, 0.3, step=0.05, label="Keypoint threshold (drawn and "
                                                    "counted above it)", elem_id="keypoint-threshold")
                     keypoint_format = gr.Dropdown(list(FORMAT_NAMES), value=NATIVE, elem_id="keypoint-format",
                                                   label="Keypoint format (the model's own, or by name: COCO 17, "
                                                   "COCO-WholeBody 133, OpenPose 18)")
-                flip_names = ", ".join(task.name for task in PIPELINE_TASKS.values() if task.flip_test)
-                flip_test = gr.Checkbox(label=f"Flip test: average with the mirrored image ({flip_names})",
-                                        elem_id="flip-test")
-                run = gr.Button("Run", variant="primary", elem_id="run")
-            with gr.Column(scale=2):
-                status = gr.Markdown(elem_id="status")
-                gallery = gr.Gallery(label="Input and results", columns=2, object_fit="contain", height="auto",
-                                     elem_id="results")
+                with gr.Accordion("Options", open=True):
+                    mask = gr.Checkbox(value=True, label="Depth and normals on the people only (the person mask "
+                                       "of the segmentation model)", elem_id="mask")
+                    flip_names = ", ".join(task.name for task in PIPELINE_TASKS.values() if task.flip_test)
+                    flip_test = gr.Checkbox(label=f"Flip test: average with the mirrored image ({flip_names})",
+                                            elem_id="flip-test")
+                with gr.Accordion("Models (chosen by the operator)", open=False):
+                    gr.Markdown(model_lines + detector_line)
+            with gr.Column(scale=2, min_width=480):
+                status = gr.Markdown("Results appear here.", elem_id="status")
+                pictures = []
+                with gr.Column(elem_id="results"):
+                    for pair in (DEMO_TASKS[start : start + 2] for start in range(0, len(DEMO_TASKS), 2)):
+                        with gr.Row(equal_height=True):
+                            pictures += [gr.Image(label=task, interactive=False, visible=False, height=330,
+                                                  elem_id=f"result-{task}") for task in pair]
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
-        inputs = [upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test,
+        upload.change(preview_image, upload, preview)
+        inputs = [upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test, mask,
                   keypoint_format]
-        run.click(app.respond, inputs, [gallery, legend, downloads, status])
+
+        def respond(*values, progress=gr.Progress()):  # noqa: B008  (Gradio's way to report progress)
+            return app.respond(*values, progress=progress)
+
+        run.click(respond, inputs, [*pictures, legend, downloads, status])
     blocks.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
     return (blocks, app) if return_app else blocks
+
+
+def preview_image(upload):
+    """A small copy of the upload for the page (None when it is not a readable image: Run says why)."""
+    import PIL.Image
+
+    if not upload:
+        return None
+    try:
+        picture = PIL.Image.fromarray(read_upload(upload))
+    except DemoError:
+        return None
+    picture.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
+    return picture
 
 
 class DemoApp:
     """What the Run button does, and the pipelines it loads on first use (one request at a time)."""
 
-    def __init__(self, models: dict, device: str | None = None, detector: str = DEFAULT_DETECTOR):
+    def __init__(self, models: dict, device: str | None = None, detector: str | None = DEFAULT_DETECTOR):
         chosen = {get_task(task).name: model for task, model in models.items() if model}  # aliases too ("seg")
         if set(chosen) - set(DEMO_TASKS):
             raise ValueError(f"The demo runs {', '.join(DEMO_TASKS)}; got models for {sorted(chosen)}")
@@ -140,49 +174,60 @@ class DemoApp:
         atexit.register(shutil.rmtree, self.results_root, True)
 
     def respond(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test,
-                keypoint_format=NATIVE):
-        """The page's outputs: the gallery (input, then one picture per task), the segmentation legend, the
-        downloads and the status line (timings, or what went wrong)."""
-        import gradio as gr
-
+                mask=True, keypoint_format=NATIVE, progress=None):
+        """The page's outputs: one picture per task (hidden when not run), the segmentation legend, the downloads and
+        the status line (timings, or what went wrong: its only message, plain text)."""
         try:
             with self.lock:
                 return self.predict(upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold,
-                                    flip_test, keypoint_format)
+                                    flip_test, mask, keypoint_format, progress)
         except DemoError as error:
             message = str(error)
         except Exception as error:  # noqa: BLE001  (shown in the page; the traceback goes to the log)
             logger.exception("sapiens-hf demo: the request failed")
             message = f"{type(error).__name__}: {error}"
-        gr.Warning(message)
-        return gr.Gallery(value=None, columns=2), "", None, f"**Error:** {plain_text(message)}"
+        return (*self.pictures({}), "", None, f"**Error:** {plain_text(message)}")
+
+    @staticmethod
+    def pictures(shown: dict) -> list:
+        """The result slots of the page: each task's picture, shown only when the task ran."""
+        import gradio as gr
+
+        return [gr.Image(value=shown.get(task), visible=task in shown) for task in DEMO_TASKS]
 
     def load_all(self) -> None:
         """Loads the pipeline of every task and the person detector, printing each (the server's terminal)."""
         for task in DEMO_TASKS:
             print(f"sapiens-hf demo: loading the {task} model {self.models[task]} ...", flush=True)
             pipe, _ = self.pipeline(task)
-            if TASKS[task].top_down:
+            if TASKS[task].top_down and self.detector:
                 print(f"sapiens-hf demo: loading the person detector {self.detector} ...", flush=True)
                 pipe._resolve_detector(self.detector)
 
     def predict(self, upload, tasks, box_source, boxes, detector_threshold, keypoint_threshold, flip_test,
-                keypoint_format=NATIVE):
-        """Reads the upload once, then runs, draws and saves each chosen task in turn; raises on the first problem."""
-        import gradio as gr
+                mask=True, keypoint_format=NATIVE, progress=None):
+        """Reads the upload once, then runs, draws and saves each chosen task in turn (the segmentation's pass also
+        gives depth and normals their person mask); raises on the first problem."""
+        def stage(fraction: float, text: str) -> None:
+            if progress is not None:
+                progress(fraction, desc=text)
 
         if not upload:
-            raise DemoError("Upload an image first.")
+            raise DemoError("Upload an image first (or click the example photo).")
         if not tasks:
             raise DemoError("Choose at least one task.")
         chosen = [TASKS[task] for task in DEMO_TASKS if task in tasks]
         top_down = any(task.top_down for task in chosen)
         pose_kwargs = pose_arguments(box_source, boxes, self.detector, detector_threshold) if top_down else {}
+        masked = mask and any(task.masked for task in chosen)
         started = time.perf_counter()
+        stage(0.0, "Reading the image")
         image, name = read_upload(upload), Path(upload).name
         output_dir = self.new_results_dir()
-        gallery, downloads, timings, legend = [(upload, "input")], [], [], ""
-        for task in chosen:
+        shown, downloads, timings, legend, people = {}, [], [], "", None
+        steps = len(chosen) + (masked and SEGMENTATION not in chosen)
+        for task in [SEGMENTATION] * (masked and SEGMENTATION not in chosen) + chosen:  # the mask's pass first
+            stage(len(timings) / steps, self.stage_text(task, task in chosen, pose_kwargs))
             pipe, load_seconds = self.pipeline(task.name)
             kwargs = dict(pose_kwargs) if task.top_down else {}
             if flip_test and task.flip_test:
@@ -194,19 +239,36 @@ class DemoApp:
                     raise DemoError(f"Keypoint format: {error}") from None
                 kwargs["keypoint_format"] = keypoint_format
             predicted = time.perf_counter()
-            result = pipe(image, **kwargs)
-            timings.append(f"{task.name} {time.perf_counter() - predicted:.2f} s"
+            if task.masked:
+                result = pipe({"image": image, "mask": people} if masked else image, mask=False, **kwargs)
+            else:
+                result = pipe(image, **kwargs)
+            label = task.name if task in chosen else "person mask"
+            timings.append(f"{label} {time.perf_counter() - predicted:.2f} s"
                            + (f" (+ loading the model {load_seconds:.2f} s)" if load_seconds else ""))
-            picture, download = save_result(task, result, image, output_dir, name, keypoint_threshold,
-                                            pipe.model.config)
-            gallery.append((picture, task.name))
-            downloads.append(download)
+            if task is SEGMENTATION and masked:
+                people = SEGMENTATION.person_mask(result["segmentation"]).numpy()
+            if task not in chosen:
+                continue
+            picture, files = save_result(task, result, image, output_dir, name, keypoint_threshold,
+                                         pipe.model.config)
+            shown[task.name] = picture
+            downloads += files
             if task.classes:
                 legend = legend_html(pipe.model.config)
+        stage(1.0, "Done")
         height, width = image.shape[:2]
         status = (f"{plain_text(name)} ({width}×{height}) on {pipe.device}: "
                   f"{' · '.join(timings)} — total {time.perf_counter() - started:.2f} s")
-        return gr.Gallery(value=gallery, columns=min(len(gallery), 3)), legend, downloads, status
+        return (*self.pictures(shown), legend, downloads, status)
+
+    def stage_text(self, task: Task, chosen: bool, pose_kwargs: dict) -> str:
+        """What the progress bar says while `task` runs."""
+        if not chosen:
+            return "Person mask for depth and normals: segmentation model"
+        if task.top_down and "detector" in pose_kwargs:
+            return f"Pose: finding the people ({self.detector}), then their keypoints"
+        return f"{task.name.capitalize()}: {task.description}"
 
     def pipeline(self, task: str):
         """The task's pipeline, loaded on first use, and the seconds its loading took now (0 when cached)."""
@@ -250,16 +312,16 @@ def plain_text(text: str) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!<>&|~])", r"\\\1", text)
 
 
-def pose_arguments(box_source: str, boxes: str, detector: str, detector_threshold: float) -> dict:
+def pose_arguments(box_source: str, boxes: str, detector: str | None, detector_threshold: float) -> dict:
     """The pose pipeline's keyword arguments for the chosen source of person boxes (`detector`: the operator's)."""
     if box_source == "typed boxes":
         typed = parse_boxes(boxes or "")
         if not typed:
             raise DemoError("Type at least one box (x, y, w, h per line), or choose another source of people.")
         return {"boxes": typed}
-    if box_source == "person detector":
+    if box_source == "person detector" and detector:
         return {"detector": detector, "detector_threshold": detector_threshold}
-    return {}
+    return {"detector": None}  # the whole image
 
 
 def parse_boxes(text: str) -> list[list[float]]:
@@ -279,16 +341,19 @@ def parse_boxes(text: str) -> list[list[float]]:
 
 
 def save_result(task: Task, result, image, output_dir: Path, file_name: str, keypoint_threshold: float,
-                model_config) -> tuple[str, str]:
-    """Writes the picture and the download of one task's result into `output_dir` with `predict`'s writer, named as
+                model_config) -> tuple[str, list[str]]:
+    """Writes the picture and the downloads of one task's result into `output_dir` with `predict`'s writer, named as
     `predict` names them but for the records file (`photo_pose_vis.jpg`, `photo_keypoints.json`, `photo_seg.png`,
-    `photo_depth.npy`, ...); returns their paths."""
+    `photo_depth.npy` and its `photo_depth_mask.png`, ...); returns the picture's path and the downloads' paths."""
     stem = Path(file_name).stem
-    writer = FileWriter(task, output_dir, keypoint_threshold, task.records_file and f"{stem}_{task.records_file}")
+    masked = isinstance(result, dict) and "mask" in result
+    writer = FileWriter(task, output_dir, keypoint_threshold, task.records_file and f"{stem}_{task.records_file}",
+                        masked=masked)
     kept = writer.write(Frame(Input(Path(file_name), stem), None, image), result)
     if writer.records_path is not None:
         writer.write_records([kept], model_config)
-    return str(task.visual_path(output_dir, stem)), str(writer.records_path or task.result_path(output_dir, stem))
+    files = [str(writer.records_path or task.result_path(output_dir, stem))]
+    return str(task.visual_path(output_dir, stem)), files + ([str(task.mask_path(output_dir, stem))] if masked else [])
 
 
 def legend_html(model_config) -> str:

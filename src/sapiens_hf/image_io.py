@@ -7,10 +7,14 @@ runtime reads images as the pipelines do.
 
 import os
 from io import BytesIO
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
+
+
+SAMPLE_IMAGE = Path(__file__).parent / "data" / "astronaut.jpg"  # the bundled photo (CLI examples, demo)
 
 
 # Largest image (height × width) processed by default. At 100 megapixels (more than common camera sensors) the

@@ -26,7 +26,7 @@ import numpy as np
 import PIL.Image
 import torch
 import transformers
-from transformers import Pipeline, pipeline
+from transformers import ObjectDetectionPipeline, Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
@@ -38,7 +38,7 @@ from .image_io import read_image
 from .metadata import model_flip_pairs
 from .modeling_sapiens import SapiensPoseEstimatorOutput, WrongModelError
 from .runtime import is_export_folder
-from .tasks import PIPELINE_TASKS, Task, cut_out, get_task, task_of_class
+from .tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, SEGMENTATION, Task, cut_out, get_task, task_of_class
 from .validation import check_kernel_size, check_number
 from .visualization import class_palette, segmentation_to_image, visualize_depth, visualize_normals
 
@@ -139,15 +139,23 @@ class _SapiensDensePipeline(_SapiensPipelineMixin, Pipeline):
         return preprocess_params, forward_params, {}
 
     def preprocess(self, image, timeout=None):
+        image, mask = (image["image"], image.get("mask")) if isinstance(image, dict) else (image, None)
         image = read_image(image, timeout, self.image_processor.max_image_pixels)
         model_inputs = self.image_processor(image, return_tensors="pt").to(self.dtype)
         model_inputs["target_size"] = image.shape[:2]
+        if mask is not None:  # a NumPy array: batched as a list, whatever the images' sizes
+            model_inputs["mask"] = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask).astype(bool)
+            if model_inputs["mask"].shape != image.shape[:2]:
+                raise ValueError(f"The mask is {model_inputs['mask'].shape[::-1]} (W, H) but the image "
+                                 f"{image.shape[1::-1]}: give a mask of the image's size")
         return model_inputs
 
     def _forward(self, model_inputs, flip_test=False):
         pixel_values, task = model_inputs["pixel_values"], self.sapiens_task
         outputs = task.model_outputs(self.model(pixel_values=pixel_values))
         model_outputs = {"target_size": model_inputs["target_size"], **outputs}
+        if "mask" in model_inputs:
+            model_outputs["mask"] = model_inputs["mask"]
         if flip_test:
             flipped = task.model_outputs(self.model(pixel_values=pixel_values.flip(-1)))
             model_outputs.update({f"{name}_flipped": value for name, value in flipped.items()})
@@ -170,26 +178,115 @@ class SapiensSegmentationPipeline(_SapiensDensePipeline):
         return {"segmentation": segmentation, "label_map": segmentation_to_image(segmentation, palette)}
 
 
-class SapiensDepthPipeline(_SapiensDensePipeline):
-    """Relative depth (larger = farther). Returns `{"predicted_depth": (H, W) tensor, "depth": colour-mapped PIL
-    image}`. `flip_test=True` averages with the prediction on the mirrored image, as the original demo's `--flip`."""
+class MaskModelUnavailableError(OSError):
+    """The segmentation model of the person mask cannot be loaded (offline without it in the cache, a wrong id)."""
+
+
+class _SapiensMaskedPipeline(_SapiensDensePipeline):
+    """Depth and normals: maps of the people, as the original demos show them. By default (`mask=True`) each image's
+    person mask comes from the body-part segmentation model (`SEGMENTATION.default_checkpoint`; a model id or folder,
+    or a `sapiens-segmentation` pipeline, as `mask=`): pixels of any class but the background. The map is NaN outside
+    it, the picture grey, and the result carries the `mask` `(H, W)` (bool). `{"image": ..., "mask": (H, W)}` inputs
+    bring their own mask (e.g. of a segmentation already run); `mask=False` gives the whole, unmasked map. The
+    segmentation runs on `images_at_once` images of a list together."""
+
+    images_at_once = 8  # images of a list read and segmented together
+
+    def __init__(self, *args, **kwargs):
+        self._mask_model = (None, None)  # the last segmentation model loaded by name, and its name
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, inputs, mask=True, **kwargs):
+        several = isinstance(inputs, (list, tuple))
+        single = not several and (isinstance(inputs, (str, os.PathLike, bytes, dict, np.ndarray, torch.Tensor,
+                                                      PIL.Image.Image)))
+        items = inputs if several else [inputs] if single else None
+        if mask is False or mask is None or (items is not None and all(
+                isinstance(item, dict) and item.get("mask") is not None for item in items)):
+            return super().__call__(inputs, **kwargs)
+        self._sanitize_parameters(**{key: value for key, value in kwargs.items()  # checked before the model loads
+                                     if key not in ("batch_size", "num_workers")})
+        segmenter = self._resolve_mask_model(mask)
+        timeout = kwargs.get("timeout")
+        if single:
+            return super().__call__(self._with_masks([inputs], segmenter, timeout)[0], **kwargs)
+        if items is None:  # a stream: one image at a time
+            return super().__call__((self._with_masks([item], segmenter, timeout)[0] for item in inputs), **kwargs)
+        results = []
+        for start in range(0, len(items), self.images_at_once):
+            results += super().__call__(self._with_masks(items[start : start + self.images_at_once], segmenter,
+                                                         timeout), **kwargs)
+        return results
+
+    def _resolve_mask_model(self, mask):
+        """The segmentation pipeline of the person masks: `mask=True` the released one, a model id or folder
+        (loaded once, the last one kept), or a `sapiens-segmentation` pipeline as it is."""
+        if isinstance(mask, SapiensSegmentationPipeline):
+            return mask
+        if mask is True:
+            mask = SEGMENTATION.default_checkpoint
+        if not isinstance(mask, (str, os.PathLike)):
+            raise TypeError("mask must be True (the released segmentation model), a segmentation model id or folder, "
+                            "a sapiens-segmentation pipeline, or False (no mask)")
+        mask = str(mask)
+        if self._mask_model[0] != mask:
+            try:
+                loaded = load_task_pipeline(SEGMENTATION.name, mask, device=self.device)
+            except WrongModelError:
+                raise
+            except Exception as error:  # noqa: BLE001  (offline, unknown id: one message)
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+                raise MaskModelUnavailableError(
+                    f"Cannot load the segmentation model {mask} of the person mask: {reason}. Give a local folder of "
+                    f"it (`hf download {SEGMENTATION.default_checkpoint} --local-dir DIR` where the Hub is reachable), "
+                    "or mask=False for the unmasked map"
+                ) from error
+            self._mask_model = (mask, loaded)
+        return self._mask_model[1]
+
+    def _with_masks(self, items: list, segmenter, timeout) -> list[dict]:
+        """`items` as `{"image", "mask"}` dicts, the masks of those without one from one call of `segmenter`."""
+        items = [item if isinstance(item, dict) else {"image": item} for item in items]
+        todo = [item for item in items if item.get("mask") is None]
+        images = [read_image(item["image"], timeout, self.image_processor.max_image_pixels) for item in todo]
+        segmented = segmenter(images, batch_size=len(images)) if images else []
+        masked = [{"image": image, "mask": SEGMENTATION.person_mask(result["segmentation"]).numpy()}
+                  for image, result in zip(images, segmented)]
+        return [masked.pop(0) if item.get("mask") is None else item for item in items]
+
+    def _masked(self, result: dict, model_outputs) -> tuple[dict, torch.Tensor | None]:
+        """The result cut to its person mask (the task's `mask_result`), and the mask; as it is without one."""
+        if "mask" not in model_outputs:
+            return result, None
+        mask = torch.from_numpy(np.asarray(model_outputs["mask"]).reshape(model_outputs["target_size"]))
+        return {**self.sapiens_task.mask_result(result, mask), "mask": mask}, mask
+
+
+class SapiensDepthPipeline(_SapiensMaskedPipeline):
+    """Relative depth (larger = farther) of the people. Returns `{"predicted_depth": (H, W) tensor, "depth":
+    colour-mapped PIL image, "mask": (H, W) bool}` (NaN and grey outside the person mask; see
+    `_SapiensMaskedPipeline`, `mask=False`: no mask). `flip_test=True` averages with the prediction on the mirrored
+    image, as the original demo's `--flip`."""
 
     def postprocess(self, model_outputs):
         flipped = self._outputs(model_outputs, "_flipped") if "predicted_depth_flipped" in model_outputs else None
         depth = self.image_processor.post_process_depth_estimation(
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]], outputs_flipped=flipped
         )[0]["predicted_depth"]
-        return {"predicted_depth": depth, "depth": visualize_depth(depth)}
+        result, mask = self._masked({"predicted_depth": depth}, model_outputs)
+        return {**result, "depth": visualize_depth(result["predicted_depth"], mask)}
 
 
-class SapiensNormalPipeline(_SapiensDensePipeline):
-    """Surface normals. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image}`."""
+class SapiensNormalPipeline(_SapiensMaskedPipeline):
+    """Surface normals of the people. Returns `{"normals": (3, H, W) unit vectors, "normal_map": RGB PIL image,
+    "mask": (H, W) bool}` (NaN and grey outside the person mask; `mask=False`: no mask)."""
 
     def postprocess(self, model_outputs):
         normals = self.image_processor.post_process_normal_estimation(
             self._outputs(model_outputs), target_sizes=[model_outputs["target_size"]]
         )[0]["normals"]
-        return {"normals": normals, "normal_map": visualize_normals(normals)}
+        result, mask = self._masked({"normals": normals}, model_outputs)
+        return {**result, "normal_map": visualize_normals(result["normals"], mask)}
 
 
 class SapiensPointmapPipeline(_SapiensDensePipeline):
@@ -228,30 +325,38 @@ def non_max_suppression(boxes: np.ndarray, scores: np.ndarray, iou_threshold: fl
     return np.array(keep, dtype=np.int64)
 
 
+class DetectorUnavailableError(OSError):
+    """The person detector cannot be loaded (offline without it in the cache, a wrong id or folder)."""
+
+
 class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     """Top-down pose estimation: one crop per person box, decoded into keypoints in image coordinates.
 
     Boxes (COCO `[x, y, width, height]`) come from `boxes=` (per image for a list of images), from `{"image": ...,
-    "boxes": [...]}` inputs, or from a person `detector` (a transformers object-detection pipeline, a model id for
-    one, or any callable returning that pipeline's output); without them, or when nobody is detected, the whole image
-    is the box, as in the original demo. Detections labelled `person_label` scoring above `detector_threshold` are
-    kept after NMS (IoU 0.3, as the original demo). `flip_test=True` averages with the heatmaps of the mirrored crops
+    "boxes": [...]}` inputs (with `"box_scores"` if they come from a detector of one's own), or else from a person
+    `detector`: by default `DEFAULT_DETECTOR` (RT-DETR), or a transformers object-detection pipeline, a model id or
+    folder for one, or any callable returning that pipeline's output for a PIL image; `detector=None` uses the whole
+    image as the box. When nobody is detected the whole image is the box, as in the original demo. Detections
+    labelled `person_label` scoring above `detector_threshold` are kept after NMS (IoU 0.3, as the original demo).
+    The detector runs on `images_at_once` images together for a list of images; the crops of several images go
+    through the model together with `batch_size`. `flip_test=True` averages with the heatmaps of the mirrored crops
     (the released configs' test setting).
 
     Returns per image a list of people: `keypoints` `(K, 2)`, `scores` `(K,)`, `labels` (keypoint indices),
-    `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's score, `None` for given boxes). Keypoint names:
-    `model.config.id2label`. `keypoint_format=` ("coco", "coco-wholebody", "openpose"; `sapiens_hf.keypoint_formats`)
-    gives the keypoints in that format instead (by keypoint name; points the model lacks are NaN with score 0), and
-    each person's `keypoint_format` names it.
+    `bbox_xywh` (the box, as the `boxes` given or detected: x, y, width, height) and `bbox_score` (the detector's
+    score, `None` for given boxes and the whole image). Keypoint names: `model.config.id2label`. `keypoint_format=`
+    ("coco", "coco-wholebody", "openpose"; `sapiens_hf.keypoint_formats`) gives the keypoints in that format instead
+    (by keypoint name; points the model lacks are NaN with score 0), and each person's `keypoint_format` names it.
     """
 
     crops_at_once = 8  # person crops made at a time (a 1024×768 crop is 19 MB): memory stays bounded per image
+    images_at_once = 8  # images of a list read and passed to the detector together
 
     def __init__(self, *args, **kwargs):
         self._detector = (None, None)  # the last detector loaded by name, and its name
         super().__init__(*args, **kwargs)
 
-    def __call__(self, inputs, boxes=None, **kwargs):
+    def __call__(self, inputs, boxes=None, detector=DEFAULT_DETECTOR, **kwargs):
         if boxes is not None:
             if isinstance(inputs, (list, tuple)):
                 if len(boxes) != len(inputs):
@@ -260,10 +365,38 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             else:
                 inputs = {"image": inputs, "boxes": boxes}
         # Malformed boxes fail before any image is processed (whether they overlap their image is checked with it).
-        for item in inputs if isinstance(inputs, (list, tuple)) else [inputs]:
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        for item in items:
             if isinstance(item, dict):
                 check_boxes(item.get("boxes"))
-        return super().__call__(inputs, **kwargs)
+        self._sanitize_parameters(**{key: value for key, value in kwargs.items()  # checked before the detector loads
+                                     if key not in ("batch_size", "num_workers")})
+        without_boxes = [item for item in items if not (isinstance(item, dict) and item.get("boxes") is not None)]
+        # The detector loads (or fails, once) before any image is read, and only when some image needs it.
+        if detector is not None and without_boxes:
+            detector = self._resolve_detector(detector, kwargs.get("person_label", "person"))
+        else:
+            detector = None
+        if detector is None or not isinstance(inputs, (list, tuple)):  # one image, or a stream: detected one by one
+            return super().__call__(inputs, detector=detector, **kwargs)
+        results = []
+        for start in range(0, len(items), self.images_at_once):  # detection batched, memory bounded
+            group = self._detected(items[start : start + self.images_at_once], detector, kwargs)
+            results += super().__call__(group, detector=None, **kwargs)
+        return results
+
+    def _detected(self, items: list, detector, kwargs: dict) -> list[dict]:
+        """`items` as `{"image", "boxes", "box_scores"}` dicts, the person boxes of those without boxes found by one
+        call of the detector."""
+        timeout = kwargs.get("timeout")
+        threshold = check_number(kwargs.get("detector_threshold", 0.3), "detector_threshold", unit=True)
+        items = [item if isinstance(item, dict) else {"image": item} for item in items]
+        todo = [item for item in items if item.get("boxes") is None]
+        images = [read_image(item["image"], timeout, self.image_processor.max_image_pixels) for item in todo]
+        found = self.detect_people(images, detector, threshold, kwargs.get("person_label", "person"))
+        detected = [{"image": image, "boxes": boxes, "box_scores": scores} for image, (boxes, scores)
+                    in zip(images, found)]
+        return [detected.pop(0) if item.get("boxes") is None else item for item in items]
 
     def _sanitize_parameters(
         self,
@@ -281,8 +414,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
             postprocess_params["conversion"] = self.keypoint_conversion(keypoint_format)
         if timeout is not None:
             preprocess_params["timeout"] = timeout
-        if detector is not None:
-            preprocess_params["detector"] = self._resolve_detector(detector)
+        preprocess_params["detector"] = detector  # resolved by __call__; None: boxes given, or the whole image
         if detector_threshold is not None:
             preprocess_params["detector_threshold"] = check_number(detector_threshold, "detector_threshold", unit=True)
         if person_label is not None:
@@ -303,19 +435,71 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         names = [config.id2label[index] for index in range(config.num_labels)]
         return keypoint_formats.conversion(names, keypoint_format)
 
-    def _resolve_detector(self, detector):
-        if not isinstance(detector, str):
+    def _resolve_detector(self, detector, person_label: str = "person"):
+        """An object-detection pipeline for a model id or folder (the last one kept), a callable as it is. A pipeline
+        whose model has no `person_label` label is refused: it would find nobody, and every image would silently be
+        one whole-image person."""
+        if not isinstance(detector, (str, os.PathLike)):
             if not callable(detector):
-                raise TypeError("detector must be an object-detection pipeline, a model id or a callable")
-            return detector
+                raise TypeError("detector must be an object-detection pipeline, a model id or folder, a callable or "
+                                "None (the whole image)")
+            return self._check_person_label(detector, person_label)
+        detector = str(detector)
         if self._detector[0] != detector:  # one at a time: a server's memory does not grow with each name asked for
-            self._detector = (detector, pipeline("object-detection", model=detector, device=self.device))
-        return self._detector[1]
+            try:
+                loaded = pipeline("object-detection", model=detector, device=self.device)
+            except Exception as error:  # noqa: BLE001  (offline, unknown id, not a detector: one message)
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+                raise DetectorUnavailableError(
+                    f"Cannot load the person detector {detector}: {reason}. Give a local folder of an "
+                    f"object-detection model (`hf download {DEFAULT_DETECTOR} --local-dir DIR` where the Hub is "
+                    "reachable), or detector=None for the whole image as the person's box"
+                ) from error
+            self._detector = (detector, loaded)
+        return self._check_person_label(self._detector[1], person_label)
 
-    def detect_people(self, image: np.ndarray, detector, threshold: float = 0.3, person_label: str = "person"):
-        """Person boxes `(n, 4)` (x, y, width, height) and their scores, best first."""
-        image = PIL.Image.fromarray(image)
-        detections = detector(image, threshold=threshold) if isinstance(detector, Pipeline) else detector(image)
+    @staticmethod
+    def _check_person_label(detector, person_label: str):
+        labels = getattr(getattr(getattr(detector, "model", None), "config", None), "id2label", None) or {}
+        if labels and person_label.lower() not in {str(label).lower() for label in labels.values()}:
+            shown = ", ".join(map(str, list(labels.values())[:8])) + (", ..." if len(labels) > 8 else "")
+            raise ValueError(f"The person detector has no {person_label!r} label (its labels: {shown}): give a "
+                             "detector of people, or person_label= its label for people")
+        return detector
+
+    def detect_people(self, images: list[np.ndarray], detector, threshold: float = 0.3,
+                      person_label: str = "person") -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per image, the person boxes `(n, 4)` (x, y, width, height) and their scores, best first: a transformers
+        pipeline gets the images in one call, another callable one image at a time."""
+        pictures = [PIL.Image.fromarray(image) for image in images]
+        if isinstance(detector, ObjectDetectionPipeline):
+            found = self._detect_together(detector, pictures, threshold)
+        elif isinstance(detector, Pipeline):
+            found = [detector(picture, threshold=threshold) for picture in pictures]
+        else:
+            found = [detector(picture) for picture in pictures]
+        return [self._people(detections, threshold, person_label) for detections in found]
+
+    @staticmethod
+    def _detect_together(detector, pictures: list, threshold: float) -> list[list[dict]]:
+        """The object-detection pipeline's output for each picture, from one forward pass of its model on all of
+        them. (The pipeline's own `batch_size` cannot be used: it splits every model output along the batch, and
+        RT-DETR's `encoder_last_hidden_state` is a list of feature levels, so batches of more than 3 images fail.)
+        Its steps, as the pipeline's: processor, model, `post_process_object_detection`, integer box corners."""
+        inputs = detector.image_processor(images=pictures, return_tensors="pt").to(detector.device)
+        inputs["pixel_values"] = inputs["pixel_values"].to(detector.dtype)
+        with torch.inference_mode():
+            outputs = detector.model(**inputs)
+        sizes = torch.tensor([[picture.height, picture.width] for picture in pictures])
+        results = detector.image_processor.post_process_object_detection(outputs, threshold, sizes)
+        labels = detector.model.config.id2label
+        return [[{"score": score.item(), "label": labels[label.item()],
+                  "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box.int().tolist()))}
+                 for score, label, box in zip(result["scores"], result["labels"], result["boxes"])]
+                for result in results]
+
+    @staticmethod
+    def _people(detections: list[dict], threshold: float, person_label: str) -> tuple[np.ndarray, np.ndarray]:
         people = [
             d
             for d in detections
@@ -332,13 +516,13 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
 
     def preprocess(self, inputs, timeout=None, detector=None, detector_threshold=0.3, person_label="person"):
         image, boxes = (inputs["image"], inputs.get("boxes")) if isinstance(inputs, dict) else (inputs, None)
+        box_scores = inputs.get("box_scores") if isinstance(inputs, dict) else None
         image = read_image(image, timeout, self.image_processor.max_image_pixels)
         height, width = image.shape[:2]
-        box_scores = None
         if boxes is None and detector is not None:
-            boxes, box_scores = self.detect_people(image, detector, detector_threshold, person_label)
+            boxes, box_scores = self.detect_people([image], detector, detector_threshold, person_label)[0]
         boxes = check_boxes(boxes, height, width)
-        if box_scores is None or len(box_scores) == 0:
+        if box_scores is None or len(box_scores) != len(boxes):  # given boxes, or nobody found: the whole image
             box_scores = [None] * len(boxes)
         for start in range(0, len(boxes), self.crops_at_once):
             group = boxes[start : start + self.crops_at_once]
@@ -451,6 +635,9 @@ def register_pipelines() -> None:
 
 
 __all__ = [
+    "DEFAULT_DETECTOR",
+    "DetectorUnavailableError",
+    "MaskModelUnavailableError",
     "SapiensDepthPipeline",
     "SapiensMattingPipeline",
     "SapiensNormalPipeline",

@@ -23,6 +23,12 @@ from pathlib import Path
 import numpy as np
 
 
+# The person detector of top-down pose when no boxes are given (pipeline, predict, annotate, demo): RT-DETR R50-vd
+# pretrained on Objects365 and fine-tuned on COCO (Apache-2.0), the detector transformers' ViTPose documentation
+# pairs with top-down pose; "person" is one of its COCO labels. docs/inference.md says why.
+DEFAULT_DETECTOR = "PekingU/rtdetr_r50vd_coco_o365"
+
+
 @dataclass(frozen=True)
 class Task:
     """One thing a Sapiens model can be built for.
@@ -57,6 +63,12 @@ class Task:
     top_down: bool = False  # boxes in, one crop per person (pose)
     v2_model_class: str | None = None
     extra_outputs: tuple[str, ...] = ()
+    masked: bool = False  # its maps are of the people: masked with the person mask of the segmentation model
+
+    def mask_result(self, result: dict, mask) -> dict:
+        """`result` (the post-processed result of one image) with NaN outside the person `mask` `(H, W)` (a bool
+        tensor at the result's size), as the original depth and normal demos blank the background."""
+        raise NotImplementedError(f"The {self.name} task has no person mask")
 
     def __post_init__(self):
         if not self.file_tag:
@@ -109,6 +121,9 @@ class Task:
         """Every file `save_result` writes for one image: the result and its companions."""
         path = self.result_path(folder, stem)
         return [] if path is None else [path, *(path.with_suffix(suffix) for suffix in self.companion_suffixes)]
+    def mask_path(self, folder: Path, stem: str) -> Path:
+        """The person mask a masked task's result was cut with: `<stem>_<file_tag>_mask.png` (0 / 255)."""
+        return folder / f"{stem}_{self.file_tag}_mask.png"
 
     def visual_path(self, folder: Path, stem: str, video: bool = False) -> Path:
         return folder / f"{stem}_{self.file_tag}_vis{'.mp4' if video else self.visual_suffix}"
@@ -246,19 +261,7 @@ class PoseTask(Task):
         return results_list(document)
 
     def prepare(self, processor, image):
-        from .geometry import check_boxes
-
-        boxes = check_boxes(None, *image.shape[:2])  # the whole image is the person's box, as without a detector
-        data = processor(image, boxes=[boxes], return_tensors="pt")
-        return {"pixel_values": data["pixel_values"], "boxes": boxes, "crop_center": data["crop_center"],
-                "crop_scale": data["crop_scale"]}
-
-    def post_process_arguments(self, prepared, sizes, dense_sizes):
-        import torch
-
-        return {"boxes": [entry["boxes"].tolist() for entry in prepared],
-                "crop_center": torch.cat([entry["crop_center"] for entry in prepared]),
-                "crop_scale": torch.cat([entry["crop_scale"] for entry in prepared])}
+        return {"image": image}  # the pose pipeline finds the people (`batch.engine.predict_rows`)
 
     def columns(self):
         import pyarrow as pa
@@ -294,6 +297,13 @@ class PoseTask(Task):
 
 @dataclass(frozen=True)
 class SegmentationTask(Task):
+    background_class: int = 0  # "Background" in the released 28-class set (metadata.SEGMENTATION_CLASSES)
+
+    def person_mask(self, segmentation):
+        """The people of a class map `(H, W)`: every pixel of another class than the background, as the original's
+        foreground for the depth and normal demos."""
+        return segmentation != self.background_class
+
     def save_result(self, result, path):
         result["label_map"].save(path)  # pixel values = class indices
 
@@ -351,6 +361,12 @@ class MapTask(Task):
 
 @dataclass(frozen=True)
 class DepthTask(MapTask):
+    def mask_result(self, result, mask):
+        import torch
+
+        depth = result["predicted_depth"]
+        return {**result, "predicted_depth": torch.where(mask.to(depth.device), depth, torch.nan)}
+
     def save_result(self, result, path):
         np.save(path, result["predicted_depth"].float().numpy())
 
@@ -366,6 +382,12 @@ class DepthTask(MapTask):
 
 @dataclass(frozen=True)
 class NormalTask(MapTask):
+    def mask_result(self, result, mask):
+        import torch
+
+        normals = result["normals"]
+        return {**result, "normals": torch.where(mask.to(normals.device)[None], normals, torch.nan)}
+
     def save_result(self, result, path):
         np.save(path, result["normals"].float().permute(1, 2, 0).numpy())  # (H, W, 3); annotate keeps (3, H, W)
 
@@ -485,14 +507,14 @@ TASKS: dict[str, Task] = {
                   "relative depth estimation of people", output="predicted_depth",
                   output_class="DepthEstimatorOutput", pipeline="sapiens-depth",
                   pipeline_class="SapiensDepthPipeline", default_checkpoint="facebook/sapiens-depth-0.3b",
-                  training_target=("depth", "depth"), flip_test=True, result_suffix=".npy",
+                  training_target=("depth", "depth"), flip_test=True, masked=True, result_suffix=".npy",
                   post_process="post_process_depth_estimation", output_channels=1, target_argument="depth_maps",
                   augmentation=(("rotate_degrees", 60.0),), original_head="conv_seg"),
         NormalTask("normal", "SapiensForNormalEstimation", "AutoModelForNormalEstimation", "image-to-image",
                    "surface normal estimation of people", output="normals",
                    output_class="SapiensNormalEstimatorOutput", aliases=("normals",), pipeline="sapiens-normal",
                    pipeline_class="SapiensNormalPipeline", default_checkpoint="facebook/sapiens-normal-0.3b",
-                   training_target=("normal", "normals"), result_suffix=".npy", labelled=True,
+                   training_target=("normal", "normals"), masked=True, result_suffix=".npy", labelled=True,
                    post_process="post_process_normal_estimation", output_channels=3, target_argument="normal_maps",
                    original_head="conv_seg", v2_model_class="Sapiens2ForNormalEstimation"),
         PointmapTask("pointmap", None, "AutoModelForPointmapEstimation", "depth-estimation",
@@ -520,6 +542,8 @@ TASKS: dict[str, Task] = {
 }
 # The encoder alone: what a checkpoint with neither a task head nor the MAE decoder converts into.
 ENCODER = TASKS["model"]
+# Body-part segmentation: its model gives the person masks of the masked tasks (depth, normals).
+SEGMENTATION = TASKS["segmentation"]
 PIPELINE_TASKS: dict[str, Task] = {task.pipeline: task for task in TASKS.values() if task.pipeline}
 # The tasks of this package's own (Sapiens) models: what the converter, the registration and the exports cover.
 V1_TASKS: dict[str, Task] = {name: task for name, task in TASKS.items() if task.model_class}
@@ -546,4 +570,5 @@ def task_of_class(class_name: str | None) -> Task | None:
     return next((task for task in TASKS.values() if class_name in (task.model_class, task.v2_model_class)), None)
 
 
-__all__ = ["DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "TASKS", "V1_TASKS", "Task", "cut_out", "get_task", "task_of_class"]
+__all__ = ["DEFAULT_DETECTOR", "DENSE_TASKS", "ENCODER", "PIPELINE_TASKS", "SEGMENTATION", "TASKS", "V1_TASKS", "Task",
+           "cut_out", "get_task", "task_of_class"]

@@ -19,9 +19,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..tasks import PIPELINE_TASKS, Task
+from ..tasks import DEFAULT_DETECTOR, PIPELINE_TASKS, SEGMENTATION, Task
 from .inputs import ChunkReader, UnitEnd, frame_events, model_identity, worker_count
-from .writers import ChunkRecords, ResumeRecord, ShardWriter
+from .writers import MASK_COLUMN, ChunkRecords, ResumeRecord, ShardWriter
 
 
 class Engine:
@@ -183,17 +183,29 @@ class Preparer:
 
 
 def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[int, int] | None,
-                 conversion=None) -> list[dict]:
+                 pose_kwargs: dict | None = None, columns: list[Task] | None = None, masked: bool = False) -> list[dict]:
     """The rows of a batch of images: every task's model on the batch, post-processed per image by the task's image
-    processor (`Task.post_process`, as the pipelines do) into the task's columns (`Task.row`); a top-down task's
-    people in the keypoint format of `conversion` (`keypoint_formats.Conversion`) if given, as its pipeline does."""
+    processor (`Task.post_process`, as the pipelines do) into the columns of the tasks in `columns` (`Task.row`;
+    default all). A top-down task runs its pipeline on the images with `pose_kwargs` (the person detector, the
+    keypoint format): people found in the batch, their crops batched as `predict` batches them. With `masked`, the
+    segmentation's person masks (`SEGMENTATION.person_mask`, its pass shared with its own columns) cut the masked
+    tasks' maps (NaN outside, the mask resized to the map by nearest neighbour) and go to `MASK_COLUMN` as PNG at the
+    image's size."""
+    import cv2
+    import numpy as np
     import torch
 
     rows = [{"id": item.id, "index": item.index, "height": item.size[0], "width": item.size[1]} for item in items]
     sizes = [item.size for item in items]
     dense_sizes = sizes if dense_size is None else [dense_size] * len(items)
+    columns, masks = list(pipelines) if columns is None else columns, None
     for task, pipe in pipelines.items():
         prepared = [item.inputs[task.name] for item in items]
+        if task.top_down:
+            people = pipe([entry["image"] for entry in prepared], batch_size=len(items), **(pose_kwargs or {}))
+            for row, result in zip(rows, people):
+                row.update(task.row(result, pipe.model.config))
+            continue
         pixel_values = torch.cat([entry["pixel_values"] for entry in prepared]).to(pipe.device, pipe.dtype)
         with torch.inference_mode():
             outputs = pipe.model(pixel_values=pixel_values)
@@ -202,10 +214,17 @@ def predict_rows(pipelines: dict[Task, object], items: list, dense_size: tuple[i
         if getattr(pipe.image_processor, "do_pad", False):  # Sapiens2's padded inputs: the border is found per image
             arguments["source_sizes"] = sizes
         results = getattr(pipe.image_processor, task.post_process)(output, **arguments)
-        for row, result in zip(rows, results):
-            if task.top_down and conversion is not None:
-                result = [conversion.person(person) for person in result]
-            row.update(task.row(result, pipe.model.config))
+        if masked and task is SEGMENTATION:
+            masks = [task.person_mask(labels).numpy().astype(np.uint8) for labels in results]
+        if masked and task.masked:
+            results = [task.mask_result(result, torch.from_numpy(cv2.resize(mask, size[::-1],
+                                                                            interpolation=cv2.INTER_NEAREST) > 0))
+                       for result, mask, size in zip(results, masks, dense_sizes)]
+        if task in columns:
+            for row, result in zip(rows, results):
+                row.update(task.row(result, pipe.model.config))
+    for row, mask in zip(rows, masks or []):
+        row[MASK_COLUMN] = cv2.imencode(".png", mask * 255)[1].tobytes()
     return rows
 
 
@@ -216,9 +235,14 @@ def _unbatched(item):
 def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chunk_size: int = 128,
              dense_size: tuple[int, int] | None = (256, 192), dtype: str | None = None, workers: int | None = None,
              device: str | None = None, config_overrides: dict | None = None, overwrite: bool = False,
-             quiet: bool = False, push_to_hub: str | None = None, keypoint_format: str = "native") -> dict:
+             quiet: bool = False, push_to_hub: str | None = None, keypoint_format: str = "native",
+             detector: str | None = DEFAULT_DETECTOR, detector_threshold: float = 0.3,
+             mask_model: str | None = SEGMENTATION.default_checkpoint) -> dict:
     """Annotates every input of `source` (`inputs.FileSource` / `DatasetSource`) with each task's model
-    (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings.
+    (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings. Pose
+    finds the people with `detector` (a model id or folder; None: the whole image); depth and normals are cut with
+    the person mask of `mask_model` (None: unmasked), or of the segmentation task's model when it runs too (one pass
+    for both). Both load before any image is read.
     Returns `{"rows", "errors", "seconds", "images_per_second", "processes"}` (over this run's work, all
     processes). `keypoint_format`: the pose keypoints' format (`keypoint_formats`; a `KeypointFormatError` once the
     pose model is loaded if its keypoints cannot give it, before anything is written)."""
@@ -235,19 +259,37 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
               "--multi_gpu runs a single process): add --multi_gpu, which on a CPU-only machine runs the processes "
               "with gloo; this run goes on in one process", file=sys.stderr)
     tasks = [task for task in PIPELINE_TASKS.values() if task.name in models]
-    writer = ShardWriter(output, tasks)
+    masked = [task for task in tasks if task.masked]
+    if SEGMENTATION in tasks and masked and mask_model is not None:  # the segmentation task's pass gives the masks
+        mask_model = models[SEGMENTATION.name] or SEGMENTATION.default_checkpoint
+    mask_model = mask_model if masked else None
+    writer = ShardWriter(output, tasks, masks=mask_model is not None)
     settings = {"tasks": {task.name: models[task.name] for task in tasks},
                 "model_files": {task.name: model_identity(models[task.name]) for task in tasks},
                 "input": source.describe(),
                 "dtype": dtype, "batch_size": batch_size, "chunk_size": chunk_size, "config": config_overrides or {},
                 "dense_size": list(dense_size) if dense_size else "image", "keypoint_format": keypoint_format}
+    top_down = [task for task in tasks if task.top_down]
+    if top_down:
+        settings.update(detector=detector, detector_threshold=detector_threshold,
+                        detector_files=model_identity(detector))
+    if masked:
+        settings.update(mask_model=mask_model, mask_files=model_identity(mask_model))
     if accelerator.is_main_process:
         writer.check(settings, overwrite)  # before the models load
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,
                                           dtype=dtype and getattr(torch, dtype), **(config_overrides or {}))
                  for task in tasks}
-    conversion = next((pipe.keypoint_conversion(keypoint_format) for task, pipe in pipelines.items() if task.top_down),
-                      None)
+    pose_kwargs = {}
+    for task in top_down:  # KeypointFormatError and DetectorUnavailableError, before any image is read
+        pipelines[task].keypoint_conversion(keypoint_format)
+        pose_kwargs = {"detector": detector and pipelines[task]._resolve_detector(detector),
+                       "detector_threshold": detector_threshold, "keypoint_format": keypoint_format}
+    runs = pipelines
+    if mask_model is not None and SEGMENTATION not in pipelines:  # MaskModelUnavailableError, before any image
+        segmenter = pipelines[masked[0]]._resolve_mask_model(mask_model)
+        runs = {task: pipelines.get(task, segmenter) for task in PIPELINE_TASKS.values()
+                if task in pipelines or task is SEGMENTATION}  # the segmentation first
     if accelerator.is_main_process:
         writer.start(_manifest(settings, pipelines), overwrite)
     accelerator.wait_for_everyone()
@@ -256,12 +298,12 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     record = ChunkRecords(writer.state)
 
     reader = ChunkReader(source, chunk_size, accelerator.process_index, accelerator.num_processes, set(record.done),
-                         Preparer({task: pipe.image_processor for task, pipe in pipelines.items()}))
+                         Preparer({task: pipe.image_processor for task, pipe in runs.items()}))
     workers = worker_count(workers, accelerator.device.type == "cpu", accelerator.num_processes)
     loader = torch.utils.data.DataLoader(reader, batch_size=None, num_workers=workers, collate_fn=_unbatched,
                                          prefetch_factor=2 * batch_size if workers else None)
-    engine = Engine(lambda items: predict_rows(pipelines, items, dense_size, conversion), writer, record, batch_size,
-                    within_units=True)
+    engine = Engine(lambda items: predict_rows(runs, items, dense_size, pose_kwargs, tasks, mask_model is not None),
+                    writer, record, batch_size, within_units=True)
     start = time.perf_counter()
     with tqdm(desc=f"annotate [{accelerator.process_index}]", unit="image", position=accelerator.process_index,
               disable=quiet, dynamic_ncols=True) as bar:

@@ -3,7 +3,8 @@
 `FileWriter`, the files of `sapiens-hf predict` (and the demo's downloads), for each image / video frame: the task's
 machine-readable result (`<name>_seg.png` class-index maps; `<name>_depth.npy`, `<name>_normal.npy` float32 maps;
 video frames under `<name>/frame_NNNNNN`), a visualisation (`<name>_<task>_vis.jpg|png`, `<name>_<task>_vis.mp4` for
-a video: H.264, `VideoSegments`) and, for pose, the COCO keypoints.json of every image (video frames with their
+a video: H.264, `VideoSegments`), for depth and normals the person mask they were cut with (`<name>_depth_mask.png`,
+0 / 255; NaN in the maps outside it) and, for pose, the COCO keypoints.json of every image (video frames with their
 people's track ids). Its record is `ProgressFile`, `sapiens-hf-<task>-progress.jsonl`: a video frame counts as done
 once the segment of the visualisation holding it is written (`.sapiens-hf/predict-<task>-video/<name>/`, removed when
 the video is joined), so a run killed at any point resumes after the last whole segment.
@@ -41,6 +42,7 @@ STATE_DIR = ".sapiens-hf"
 MANIFEST = "annotate.json"
 ERRORS = "errors.jsonl"
 PROGRESS_FILE = "sapiens-hf-{task}-progress.jsonl"
+MASK_COLUMN = "person_mask_png"  # annotate: the person mask of the depth / normal maps, 8-bit PNG (0 / 255)
 
 
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
@@ -337,13 +339,15 @@ class FileWriter:
     Video frames: every `frame_stride`-th is predicted (the visualisation's frame rate divided as much); a top-down
     task's people get track ids (`tracking.PersonTracker`, `Task.track`; `smoothing`: their keypoints filtered per
     track), and each frame is recorded in `record` (`ProgressFile`) when the visualisation segment holding it is
-    written. A video that `record` goes on with rebuilds its tracker from the recorded frames."""
+    written. A video that `record` goes on with rebuilds its tracker from the recorded frames. `masked`: the results
+    carry the person mask they were cut with, saved beside them."""
 
     segment_frames = 64  # frames per visualisation segment: the most that a killed run predicts again
 
     def __init__(self, task: Task, folder: Path, keypoint_threshold: float, records_name: str | None = None,
-                 frame_stride: int = 1, smoothing=None, record: ProgressFile | None = None):
+                 frame_stride: int = 1, smoothing=None, record: ProgressFile | None = None, masked: bool = False):
         self.task, self.folder, self.keypoint_threshold = task, folder, keypoint_threshold
+        self.masked = masked  # the results carry their person mask, written as `<stem>_<tag>_mask.png`
         self.records_path = folder / (records_name or task.records_file) if task.records_file else None
         self.frame_stride, self.smoothing, self.record = frame_stride, smoothing, record
         self.videos: dict = {}  # per video being written: its segments and tracker
@@ -358,11 +362,15 @@ class FileWriter:
         """The files that an input writes (for a video, with its announced frame count)."""
         results = [path for index in entry.indices
                    for path in self.task.result_paths(self.folder, frame_stem(entry.name, index))]
-        return [self.task.visual_path(self.folder, entry.name, entry.is_video), *results]
+        masks = [self.task.mask_path(self.folder, frame_stem(entry.name, index)) for index in entry.indices]
+        return [self.task.visual_path(self.folder, entry.name, entry.is_video), *results,
+                *(masks if self.masked else [])]
 
     def write(self, frame, result) -> dict | None:
         """Writes the files of one prediction; returns what the task's records keep of an image (a video frame's is
         recorded with its segment)."""
+        import cv2
+        import numpy as np
         import PIL.Image
 
         video = None if frame.index is None else self._video(frame)
@@ -373,6 +381,10 @@ class FileWriter:
         if target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             self.task.save_result(result, target)
+        if self.masked:
+            mask = self.task.mask_path(self.folder, frame_stem(frame.source.name, frame.index))
+            mask.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(mask), result["mask"].numpy().astype(np.uint8) * 255)
         visual = self.task.visualize(frame.image, result, self.keypoint_threshold)
         height, width = frame.image.shape[:2]
         image = {"file_name": str(frame.source.file), "height": height, "width": width}
@@ -450,13 +462,14 @@ class ShardWriter:
     """Collects each chunk's rows (the `id`, `index`, `height`, `width` columns and those of each task,
     `Task.columns`) and unreadable inputs, and writes the chunk's shard when it is finished."""
 
-    def __init__(self, folder: str | os.PathLike, tasks: list[Task]):
+    def __init__(self, folder: str | os.PathLike, tasks: list[Task], masks: bool = False):
         import pyarrow as pa
 
         self.folder = Path(folder)
         self.state = self.folder / STATE_DIR
         base = [("id", pa.string()), ("index", pa.int64()), ("height", pa.int32()), ("width", pa.int32())]
-        self.schema = pa.schema(base + [column for task in tasks for column in task.columns()])
+        masks = [(MASK_COLUMN, pa.binary())] if masks else []  # at the image's size
+        self.schema = pa.schema(base + [column for task in tasks for column in task.columns()] + masks)
         self.rows: dict[int, list[dict]] = {}
         self.errors: dict[int, list[dict]] = {}
         self.finished = 0  # inputs of the chunks finished by this writer

@@ -24,6 +24,7 @@ from .. import __version__, hub
 from .. import convert as conversion
 from ..export import ExportError
 from ..export import export as export_model
+from ..image_io import SAMPLE_IMAGE
 from ..keypoint_formats import FORMAT_NAMES, NATIVE, KeypointFormatError
 from ..modeling_sapiens import WrongModelError
 from ..tasks import TASKS, get_task
@@ -38,10 +39,14 @@ DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 EXPORT_DTYPES = {name: short for short, name in DTYPE_ALIASES.items()}  # the export manifest's names
 KEYPOINT_FORMAT_HELP = ("pose: the model's own keypoints (native, the default) or the same keypoints by name in "
                         "COCO 17, COCO-WholeBody 133 or OpenPose 18 (docs/keypoint-formats.md)")
-SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "astronaut.jpg"
+DETECTOR_HELP = (f"pose: the person detector, an object-detection model id or local folder (default "
+                 f"{predict.DEFAULT_DETECTOR}, RT-DETR), or 'none' to use the whole image as the person's box")
+MASK_HELP = ("depth, normal: the body-part segmentation model whose person mask (class != background) the maps are "
+             f"cut with (default {predict.SEGMENTATION.default_checkpoint}); saved as <name>_<task>_mask.png")
 PIPELINE_TASK_NAMES = [name for name, task in TASKS.items() if task.pipeline]
 FLIP_TEST_TASKS = [name for name, task in TASKS.items() if task.flip_test]
 TOP_DOWN_TASKS = [name for name, task in TASKS.items() if task.top_down]
+MASKED_TASKS = [name for name, task in TASKS.items() if task.masked]
 TASK_SPELLINGS = {spelling for task in TASKS.values() for spelling in (task.name, *task.aliases)}
 
 
@@ -87,6 +92,8 @@ def argument_problems(args) -> list[str]:
     problems = []
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
+    if args.command in ("predict", "annotate") and not 0 <= args.detector_threshold <= 1:  # NaN too
+        problems.append(f"--detector-threshold must be between 0 and 1, got {args.detector_threshold}")
     if args.command == "annotate":
         return problems + annotate_problems(args)
     if args.command == "evaluate":
@@ -113,6 +120,10 @@ def argument_problems(args) -> list[str]:
             problems.append(f"{option} must be a finite number {allowed}, got {value}")
     if args.keypoint_format != NATIVE and not TASKS[args.task].top_down:
         problems.append(f"--keypoint-format applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if (args.mask_model or args.no_mask) and not TASKS[args.task].masked:
+        problems.append(f"--mask-model and --no-mask apply to --task {' and '.join(MASKED_TASKS)}")
+    if args.mask_model and args.no_mask:
+        problems.append("--mask-model and --no-mask: give one of them")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
 
 
@@ -128,6 +139,13 @@ def annotate_problems(args) -> list[str]:
         problems.append(f"--keypoint-format applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     if args.device not in (None, "cpu"):
         problems.append("--device: annotate takes 'cpu' or nothing (accelerate gives each process its GPU)")
+    if args.detector and not any(TASKS[task].top_down for task in args.task):
+        problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
+    if (args.mask_model or args.no_mask) and not any(TASKS[task].masked for task in args.task):
+        problems.append(f"--mask-model and --no-mask apply to --task {' and '.join(MASKED_TASKS)}")
+    if args.mask_model and (args.no_mask or predict.SEGMENTATION.name in args.task):
+        problems.append("--mask-model: give it without --no-mask, and without --task seg (whose model then gives "
+                        "the person mask)")
     unknown = [task for task in models_by_task(args, args.task) if task not in args.task]
     if unknown:
         problems.append(f"--model given for {unknown}, which --task does not ask for")
@@ -240,15 +258,22 @@ def annotate(args) -> int:
         else:
             source = FileSource(read_list_file(args.list) if args.list else args.inputs, exclude=Path(args.output))
         models = {task: models_by_task(args, args.task).get(task) for task in args.task}
+        detector = predict.detector_of(args, any(TASKS[task].top_down for task in args.task))
         summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
-                           push_to_hub=args.push_to_hub, keypoint_format=args.keypoint_format)
+                           push_to_hub=args.push_to_hub, keypoint_format=args.keypoint_format, detector=detector,
+                           detector_threshold=args.detector_threshold,
+                           mask_model=predict.mask_of(args, any(TASKS[task].masked for task in args.task)))
     except WrongModelError as error:  # a usage error, as in predict
         raise usage_error([f"annotate: --model does not fit --task: {error}"]) from None
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
+        if isinstance(error, predict.DetectorUnavailableError):
+            raise predict.detector_error(detector, error) from None
+        if isinstance(error, predict.MaskModelUnavailableError):
+            raise predict.mask_error(args.mask_model or predict.SEGMENTATION.default_checkpoint, error) from None
         code = EXIT_USAGE if isinstance(error, KeypointFormatError) else EXIT_FAILED  # the model cannot give it
         raise CommandError(code, [f"error: annotate: {with_cli_hint(error)}"]) from None
     return EXIT_FAILED if summary.get("errors") else 0
@@ -273,7 +298,15 @@ def demo(args) -> int:
         raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
     from .. import demo as web_demo  # Gradio loads only here
 
-    return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=args.detector)
+    detector = predict.detector_of(args, top_down=True)
+    try:
+        return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=detector)
+    except predict.DetectorUnavailableError as error:  # loaded before the page is served
+        if debugging():
+            raise
+        raise predict.detector_error(detector, error) from None
+    except web_demo.DemoError as error:  # a model that does not load or does not fit its task
+        raise CommandError(EXIT_FAILED, [f"error: {error}"]) from None
 
 
 EXAMPLES = {
@@ -338,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help=config_help)
     run.add_argument("--flip-test", action="store_true",
                      help=f"average with the mirrored input ({', '.join(FLIP_TEST_TASKS)})")
-    run.add_argument("--detector", help="pose: object-detection model id used to find people (default: whole image)")
-    run.add_argument("--detector-threshold", type=float, default=0.3)
+    run.add_argument("--detector", help=DETECTOR_HELP)
+    run.add_argument("--detector-threshold", type=float, default=0.3, help="pose: people kept above this score")
     run.add_argument("--keypoint-threshold", type=float, default=0.3, help="pose: keypoints drawn above this score")
     run.add_argument("--frame-stride", type=int, default=1, metavar="N",
                      help="videos: predict every Nth frame (the first, the N+1th, ...); the visualisation video's frame "
@@ -351,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--smooth-beta", type=float,
                      help="--smooth: how fast the cutoff rises with speed in pixels/s (default 0.01; higher: less lag)")
     run.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)
+    run.add_argument("--mask-model", help=MASK_HELP)
+    run.add_argument("--no-mask", action="store_true", help="depth, normal: the whole map, not masked to the people")
     run.set_defaults(handler=predict.predict)
 
     notes = command("annotate", "annotate a folder tree, a file list or a datasets dataset into Parquet shards, "
@@ -383,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
     notes.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)
+    notes.add_argument("--detector", help=DETECTOR_HELP)
+    notes.add_argument("--detector-threshold", type=float, default=0.3, help="pose: people kept above this score")
+    notes.add_argument("--mask-model", help=MASK_HELP.replace("saved as <name>_<task>_mask.png", "stored as the "
+                                                                  "column person_mask_png; with --task seg, its model"))
+    notes.add_argument("--no-mask", action="store_true", help="depth, normal: the whole maps, not masked to the people")
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
     notes.set_defaults(handler=annotate)
 
@@ -435,9 +475,7 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--device", type=device_name, help=device_help)
     web.add_argument("--port", type=int, default=7860, help="local port to serve on (default 7860)")
     web.add_argument("--share", action="store_true", help="also open a temporary public Gradio link")
-    web.add_argument("--detector", default="hustvl/yolos-tiny",
-                     help="the person detector of pose: an object-detection model id or folder (default "
-                          "hustvl/yolos-tiny); the page offers no other model")
+    web.add_argument("--detector", help=DETECTOR_HELP + "; the page offers no other model")
     web.set_defaults(handler=demo)
     return parser
 

@@ -21,8 +21,8 @@ from ..batch.writers import FileWriter, ProgressFile
 from ..families import check_config_overrides
 from ..keypoint_formats import NATIVE
 from ..modeling_sapiens import WrongModelError
-from ..pipelines import load_task_pipeline
-from ..tasks import TASKS
+from ..pipelines import DEFAULT_DETECTOR, DetectorUnavailableError, MaskModelUnavailableError, load_task_pipeline
+from ..tasks import SEGMENTATION, TASKS
 from ..tracking import Smoothing, tracker_identity
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
 
@@ -157,14 +157,81 @@ def keypoint_format_check(predictor, keypoint_format: str) -> None:
         raise usage_error([f"--keypoint-format {keypoint_format}: {error}"]) from None
 
 
+def detector_of(args, top_down: bool) -> str | None:
+    """The person detector of a run with a top-down task: `--detector` (a model id or folder), the default one when
+    it is not given; None (the whole image) for `--detector none` and for runs without a top-down task."""
+    if not top_down or (args.detector or "").lower() == "none":
+        return None
+    return args.detector or DEFAULT_DETECTOR
+
+
+def detector_error(detector: str, error: DetectorUnavailableError) -> CommandError:
+    """One error line for a person detector that cannot be loaded: why, and what to do (predict and annotate)."""
+    source = DEFAULT_DETECTOR if Path(detector).exists() else detector
+    return CommandError(EXIT_FAILED, [
+        f"error: cannot load the person detector {detector} ({with_cli_hint(error.__cause__ or error).rstrip('.')}): "
+        "give --detector none to use the whole image as the person's box, or --detector DIR with a local folder of "
+        f"an object-detection model (`hf download {source} --local-dir DIR` where the Hub is reachable)"
+    ])
+
+
+def load_detector(pipe, detector: str | None):
+    """Loads the person detector into the pose pipeline before any image is read."""
+    if detector is None:
+        return
+    try:
+        pipe._resolve_detector(detector)
+    except DetectorUnavailableError as error:
+        if debugging():
+            raise
+        raise detector_error(detector, error) from None
+    except ValueError as error:  # not a detector of people
+        raise usage_error([f"--detector {detector}: {error}"]) from None
+
+
+def mask_of(args, masked: bool) -> str | None:
+    """The segmentation model of the person mask of a run with a masked task (depth, normals): `--mask-model`, the
+    released one when it is not given; None (unmasked maps) with `--no-mask` and for runs without a masked task."""
+    if not masked or args.no_mask:
+        return None
+    return args.mask_model or SEGMENTATION.default_checkpoint
+
+
+def mask_error(model: str, error: Exception) -> CommandError:
+    """One error line for a mask model that cannot be loaded or is not a segmentation model (predict, annotate)."""
+    if isinstance(error, WrongModelError):
+        return usage_error([f"--mask-model {model} is not a body-part segmentation model: {error}"])
+    source = SEGMENTATION.default_checkpoint if Path(model).exists() else model
+    return CommandError(EXIT_FAILED, [
+        f"error: cannot load the segmentation model {model} of the person mask "
+        f"({with_cli_hint(error.__cause__ or error).rstrip('.')}): give --no-mask for unmasked maps, or --mask-model "
+        f"DIR with a local folder of it (`hf download {source} --local-dir DIR` where the Hub is reachable)"
+    ])
+
+
+def load_mask_model(pipe, model: str | None):
+    """The person mask's segmentation pipeline, loaded before any image is read (None: no mask)."""
+    if model is None:
+        return None
+    try:
+        return pipe._resolve_mask_model(model)
+    except (MaskModelUnavailableError, WrongModelError) as error:
+        if debugging():
+            raise
+        raise mask_error(model, error) from None
+
+
 def run_settings(args) -> dict:
-    """What makes two runs the same for resuming (the inputs may differ): the options, the model's files and, for a
-    top-down task's videos, the tracker that numbers the people (its ids continue only with the same one)."""
+    """What makes two runs the same for resuming (the inputs may differ): the options, the model's files (and the
+    detector's and the mask model's) and, for a top-down task's videos, the tracker that numbers the people (its ids
+    continue only with the same one)."""
     keys = ("task", "model", "dtype", "flip_test", "detector", "detector_threshold", "keypoint_threshold",
             "frame_stride", "keypoint_format")
+    detector, mask = detector_of(args, TASKS[args.task].top_down), mask_of(args, TASKS[args.task].masked)
     filtering = smoothing(args)
-    return {**{key: getattr(args, key) for key in keys}, "config": dict(args.config),
-            "model_files": model_identity(args.model),
+    return {**{key: getattr(args, key) for key in keys}, "detector": detector, "mask": mask,
+            "config": dict(args.config), "model_files": model_identity(args.model),
+            "detector_files": model_identity(detector), "mask_files": model_identity(mask),
             "smooth": None if filtering is None else dataclasses.asdict(filtering),
             "tracker": tracker_identity() if TASKS[args.task].top_down else None}
 
@@ -178,7 +245,7 @@ def predict(args) -> int:
         raise usage_error([f"no images or videos found (the output folder {output_dir} is never searched)"])
     record = ProgressFile(output_dir, task, run_settings(args))
     writer = FileWriter(task, output_dir, args.keypoint_threshold, frame_stride=args.frame_stride,
-                        smoothing=smoothing(args), record=record)
+                        smoothing=smoothing(args), record=record, masked=mask_of(args, task.masked) is not None)
     problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
     problems += [p for p in [device_problem(args.device)] if p]
     record.current, changed = {entry.name: file_identity(entry.file) for entry in inputs}, []
@@ -190,14 +257,20 @@ def predict(args) -> int:
         raise usage_error(problems)
     predictor = load_pipeline(args)
     keypoint_format_check(predictor, args.keypoint_format)
+    detector = detector_of(args, TASKS[args.task].top_down)
+    load_detector(predictor, detector)
+    mask = load_mask_model(predictor, mask_of(args, task.masked))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     skipped = sum(entry.name in record.done for entry in inputs)
     continued = {entry.name: len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done}
     continued = {name: frames for name, frames in continued.items() if frames}
     call_kwargs = {"flip_test": True} if args.flip_test else {}
-    if args.detector:
-        call_kwargs.update(detector=args.detector, detector_threshold=args.detector_threshold)
+    if task.masked:  # the loaded segmentation pipeline, or False: unmasked maps
+        call_kwargs["mask"] = False if mask is None else mask
+    if TASKS[args.task].top_down:  # the loaded detector, or None: the whole image
+        call_kwargs.update(detector=detector and predictor._resolve_detector(detector),
+                           detector_threshold=args.detector_threshold)
     if args.keypoint_format != NATIVE:
         call_kwargs["keypoint_format"] = args.keypoint_format
     code = 0
