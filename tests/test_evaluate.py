@@ -219,7 +219,7 @@ def direct_dense_figures(task_name, model, rows):
     reader = DenseTransform(task.name, pipe.image_processor, train=False,
                             num_labels=pipe.model.config.num_labels if task.classes else None)
     examples = [reader.read(rows[index]) for index in range(len(rows))]
-    results = [pipe(image) for image, _, _ in examples]
+    results = [pipe(image, **({"mask": False} if task.masked else {})) for image, _, _ in examples]  # as evaluate
     if task.classes:
         return functional.mean_iou([r["segmentation"].numpy() for r in results], [t for _, t, _ in examples],
                                    pipe.model.config.num_labels)

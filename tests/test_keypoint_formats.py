@@ -168,7 +168,7 @@ def test_predict_writes_converted_keypoints_and_a_results_list_that_pycocotools_
     # keypoints.json numbers the images from 1 in input order: here the ground truth's ids.
     inputs = [str(images / name) for name in ("astronaut.jpg", "camera.png")]
     output = tmp_path / "out"
-    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), *inputs, "--output", str(output),
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), "--detector", "none", *inputs, "--output", str(output),
                  "--keypoint-format", "openpose", "--quiet"]) == 0
     document = json.loads((output / "keypoints.json").read_text())
     category = document["categories"][0]
@@ -180,12 +180,12 @@ def test_predict_writes_converted_keypoints_and_a_results_list_that_pycocotools_
                        for annotation in document["annotations"]]
     assert all(len(result["keypoints"]) == 18 * 3 for result in results)
     # Another format into the same folder is other work: refused, not resumed (nothing replaced).
-    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), *inputs, "--output", str(output),
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), "--detector", "none", *inputs, "--output", str(output),
                  "--keypoint-format", "coco", "--quiet"]) == 2
     assert json.loads((output / "keypoints.json").read_text()) == document
 
     native = tmp_path / "native"
-    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), *inputs, "--output", str(native),
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), "--detector", "none", *inputs, "--output", str(native),
                  "--quiet"]) == 0
     gt = COCO(str(ground_truth))
     loaded = gt.loadRes(str(native / "keypoints_results.json"))
@@ -215,15 +215,17 @@ def test_the_demo_converts_with_the_same_answer_as_predict_and_names_a_refusal(t
     photo = tmp_path / "astronaut.jpg"
     photo.write_bytes(SAMPLE_IMAGE.read_bytes())
     app = DemoApp({"pose": tiny_model("pose")}, device="cpu")
-    _, _, files, status = app.respond(str(photo), ["pose"], "whole image", "", 0.3, 0.3, False, "openpose")
+    *_, files, status = app.respond(str(photo), ["pose"], "whole image", "", 0.3, 0.3, False,
+                                    keypoint_format="openpose")
     assert "total" in status, status
     download = json.loads(next(Path(file) for file in files if file.endswith("_keypoints.json")).read_text())
     assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), str(photo), "--output",
-                 str(tmp_path / "out"), "--keypoint-format", "openpose", "--quiet"]) == 0
+                 str(tmp_path / "out"), "--keypoint-format", "openpose", "--detector", "none", "--quiet"]) == 0
     written = json.loads((tmp_path / "out" / "keypoints.json").read_text())
     assert download["annotations"] == written["annotations"]
     assert download["categories"][0]["keypoints"][1] == "neck"
-    refused = app.respond(str(photo), ["pose"], "whole image", "", 0.3, 0.3, False, "coco-wholebody")[3]
+    refused = app.respond(str(photo), ["pose"], "whole image", "", 0.3, 0.3, False,
+                          keypoint_format="coco-wholebody")[-1]
     assert refused.startswith("**Error:** Keypoint format") and "would only add" in refused
 
 
@@ -237,7 +239,8 @@ def test_annotate_stores_the_pipelines_converted_keypoints_and_refuses_an_imposs
     folder.mkdir()
     image = np.random.default_rng(1).integers(0, 255, (70, 50, 3), dtype=np.uint8)
     Image.fromarray(image).save(folder / "photo.png")
-    common = ["annotate", str(folder), "--task", "pose", "--model", tiny_model("pose"), "--device", "cpu", "--quiet"]
+    common = ["annotate", str(folder), "--task", "pose", "--model", tiny_model("pose"), "--device", "cpu", "--quiet",
+              "--detector", "none"]
     refused = tmp_path / "refused"
     assert main([*common, "--output", str(refused), "--keypoint-format", "coco-wholebody"]) == 2
     assert "would only add" in capsys.readouterr().err and not any(refused.glob("*.parquet"))
@@ -247,7 +250,7 @@ def test_annotate_stores_the_pipelines_converted_keypoints_and_refuses_an_imposs
     out = tmp_path / "out"
     assert main([*common, "--output", str(out), "--keypoint-format", "openpose"]) == 0
     row = datasets.load_dataset("parquet", data_dir=str(out), split="train")[0]
-    person = load_task_pipeline("pose", tiny_model("pose"))(image, keypoint_format="openpose")[0]
+    person = load_task_pipeline("pose", tiny_model("pose"))(image, keypoint_format="openpose", detector=None)[0]
     np.testing.assert_allclose(row["pose_keypoints"][0], person["keypoints"].numpy(), atol=1e-3)
     np.testing.assert_allclose(row["pose_scores"][0], person["scores"].numpy(), atol=1e-4)
     assert len(row["pose_keypoints"][0]) == 18

@@ -27,9 +27,10 @@ IMAGE = skimage.data.astronaut()[:300, 100:300]  # 300×200
 
 @pytest.mark.parametrize("task", SHARED_TASKS)
 def test_both_generations_give_the_same_result_schema(task, tiny_model):
-    v1 = pipeline(f"sapiens-{task}", model=tiny_model(task))(IMAGE)
+    whole_image = {"pose": {"detector": None}, "normal": {"mask": False}}.get(task, {})  # no download in a test
+    v1 = pipeline(f"sapiens-{task}", model=tiny_model(task))(IMAGE, **whole_image)
     v2_pipe = pipeline(f"sapiens-{task}", model=tiny_model(f"v2-{task}"))
-    v2 = v2_pipe(IMAGE)
+    v2 = v2_pipe(IMAGE, **whole_image)
     assert type(v2_pipe.model).__name__.startswith("Sapiens2For")
     assert type(v2_pipe.image_processor).__name__ == "Sapiens2ImageProcessorPil"  # chosen from the config
     if task == "pose":
@@ -124,7 +125,8 @@ def test_predict_writes_every_v2_tasks_files(photos, tmp_path, tiny_model):
     for task in ("pose", "segmentation", "normal", "pointmap", "matting"):
         arguments = ["predict", "--task", task, "--model", tiny_model(f"v2-{task}"), str(photos), "--output",
                      str(tmp_path / task), "--quiet"]
-        assert main(arguments + (["--flip-test"] if task == "pose" else [])) == 0, task
+        options = {"pose": ["--flip-test", "--detector", "none"], "normal": ["--no-mask"]}.get(task, [])
+        assert main(arguments + options) == 0, task
     assert len(json.loads((tmp_path / "pose" / "keypoints.json").read_text())["annotations"]) == 2
     labels = np.asarray(PIL.Image.open(tmp_path / "segmentation" / "astronaut_seg.png"))
     assert labels.shape == (300, 200) and labels.max() < 29
@@ -155,7 +157,7 @@ def test_annotate_columns_of_the_v2_tasks(photos, tmp_path, tiny_model):
     tasks = {"pose": "pose", "seg": "segmentation", "normal": "normal", "pointmap": "pointmap",
              "matting": "matting"}
     arguments = ["annotate", str(photos), "--output", str(tmp_path / "out"), "--dense-size", "32x24", "--device",
-                 "cpu", "--quiet"]
+                 "cpu", "--quiet", "--detector", "none", "--no-mask"]
     for spelling, task in tasks.items():
         arguments += ["--task", spelling, "--model", f"{spelling}={tiny_model(f'v2-{task}')}"]
     assert main(arguments) == 0
@@ -168,7 +170,7 @@ def test_annotate_columns_of_the_v2_tasks(photos, tmp_path, tiny_model):
     assert PIL.Image.open(io.BytesIO(row["matting_alpha_png"])).size == (24, 32)
     assert PIL.Image.open(io.BytesIO(row["matting_foreground_png"])).mode == "RGBA"
     # The stored normals are the pipeline's at the image size, resized: the padding was taken off per image.
-    normals = pipeline("sapiens-normal", model=tiny_model("v2-normal"))(IMAGE)["normals"]
+    normals = pipeline("sapiens-normal", model=tiny_model("v2-normal"))(IMAGE, mask=False)["normals"]
     resized = torch.nn.functional.interpolate(normals[None], size=(32, 24), mode="bilinear", align_corners=False)[0]
     assert (torch.from_numpy(np.load(io.BytesIO(row["normal_npy"]))) - resized).abs().mean() < 0.1
     manifest = json.loads((Path(tmp_path / "out") / ".sapiens-hf" / "annotate.json").read_text())
@@ -231,7 +233,7 @@ def test_the_demo_runs_sapiens2_models(tiny_model):
               "pointmap": tiny_model("v2-pointmap"), "matting": tiny_model("v2-matting")}
     app = DemoApp(models, device="cpu")
     photo = str(Path(sapiens_hf.__file__).parent / "data" / "astronaut.jpg")
-    gallery, legend, files, status = app.respond(photo, ["pose", "segmentation", "pointmap", "matting"],
+    *pictures, legend, files, status = app.respond(photo, ["pose", "segmentation", "pointmap", "matting"],
                                                  "whole image", "", 0.3, 0.3, True)
     assert "total" in status, status
     assert "Eyeglass" in legend and "rgb(14,204,182)" in legend  # the model's 29 classes in their colours

@@ -35,7 +35,7 @@ def clip(tmp_path_factory) -> Path:
 @pytest.fixture
 def detector(monkeypatch):
     """`--detector rectangles` finds the rectangles (`helpers.rectangles_detector`)."""
-    monkeypatch.setattr(SapiensPosePipeline, "_resolve_detector", lambda self, name: rectangles_detector)
+    monkeypatch.setattr(SapiensPosePipeline, "_resolve_detector", lambda self, name, *args: rectangles_detector)
 
 
 def pose(model, clip, output, *options) -> list[str]:
@@ -121,7 +121,7 @@ from helpers import rectangles_detector
 from sapiens_hf.batch.writers import FileWriter
 from sapiens_hf.cli import main
 from sapiens_hf.pipelines import SapiensPosePipeline
-SapiensPosePipeline._resolve_detector = lambda self, name: rectangles_detector
+SapiensPosePipeline._resolve_detector = lambda self, name, *args: rectangles_detector
 FileWriter.segment_frames = 4
 write, written = FileWriter.write, []
 def write_then_signal(self, frame, result):
@@ -139,7 +139,7 @@ def uninterrupted(tiny_model, clip, tmp_path_factory):
     """The outputs of an uninterrupted --smooth run, in segments of 4 frames."""
     output = tmp_path_factory.mktemp("uninterrupted")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(SapiensPosePipeline, "_resolve_detector", lambda self, name: rectangles_detector)
+        patch.setattr(SapiensPosePipeline, "_resolve_detector", lambda self, name, *args: rectangles_detector)
         patch.setattr(FileWriter, "segment_frames", 4)
         assert main(pose(tiny_model("pose"), clip, output, "--smooth")) == 0
     return output

@@ -291,6 +291,8 @@ def evaluate_dense(pipe, task: Task, rows, flip_test: bool = False, batch_size: 
     confusion = np.zeros((config.num_labels, config.num_labels), np.int64) if task.classes else None
     evaluator = None if task.classes else (DepthEvaluator() if task.output_channels == 1 else NormalEvaluator())
     call = {"batch_size": batch_size, **({"flip_test": True} if flip_test else {})}
+    if task.masked:  # the whole maps: the reference's own foreground decides which pixels are scored
+        call["mask"] = False
     count = 0
     for chunk in _chunks(range(len(rows)), max(batch_size, 8)):
         examples = [reader.read(rows[index]) for index in chunk]
