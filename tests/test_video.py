@@ -96,6 +96,24 @@ def test_the_visualisation_shows_the_track_id():
     assert len(changed) and (changed >= 20).all() and (changed[:, 0] < 50).all()  # inside the box, at its top
 
 
+def test_an_image_named_like_a_frame_of_a_video_beside_it_is_refused(tiny_model, clip, tmp_path, capsys):
+    """`clip/frame_000000.png` (frames extracted beside the video) and frame 0 of `clip.mp4` would write the same
+    `clip/frame_000000_seg.png`: refused before any work, not one silently replaced by the other."""
+    import shutil
+
+    import PIL.Image
+
+    (tmp_path / "in" / "clip").mkdir(parents=True)
+    shutil.copy(clip, tmp_path / "in" / "clip.mp4")
+    PIL.Image.new("RGB", (64, 48), "white").save(tmp_path / "in" / "clip" / "frame_000000.png")
+    output = tmp_path / "out"
+    assert main(["predict", "--task", "seg", "--model", tiny_model("seg"), str(tmp_path / "in"), "--output",
+                 str(output), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "frame_000000.png and" in err and "clip.mp4 would both write" in err and "frame_000000_seg.png" in err
+    assert not output.exists()
+
+
 def test_frame_stride_and_the_progress_bar(tiny_model, clip, tmp_path, capsys):
     output = tmp_path / "out"
     arguments = ["predict", "--task", "seg", "--model", tiny_model("seg"), str(clip), "--output", str(output),

@@ -179,7 +179,7 @@ def predict(args) -> int:
     record = ProgressFile(output_dir, task, run_settings(args))
     writer = FileWriter(task, output_dir, args.keypoint_threshold, frame_stride=args.frame_stride,
                         smoothing=smoothing(args), record=record)
-    problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
+    problems = name_clashes(inputs, writer.planned) + input_problems(writer, inputs) + config_problems(args.config)
     problems += [p for p in [device_problem(args.device)] if p]
     record.current, changed = {entry.name: file_identity(entry.file) for entry in inputs}, []
     if not args.overwrite:  # else: start afresh
