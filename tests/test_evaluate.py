@@ -309,3 +309,30 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
         assert message in error and error.count("\n") == 1, (message, error)
     assert main(["evaluate", "--task", "seg", "--dataset", str(dense_root), "--split", "val", *out]) == 1
     assert not (tmp_path / "f.json").exists()
+
+
+def test_the_output_never_replaces_an_input_even_with_overwrite(pose_data, dense_root, tmp_path, capsys):
+    """--output naming an input by another spelling (`sub/../`, a symbolic link), the --boxes file, an image of the
+    annotations or a file of the --dataset folder: refused before the model loads, the input unchanged."""
+    path, images, document = pose_data
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to(path)
+    detections = tmp_path / "detections.json"
+    detections.write_text(json.dumps([{"image_id": 2, "category_id": 1, "bbox": [150, 40, 220, 440], "score": 0.6}]))
+    pose = ["--task", "pose", "--annotations", str(path), "--images", str(images)]
+    dense_file = next(path for path in sorted(dense_root.rglob("*")) if path.is_file())
+    cases = {
+        "--annotations": pose + ["--output", str(tmp_path / "sub" / ".." / ".." / path.parent.name / path.name)],
+        "--annotations ": pose + ["--output", str(tmp_path / "link.json")],
+        "--boxes": pose + ["--boxes", str(detections), "--output", str(detections)],
+        document["images"][0]["file_name"]: pose + ["--output", str(images / document["images"][0]["file_name"])],
+        dense_file.name: ["--task", "depth", "--dataset", str(dense_root), "--output", str(dense_file)],
+    }
+    for message, arguments in cases.items():
+        inputs = [path, detections, images / document["images"][0]["file_name"], dense_file]
+        before = [file.read_bytes() for file in inputs]
+        assert main(["evaluate", "--model", str(tmp_path / "no-such-model"), "--quiet", "--overwrite",
+                     *arguments]) == 2, message
+        error = capsys.readouterr().err
+        assert "would replace" in error and message.strip() in error and error.count("\n") == 1, (message, error)
+        assert [file.read_bytes() for file in inputs] == before

@@ -89,8 +89,11 @@ def problems(args) -> list[str]:
         found.append(f"--output {output} exists (--overwrite replaces it)")
     elif not output.absolute().parent.is_dir():
         found.append(f"--output {output}: the folder {output.absolute().parent} does not exist")
-    if args.annotations and output.absolute() == Path(args.annotations).absolute():
-        found.append("--output would replace --annotations")
+    replaced = [flag for flag, value in (("--annotations", args.annotations), ("--boxes", args.boxes))
+                if value and output.resolve() == Path(value).resolve()]
+    if args.dataset and output.resolve().is_relative_to(Path(args.dataset).resolve()) and output.exists():
+        replaced.append(f"{output.name}, a file of --dataset {args.dataset}")
+    found += [f"--output would replace {what}" for what in replaced]
     found += [problem for problem in [device_problem(args.device)] if problem]
     if task.top_down and args.boxes not in BOX_SOURCES and not Path(args.boxes).is_file():
         found.append(f"--boxes {args.boxes}: expected gt, detector or a COCO detection results file")
@@ -100,6 +103,10 @@ def problems(args) -> list[str]:
             args.box_source = args.boxes if args.boxes in BOX_SOURCES else read_detections(args.boxes, args.document)
         except ValueError as error:
             found.append(str(error))
+        else:
+            image = next((image["file_name"] for image in args.document["images"]
+                          if (Path(args.images) / image["file_name"]).resolve() == output.resolve()), None)
+            found += [f"--output would replace the image {image} of --annotations"] if image else []
     return found
 
 
