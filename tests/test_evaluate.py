@@ -280,6 +280,11 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
     not_finite["annotations"][0]["keypoints"][0] = float("nan")
     (tmp_path / "nan.json").write_text(json.dumps(not_finite))  # Python's json writes and reads NaN
     (tmp_path / "nan-detections.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 9, 9], "score": float("inf")}]))
+    nobody = json.loads(path.read_text())
+    for name, annotations in {"empty": [], "crowd": [dict(a, iscrowd=1) for a in nobody["annotations"]],
+                              "unlabelled": [dict(a, keypoints=[0] * 51) for a in nobody["annotations"]]}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(nobody, annotations=annotations)))
+    (tmp_path / "other-set.json").write_text(json.dumps([{"image_id": 4242, "bbox": [0, 0, 9, 9], "score": 0.9}]))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
     (tmp_path / "wrong.json").write_text(json.dumps(wrong_file))
@@ -301,6 +306,14 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
         "(finite numbers)": ["--task", "pose", "--annotations", str(tmp_path / "nan.json"), "--images", str(images)],
         "score (finite numbers)": ["--task", "pose", "--annotations", str(path), "--images", str(images), "--boxes",
                                    str(tmp_path / "nan-detections.json")],
+        "none of its 0 annotations": ["--task", "pose", "--annotations", str(tmp_path / "empty.json"), "--images",
+                                      str(images)],
+        "has no person to score": ["--task", "pose", "--annotations", str(tmp_path / "crowd.json"), "--images",
+                                   str(images)],
+        "a non-crowd person with a labelled keypoint": ["--task", "pose", "--annotations",
+                                                        str(tmp_path / "unlabelled.json"), "--images", str(images)],
+        "none of its 1 detections is a person in an image": ["--task", "pose", "--annotations", str(path), "--images",
+                                                             str(images), "--boxes", str(tmp_path / "other-set.json")],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

@@ -76,6 +76,12 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
         if not valid:
             raise ValueError(f"{path}: annotation {annotation.get('id')} needs an image_id of the file, {3 * count} "
                              "keypoint values, a bbox [x, y, w, h] and an area (finite numbers)")
+    # COCOeval ignores crowd regions and people without a labelled keypoint: without any other, AP would be a
+    # meaningless 0.
+    if not any(annotation.get("category_id") == category["id"] and not annotation.get("iscrowd", 0)
+               and any(value > 0 for value in annotation["keypoints"][2::3]) for annotation in document["annotations"]):
+        raise ValueError(f"{path} has no person to score: none of its {len(document['annotations'])} annotations is "
+                         "a non-crowd person with a labelled keypoint (visibility above 0)")
     return document
 
 
@@ -104,6 +110,9 @@ def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[li
                              f"(finite numbers): {str(detection)[:80]}")
         if detection.get("category_id", person) == person and detection["image_id"] in image_ids:
             by_image.setdefault(detection["image_id"], []).append((box, float(detection["score"])))
+    if not by_image:  # detections of another set (its image ids): nothing would be predicted, AP a meaningless 0
+        raise ValueError(f"{path}: none of its {len(detections)} detections is a person in an image of the "
+                         "annotations (their image_id and category_id)")
     return by_image
 
 
