@@ -285,6 +285,9 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
                               "unlabelled": [dict(a, keypoints=[0] * 51) for a in nobody["annotations"]]}.items():
         (tmp_path / f"{name}.json").write_text(json.dumps(dict(nobody, annotations=annotations)))
     (tmp_path / "other-set.json").write_text(json.dumps([{"image_id": 4242, "bbox": [0, 0, 9, 9], "score": 0.9}]))
+    images_of = json.loads(path.read_text())["images"]
+    (tmp_path / "text-width.json").write_text(json.dumps(dict(nobody, images=[dict(images_of[0], width="512"), *images_of[1:]])))
+    (tmp_path / "same-id.json").write_text(json.dumps(dict(nobody, images=images_of + [dict(images_of[1], id=1)])))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
     (tmp_path / "wrong.json").write_text(json.dumps(wrong_file))
@@ -314,6 +317,10 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
                                                         str(tmp_path / "unlabelled.json"), "--images", str(images)],
         "none of its 1 detections is a person in an image": ["--task", "pose", "--annotations", str(path), "--images",
                                                              str(images), "--boxes", str(tmp_path / "other-set.json")],
+        "a width or height that is not a number": ["--task", "pose", "--annotations", str(tmp_path / "text-width.json"),
+                                                   "--images", str(images)],
+        "two images have the id 1": ["--task", "pose", "--annotations", str(tmp_path / "same-id.json"), "--images",
+                                     str(images)],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

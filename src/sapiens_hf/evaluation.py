@@ -59,9 +59,15 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
                          f"{', '.join(map(str, sorted(metadata.KEYPOINT_SET_BY_COUNT)))} keypoints)")
     if not images_dir.is_dir():
         raise ValueError(f"--images {images_dir} is not a folder")
+    ids = set()
     for image in document["images"]:
-        if not (isinstance(image, dict) and isinstance(image.get("id"), int) and isinstance(image.get("file_name"), str)):
-            raise ValueError(f"{path}: an image without an integer id and a file_name ({str(image)[:80]})")
+        if not (isinstance(image, dict) and isinstance(image.get("id"), int) and isinstance(image.get("file_name"), str)
+                and _numbers([image[key] for key in ("width", "height") if key in image])):
+            raise ValueError(f"{path}: an image without an integer id and a file_name, or with a width or height that "
+                             f"is not a number ({str(image)[:80]})")
+        if image["id"] in ids:  # its people would be predicted on every image of that id
+            raise ValueError(f"{path}: two images have the id {image['id']}")
+        ids.add(image["id"])
     missing = [image["file_name"] for image in document["images"] if not (images_dir / image["file_name"]).is_file()]
     if missing:
         raise ValueError(f"{len(missing)} image(s) of {path} are not in {images_dir}, e.g. {missing[0]}")
