@@ -125,9 +125,13 @@ class ProgressFile(ResumeRecord):
             header = json.loads(lines[0]) if lines else {}
         except json.JSONDecodeError:
             header = {}
+        recorded = header.get("settings") if isinstance(header.get("settings"), dict) else {}
         if header.get("settings") != self.settings:
-            return (f"{self.path} records a run with other settings ({header.get('settings')}): use another --output "
-                    "folder, or --overwrite to start afresh")
+            changed = sorted(key for key in {**recorded, **self.settings} if recorded.get(key) != self.settings.get(key))
+            differences = ", ".join(f"{key}: {recorded.get(key)!r} then, {self.settings.get(key)!r} now"
+                                    for key in changed)
+            return (f"{self.path} records a run with other settings ({differences or 'unreadable'}): use another "
+                    "--output folder, or --overwrite to start afresh")
         for line in lines[1:]:
             try:
                 self._apply(json.loads(line))
