@@ -321,6 +321,9 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
                                                    "--images", str(images)],
         "two images have the id 1": ["--task", "pose", "--annotations", str(tmp_path / "same-id.json"), "--images",
                                      str(images)],
+        "--detector-threshold must be a finite number in [0, 1]": ["--task", "pose", "--annotations", str(path),
+                                                                   "--images", str(images), "--boxes", "detector",
+                                                                   "--detector", "d", "--detector-threshold", "inf"],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():
