@@ -288,6 +288,9 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
     images_of = json.loads(path.read_text())["images"]
     (tmp_path / "text-width.json").write_text(json.dumps(dict(nobody, images=[dict(images_of[0], width="512"), *images_of[1:]])))
     (tmp_path / "same-id.json").write_text(json.dumps(dict(nobody, images=images_of + [dict(images_of[1], id=1)])))
+    reordered = json.loads(path.read_text())
+    reordered["categories"][0]["keypoints"] = COCO_NAMES[1:] + COCO_NAMES[:1]
+    (tmp_path / "reordered.json").write_text(json.dumps(reordered))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
     (tmp_path / "wrong.json").write_text(json.dumps(wrong_file))
@@ -324,6 +327,8 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
         "--detector-threshold must be a finite number in [0, 1]": ["--task", "pose", "--annotations", str(path),
                                                                    "--images", str(images), "--boxes", "detector",
                                                                    "--detector", "d", "--detector-threshold", "inf"],
+        "coco set's 17 in another order": ["--task", "pose", "--annotations", str(tmp_path / "reordered.json"),
+                                           "--images", str(images)],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

@@ -57,6 +57,12 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
     if count not in metadata.KEYPOINT_SET_BY_COUNT:
         raise ValueError(f"{path}: its {count} keypoints have no OKS sigmas here (known: the released sets of "
                          f"{', '.join(map(str, sorted(metadata.KEYPOINT_SET_BY_COUNT)))} keypoints)")
+    known = metadata.keypoint_set(count)["keypoint_names"]
+    if category["keypoints"] != list(known) and sorted(map(str, category["keypoints"])) == sorted(known):
+        # The sigmas (and a model's keypoints, matched by the set's names) would go to the wrong points.
+        raise ValueError(f"{path}: its keypoints are the {metadata.KEYPOINT_SET_BY_COUNT[count]} set's {count} in "
+                         "another order; the OKS sigmas follow that set's order: list the names and each "
+                         "annotation's keypoints in it")
     if not images_dir.is_dir():
         raise ValueError(f"--images {images_dir} is not a folder")
     ids = set()
