@@ -196,6 +196,29 @@ def test_a_killed_video_resumes_as_if_never_stopped(signal_name, uninterrupted, 
     assert not (output / ".sapiens-hf").exists()
 
 
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_resumed_video_whose_segments_were_lost_is_predicted_again(tiny_model, tmp_path, detector, monkeypatch,
+                                                                     capsys, damage):
+    """The record says frames 0-3 are done, but the segment holding them was deleted or damaged since: the video is
+    predicted again from its start (not joined without those frames, nor failing on the damaged file)."""
+    video = two_people_video(tmp_path / "clip.mp4", FRAMES, fps=FPS)
+    output = tmp_path / "out"
+    arguments = pose(tiny_model("pose"), video, output)
+    monkeypatch.setattr(FileWriter, "segment_frames", 4)
+    with monkeypatch.context() as patch:
+        interrupt_at_write(patch, 6)
+        assert main(arguments) == 128 + signal.SIGINT
+    [segment] = (output / ".sapiens-hf").rglob("000000-000003.mp4")
+    if damage == "deleted":
+        segment.unlink()
+    else:
+        segment.write_bytes(segment.read_bytes()[:300])
+    assert main(arguments) == 0
+    assert "Predicted again from the start 1 video(s) whose visualisation segments" in capsys.readouterr().out
+    assert len(video_frames(output / "clip_pose_vis.mp4")) == FRAMES
+    assert sorted(people_by_frame(output)) == list(range(FRAMES))
+
+
 def interrupt_at_write(monkeypatch, count: int) -> None:
     write, written = FileWriter.write, []
 

@@ -181,6 +181,12 @@ class ProgressFile(ResumeRecord):
         self.done.difference_update(changed)
         return changed
 
+    def forget(self, unit) -> None:
+        """Drops what is recorded of a unit: it is done again from its start (the rewritten record without it)."""
+        self.kept.pop(unit, None)
+        self.sources.pop(unit, None)
+        self.done.discard(unit)
+
     def kept_in_order(self, units: list) -> list:
         """What is kept of the units, in their order and a video's frames in frame order."""
         return [value for unit in units
@@ -254,6 +260,27 @@ class VideoSegments:
 
     def _temporary(self) -> Path:
         return self.folder / ".open.mp4.tmp"
+
+    def hold(self, done: set[int]) -> bool:
+        """Whether the whole segments hold every frame of `done`, one readable packet each (none deleted, truncated
+        or otherwise damaged since it was written)."""
+        import av
+
+        held = set()
+        for path in self.files():
+            first, last = self._span(path)
+            if last not in done:  # not recorded: removed by `keep_only`
+                continue
+            frames = {frame for frame in done if first <= frame <= last}
+            try:
+                with av.open(str(path)) as segment:
+                    packets = sum(packet.dts is not None for packet in segment.demux(segment.streams.video[0]))
+            except (av.FFmpegError, OSError, IndexError):  # unreadable, or no video stream
+                return False
+            if packets != len(frames):
+                return False
+            held |= frames
+        return held == done
 
     def add(self, index: int, image, kept) -> list:
         """Encodes a frame (`(H, W, 3)` uint8 RGB); returns what is kept of the frames of the segment that it
@@ -410,6 +437,15 @@ class FileWriter:
                 self.task.replay(tracker, kept, kept["frame"] / fps)
             self.videos[name] = {"segments": segments, "tracker": tracker, "fps": fps}
         return self.videos[name]
+
+    def forget_damaged_videos(self, inputs: list) -> list[str]:
+        """Videos that `record` goes on with whose segments no longer hold every frame recorded as done (a segment
+        deleted or damaged since): forgotten, so that they are predicted again from the start. Returns their names."""
+        damaged = [entry.name for entry in inputs if entry.is_video and self.record.frames_done(entry.name)
+                   and not self._segments(entry.name).hold(self.record.frames_done(entry.name))]
+        for name in damaged:
+            self.record.forget(name)
+        return damaged
 
     def fail(self, frame, error: str) -> None:
         self.failed.add(frame.source.name)
