@@ -341,8 +341,12 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
 
 def test_the_output_never_replaces_an_input_even_with_overwrite(pose_data, dense_root, tmp_path, capsys):
     """--output naming an input by another spelling (`sub/../`, a symbolic link), the --boxes file, an image of the
-    annotations or a file of the --dataset folder: refused before the model loads, the input unchanged."""
+    annotations, a file of the --dataset folder or of the --model folder: refused before the model loads, the input
+    unchanged."""
     path, images, document = pose_data
+    model = tmp_path / "model"  # not a model: loading it would fail with exit code 1, not 2
+    model.mkdir()
+    (model / "config.json").write_text("{}")
     (tmp_path / "sub").mkdir()
     (tmp_path / "link.json").symlink_to(path)
     detections = tmp_path / "detections.json"
@@ -355,12 +359,12 @@ def test_the_output_never_replaces_an_input_even_with_overwrite(pose_data, dense
         "--boxes": pose + ["--boxes", str(detections), "--output", str(detections)],
         document["images"][0]["file_name"]: pose + ["--output", str(images / document["images"][0]["file_name"])],
         dense_file.name: ["--task", "depth", "--dataset", str(dense_root), "--output", str(dense_file)],
+        "config.json, a file of --model": pose + ["--output", str(model / "config.json")],
     }
     for message, arguments in cases.items():
-        inputs = [path, detections, images / document["images"][0]["file_name"], dense_file]
+        inputs = [path, detections, images / document["images"][0]["file_name"], dense_file, model / "config.json"]
         before = [file.read_bytes() for file in inputs]
-        assert main(["evaluate", "--model", str(tmp_path / "no-such-model"), "--quiet", "--overwrite",
-                     *arguments]) == 2, message
+        assert main(["evaluate", "--model", str(model), "--quiet", "--overwrite", *arguments]) == 2, message
         error = capsys.readouterr().err
         assert "would replace" in error and message.strip() in error and error.count("\n") == 1, (message, error)
         assert [file.read_bytes() for file in inputs] == before

@@ -91,8 +91,9 @@ def problems(args) -> list[str]:
         found.append(f"--output {output}: the folder {output.absolute().parent} does not exist")
     replaced = [flag for flag, value in (("--annotations", args.annotations), ("--boxes", args.boxes))
                 if value and output.resolve() == Path(value).resolve()]
-    if args.dataset and output.resolve().is_relative_to(Path(args.dataset).resolve()) and output.exists():
-        replaced.append(f"{output.name}, a file of --dataset {args.dataset}")
+    for flag, value in (("--dataset", args.dataset), ("--model", args.model), ("--detector", args.detector)):
+        if value and output.exists() and output.resolve().is_relative_to(Path(value).resolve()):
+            replaced.append(f"{output.name}, a file of {flag} {value}")
     found += [f"--output would replace {what}" for what in replaced]
     found += [problem for problem in [device_problem(args.device)] if problem]
     if task.top_down and args.boxes not in BOX_SOURCES and not Path(args.boxes).is_file():
