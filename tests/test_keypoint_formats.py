@@ -265,3 +265,18 @@ def test_a_missing_point_is_cocos_unlabelled_point_and_counts_nowhere():
     assert (triplets[face] == 0).all() and (np.delete(triplets, face, axis=0) == [7, 7, 0.5]).all()
     assert annotation["num_keypoints"] == 133 - 68 and annotation["score"] == pytest.approx(0.5)
     json.dumps(annotation, allow_nan=False)  # valid JSON: no NaN
+
+
+def test_a_point_without_a_finite_score_is_unlabelled_too():
+    """A NaN score (a model's overflowed heatmap: its arg-max, and so the point, stays finite) would make keypoints.json
+    and the results list invalid JSON (`NaN`) and the person's score NaN: written as COCO's unlabelled point."""
+    from sapiens_hf.coco import person_annotation
+
+    scores = torch.full((17,), 0.5)
+    scores[3], scores[4] = float("nan"), float("inf")
+    annotation = person_annotation({"keypoints": torch.full((17, 2), 7.0), "scores": scores,
+                                    "bbox_xywh": torch.tensor([1.0, 2.0, 3.0, 4.0]), "bbox_score": None}, 0.3)
+    triplets = np.asarray(annotation["keypoints"]).reshape(17, 3)
+    assert (triplets[3:5] == 0).all() and (np.delete(triplets, [3, 4], axis=0) == [7, 7, 0.5]).all()
+    assert annotation["num_keypoints"] == 15 and annotation["score"] == pytest.approx(0.5)
+    json.dumps(annotation, allow_nan=False)

@@ -247,7 +247,8 @@ def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", dete
                                    "keypoints": annotation["keypoints"], "bbox": annotation["bbox"],
                                    "score": person_score(person["scores"].float().numpy(), box_score),
                                    "area": float(np.prod(scale)),
-                                   "present": torch.isfinite(person["keypoints"]).all(-1).tolist()})
+                                   "present": (torch.isfinite(person["keypoints"]).all(-1)
+                                               & torch.isfinite(person["scores"])).tolist()})
             results += [{key: value for key, value in person.items() if key not in ("area", "present")}
                         for person in oks_nms(candidates, sigmas)]
         if progress is not None:
