@@ -291,6 +291,7 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
     reordered = json.loads(path.read_text())
     reordered["categories"][0]["keypoints"] = COCO_NAMES[1:] + COCO_NAMES[:1]
     (tmp_path / "reordered.json").write_text(json.dumps(reordered))
+    (tmp_path / "huge-box.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1e30, 1e30], "score": 0.9}]))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
     (tmp_path / "wrong.json").write_text(json.dumps(wrong_file))
@@ -329,6 +330,8 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
                                                                    "--detector", "d", "--detector-threshold", "inf"],
         "coco set's 17 in another order": ["--task", "pose", "--annotations", str(tmp_path / "reordered.json"),
                                            "--images", str(images)],
+        "bbox [x, y, w, h] within ±10,000,000 pixels": ["--task", "pose", "--annotations", str(path), "--images", str(images),
+                                              "--boxes", str(tmp_path / "huge-box.json")],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import keypoint_formats, metadata
+from .geometry import MAX_BOX_COORDINATE
 from .tasks import Task
 
 
@@ -83,11 +84,12 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
             continue
         keypoints, box = annotation.get("keypoints"), annotation.get("bbox")
         valid = (isinstance(keypoints, list) and len(keypoints) == 3 * count and isinstance(box, list)
-                 and len(box) == 4 and _numbers([*keypoints, *box, annotation.get("area")])
+                 and len(box) == 4 and _numbers([*keypoints, *box, annotation.get("area")]) and _in_bounds(box)
                  and annotation.get("image_id") in image_ids)
         if not valid:
             raise ValueError(f"{path}: annotation {annotation.get('id')} needs an image_id of the file, {3 * count} "
-                             "keypoint values, a bbox [x, y, w, h] and an area (finite numbers)")
+                             f"keypoint values, a bbox [x, y, w, h] within ±{MAX_BOX_COORDINATE:,} pixels and an area "
+                             "(finite numbers)")
     # COCOeval ignores crowd regions and people without a labelled keypoint: without any other, AP would be a
     # meaningless 0.
     if not any(annotation.get("category_id") == category["id"] and not annotation.get("iscrowd", 0)
@@ -103,6 +105,11 @@ def _numbers(values: list) -> bool:
                for value in values)
 
 
+def _in_bounds(box: list) -> bool:
+    """Whether a box's values are within what the pipeline's crop geometry takes (`geometry.check_boxes`)."""
+    return all(abs(value) <= MAX_BOX_COORDINATE for value in box)
+
+
 def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[list[float], float]]]:
     """Person boxes and scores by image id from a COCO detection results file (`[{image_id, category_id, bbox,
     score}]`), those of the annotations' person category. A ValueError names the first problem."""
@@ -116,10 +123,10 @@ def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[li
     image_ids, by_image = {image["id"] for image in document["images"]}, {}
     for detection in detections:
         box = detection.get("bbox") if isinstance(detection, dict) else None
-        if not (isinstance(box, list) and len(box) == 4 and _numbers([*box, detection.get("score")])
+        if not (isinstance(box, list) and len(box) == 4 and _numbers([*box, detection.get("score")]) and _in_bounds(box)
                 and isinstance(detection.get("image_id"), int)):
-            raise ValueError(f"{path}: a detection without an integer image_id, a bbox [x, y, w, h] and a score "
-                             f"(finite numbers): {str(detection)[:80]}")
+            raise ValueError(f"{path}: a detection without an integer image_id, a bbox [x, y, w, h] within "
+                             f"±{MAX_BOX_COORDINATE:,} pixels and a score (finite numbers): {str(detection)[:80]}")
         if detection.get("category_id", person) == person and detection["image_id"] in image_ids:
             by_image.setdefault(detection["image_id"], []).append((box, float(detection["score"])))
     if not by_image:  # detections of another set (its image ids): nothing would be predicted, AP a meaningless 0
