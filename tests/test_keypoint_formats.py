@@ -101,8 +101,9 @@ def test_missing_points_are_nan_with_score_zero():
 def test_impossible_conversions_are_refused(names, message):
     with pytest.raises(ValueError, match=message):
         conversion(names, "coco-wholebody")
-    with pytest.raises(ValueError, match="Unknown keypoint format"):
-        conversion(SETS[308], "smpl")
+    for unknown in ("smpl", ["coco"], None):  # not a name: the same one-line error, not a TypeError
+        with pytest.raises(ValueError, match="Unknown keypoint format"):
+            conversion(SETS[308], unknown)
     assert conversion(names, "native") is None
 
 
