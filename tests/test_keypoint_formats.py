@@ -199,8 +199,9 @@ def test_predict_writes_converted_keypoints_and_a_results_list_that_pycocotools_
 def test_predict_refuses_an_impossible_format_before_any_image(tiny_model, tmp_path, capsys):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(photo)
-    output = tmp_path / "out"
-    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), str(photo), "--output", str(output),
+    output, model = tmp_path / "out", tiny_model("pose")
+    capsys.readouterr()  # the model saved just now (when this test runs first) reports it on stderr
+    assert main(["predict", "--task", "pose", "--model", model, str(photo), "--output", str(output),
                  "--keypoint-format", "coco-wholebody", "--quiet"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--keypoint-format coco-wholebody" in error
