@@ -134,6 +134,16 @@ def test_pose_with_a_detection_file_scores_the_boxes_and_thins_duplicates_by_oks
     assert 0.2 < figures["AP"] < 1
 
 
+def test_a_model_without_keypoint_names_is_compared_in_order(capsys):
+    """A 17-keypoint model fine-tuned without names (transformers' LABEL_0, ...) on a COCO file: the same count and
+    other names, compared in order as documented (not refused because no name is COCO's); other counts are refused."""
+    unnamed = [f"LABEL_{index}" for index in range(17)]
+    assert evaluation.pose_conversion(unnamed, COCO_NAMES) is None
+    assert "compared in order" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="share no keypoint name"):
+        evaluation.pose_conversion(unnamed[:5], COCO_NAMES)
+
+
 def test_oks_nms_keeps_the_best_of_overlapping_people():
     sigmas = metadata.keypoint_set(17)["sigmas"]
     base = np.column_stack([np.linspace(100, 200, 17), np.linspace(50, 400, 17), np.ones(17)])

@@ -143,7 +143,13 @@ def pose_conversion(model_names: list[str], reference_names: list[str]):
         return None
     for name, target in keypoint_formats.FORMATS.items():
         if list(target.keypoint_names) == reference_names:
-            return keypoint_formats.conversion(model_names, name)
+            try:
+                return keypoint_formats.conversion(model_names, name)
+            except keypoint_formats.KeypointFormatError:
+                # No shared name (a model fine-tuned without keypoint names: LABEL_0, ...): as other names of the
+                # same count, compared in order.
+                if len(model_names) != len(reference_names):
+                    raise
     if len(model_names) == len(reference_names):
         print(f"evaluate: the annotations' keypoint names are not the model's; the {len(model_names)} keypoints are "
               "compared in order", file=sys.stderr)
