@@ -301,6 +301,8 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
     reordered = json.loads(path.read_text())
     reordered["categories"][0]["keypoints"] = COCO_NAMES[1:] + COCO_NAMES[:1]
     (tmp_path / "reordered.json").write_text(json.dumps(reordered))
+    no_size = dict(nobody, annotations=[dict(a, bbox=[10, 10, 0, 0]) for a in nobody["annotations"]])
+    (tmp_path / "no-size.json").write_text(json.dumps(no_size))
     (tmp_path / "huge-box.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1e30, 1e30], "score": 0.9}]))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
@@ -342,6 +344,8 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
                                            "--images", str(images)],
         "bbox [x, y, w, h] within ±10,000,000 pixels": ["--task", "pose", "--annotations", str(path), "--images", str(images),
                                               "--boxes", str(tmp_path / "huge-box.json")],
+        "--boxes gt: no box the pipeline can crop": ["--task", "pose", "--annotations", str(tmp_path / "no-size.json"),
+                                                     "--images", str(images)],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():

@@ -174,6 +174,25 @@ def usable_box(box, image: dict) -> bool:
     return width > 0 and height > 0 and x + width > 0 and y + height > 0 and inside
 
 
+def person_boxes(document: dict, boxes) -> dict[int, list[tuple[list[float], float | None]]]:
+    """The given person boxes by image id, those the pipeline can crop (`usable_box`), with their scores (None for
+    ground-truth boxes): `boxes="gt"`, each image's non-crowd people with a labelled keypoint; a dict
+    (`read_detections`), its boxes. Images without one are left out."""
+    category = next(category for category in document["categories"] if isinstance(category.get("keypoints"), list))
+    by_image: dict[int, list] = {}  # image id → [(box, box score or None)]
+    if boxes == "gt":
+        for annotation in document["annotations"]:
+            if (annotation.get("category_id") == category["id"] and not annotation.get("iscrowd", 0)
+                    and any(value > 0 for value in annotation["keypoints"][2::3])):
+                by_image.setdefault(annotation["image_id"], []).append((annotation["bbox"], None))
+    else:
+        by_image = dict(boxes)
+    images = {image["id"]: image for image in document["images"]}
+    usable = {image_id: [entry for entry in entries if usable_box(entry[0], images[image_id])]
+              for image_id, entries in by_image.items() if image_id in images}
+    return {image_id: entries for image_id, entries in usable.items() if entries}
+
+
 def oks_nms(people: list[dict], sigmas, threshold: float = OKS_NMS_THRESHOLD) -> list[dict]:
     """mmpose's `oks_nms` over one image's predictions (`keypoints` K×3 triplets, `score`, `area`, optionally
     `present`: which keypoints the prediction has, all by default): best score first, dropping every later one whose
@@ -222,17 +241,8 @@ def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", dete
     conversion = pose_conversion([config.id2label[index] for index in range(config.num_labels)],
                                  list(category["keypoints"]))
     people = [annotation for annotation in document["annotations"] if annotation.get("category_id") == category["id"]]
-    by_image: dict[int, list] = {}  # image id → [(box, box score or None)]
-    if boxes == "gt":
-        for annotation in people:
-            if not annotation.get("iscrowd", 0) and any(value > 0 for value in annotation["keypoints"][2::3]):
-                by_image.setdefault(annotation["image_id"], []).append((annotation["bbox"], None))
-    elif isinstance(boxes, dict):
-        by_image = dict(boxes)
     given = boxes != "detector"
-    for image in document["images"]:
-        if image["id"] in by_image:
-            by_image[image["id"]] = [entry for entry in by_image[image["id"]] if usable_box(entry[0], image)]
+    by_image = person_boxes(document, boxes) if given else {}
     images = [image for image in document["images"] if not given or by_image.get(image["id"])]
     call = {"flip_test": flip_test, "batch_size": batch_size}
     if not given:
@@ -360,5 +370,5 @@ def task_protocol(task: Task, **settings) -> dict:
                        "normal": "angular errors pooled over foreground pixels"}[task.name], **settings}
 
 
-__all__ = ["BOX_SOURCES", "dense_dataset", "evaluate_dense", "evaluate_pose", "oks_nms", "pose_conversion",
-           "read_coco_keypoints", "read_detections"]
+__all__ = ["BOX_SOURCES", "dense_dataset", "evaluate_dense", "evaluate_pose", "oks_nms", "person_boxes",
+           "pose_conversion", "read_coco_keypoints", "read_detections"]

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser, model_type, task_type, task_n
 
 def problems(args) -> list[str]:
     """What the arguments alone show wrong, and the annotations file's problems (before the model loads)."""
-    from ..evaluation import BOX_SOURCES, read_coco_keypoints, read_detections
+    from ..evaluation import BOX_SOURCES, person_boxes, read_coco_keypoints, read_detections
     from .predict import device_problem
 
     task, found = TASKS[args.task], []
@@ -105,6 +105,9 @@ def problems(args) -> list[str]:
         except ValueError as error:
             found.append(str(error))
         else:
+            if args.box_source != "detector" and not person_boxes(args.document, args.box_source):
+                found.append(f"--boxes {args.boxes}: no box the pipeline can crop (some size, inside its image): "
+                             "nothing would be predicted")
             image = next((image["file_name"] for image in args.document["images"]
                           if (Path(args.images) / image["file_name"]).resolve() == output.resolve()), None)
             found += [f"--output would replace the image {image} of --annotations"] if image else []
