@@ -96,6 +96,18 @@ def test_the_visualisation_shows_the_track_id():
     assert len(changed) and (changed >= 20).all() and (changed[:, 0] < 50).all()  # inside the box, at its top
 
 
+def test_overwrite_with_another_stride_leaves_no_frame_of_the_earlier_run(tiny_model, clip, tmp_path, capsys):
+    """--overwrite starts afresh: after a run of every frame, one of every 5th leaves frames 0, 5, 10 only (not the
+    earlier run's others beside them); files not named as a frame's are kept."""
+    output = tmp_path / "out"
+    arguments = ["predict", "--task", "seg", "--model", tiny_model("seg"), str(clip), "--output", str(output), "--quiet"]
+    assert main(arguments) == 0
+    (output / "clip" / "notes.txt").write_text("mine")
+    assert main(arguments + ["--frame-stride", "5", "--overwrite"]) == 0
+    assert sorted(path.name for path in (output / "clip").iterdir()) == [
+        "frame_000000_seg.png", "frame_000005_seg.png", "frame_000010_seg.png", "notes.txt"]
+
+
 def test_an_image_named_like_a_frame_of_a_video_beside_it_is_refused(tiny_model, clip, tmp_path, capsys):
     """`clip/frame_000000.png` (frames extracted beside the video) and frame 0 of `clip.mp4` would write the same
     `clip/frame_000000_seg.png`: refused before any work, not one silently replaced by the other."""

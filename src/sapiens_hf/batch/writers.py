@@ -116,6 +116,15 @@ class ProgressFile(ResumeRecord):
         self.settings = json.loads(json.dumps(settings))  # as read back
         self.file = None
 
+    def recorded_settings(self) -> dict:
+        """The settings of the run recorded in the folder (an earlier run's, whatever they are); {} without one."""
+        try:
+            with self.path.open() as file:
+                header = json.loads(file.readline())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return header.get("settings") if isinstance(header, dict) and isinstance(header.get("settings"), dict) else {}
+
     def load(self) -> str | None:
         """Reads an earlier run's record; returns why it cannot be resumed (other settings), else None."""
         if not self.path.is_file():
@@ -437,6 +446,22 @@ class FileWriter:
                 self.task.replay(tracker, kept, kept["frame"] / fps)
             self.videos[name] = {"segments": segments, "tracker": tracker, "fps": fps}
         return self.videos[name]
+
+    def remove_other_stride_frames(self, inputs: list, stride: int) -> list[Path]:
+        """Starting afresh (--overwrite) over a run of these inputs with another --frame-stride: removes the frame
+        files that the earlier stride gives and this run's does not (they would mix two runs' frames in one folder);
+        returns them. Only files named as this command names a video's frames, nothing else."""
+        import dataclasses
+
+        if stride == self.frame_stride or not isinstance(stride, int) or stride < 1:
+            return []
+        videos = [entry for entry in inputs if entry.is_video]
+        kept = {path for entry in videos for path in self.planned(entry)}
+        earlier = [path for entry in videos for path in self.planned(dataclasses.replace(entry, frame_stride=stride))]
+        removed = [path for path in earlier if path not in kept and path.is_file()]
+        for path in removed:
+            path.unlink()
+        return removed
 
     def forget_damaged_videos(self, inputs: list) -> list[str]:
         """Videos that `record` goes on with whose segments no longer hold every frame recorded as done (a segment

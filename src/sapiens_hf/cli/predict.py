@@ -193,6 +193,8 @@ def predict(args) -> int:
     keypoint_format_check(predictor, args.keypoint_format)
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.overwrite:  # afresh: no frame files of an earlier stride left among this run's
+        writer.remove_other_stride_frames(inputs, record.recorded_settings().get("frame_stride", args.frame_stride))
     skipped = sum(entry.name in record.done for entry in inputs)
     continued = {entry.name: len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done}
     continued = {name: frames for name, frames in continued.items() if frames}
