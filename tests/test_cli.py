@@ -439,6 +439,9 @@ def test_bad_arguments_are_reported_before_any_work(seg_model, tmp_path, monkeyp
             "error: --device cuda: no cuda device is available", "error: --config num_attention_head: Unknown config "
             "override 'num_attention_head'; did you mean 'num_attention_heads'?")
     refused(["--output", output, "--task", "pose"], f"error: --model {seg_model} does not fit --task pose")
+    refused(["--output", output, "--task", "pose", "--keypoint-threshold", "nan", "--detector-threshold", "5"],
+            "error: --detector-threshold must be a finite number in [0, 1], got 5.0",
+            "error: --keypoint-threshold must be a finite number, got nan")
     assert calls == [] and not (tmp_path / "out").exists()
     # Refused from the checkpoint's config, before its weights load into another head: one line, no load report.
     assert main(seg + ["--output", output, "--task", "depth"]) == 2

@@ -134,6 +134,16 @@ def test_pose_with_a_detection_file_scores_the_boxes_and_thins_duplicates_by_oks
     assert 0.2 < figures["AP"] < 1
 
 
+def test_a_model_without_keypoint_names_is_compared_in_order(capsys):
+    """A 17-keypoint model fine-tuned without names (transformers' LABEL_0, ...) on a COCO file: the same count and
+    other names, compared in order as documented (not refused because no name is COCO's); other counts are refused."""
+    unnamed = [f"LABEL_{index}" for index in range(17)]
+    assert evaluation.pose_conversion(unnamed, COCO_NAMES) is None
+    assert "compared in order" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="share no keypoint name"):
+        evaluation.pose_conversion(unnamed[:5], COCO_NAMES)
+
+
 def test_oks_nms_keeps_the_best_of_overlapping_people():
     sigmas = metadata.keypoint_set(17)["sigmas"]
     base = np.column_stack([np.linspace(100, 200, 17), np.linspace(50, 400, 17), np.ones(17)])
@@ -280,6 +290,20 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
     not_finite["annotations"][0]["keypoints"][0] = float("nan")
     (tmp_path / "nan.json").write_text(json.dumps(not_finite))  # Python's json writes and reads NaN
     (tmp_path / "nan-detections.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 9, 9], "score": float("inf")}]))
+    nobody = json.loads(path.read_text())
+    for name, annotations in {"empty": [], "crowd": [dict(a, iscrowd=1) for a in nobody["annotations"]],
+                              "unlabelled": [dict(a, keypoints=[0] * 51) for a in nobody["annotations"]]}.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(dict(nobody, annotations=annotations)))
+    (tmp_path / "other-set.json").write_text(json.dumps([{"image_id": 4242, "bbox": [0, 0, 9, 9], "score": 0.9}]))
+    images_of = json.loads(path.read_text())["images"]
+    (tmp_path / "text-width.json").write_text(json.dumps(dict(nobody, images=[dict(images_of[0], width="512"), *images_of[1:]])))
+    (tmp_path / "same-id.json").write_text(json.dumps(dict(nobody, images=images_of + [dict(images_of[1], id=1)])))
+    reordered = json.loads(path.read_text())
+    reordered["categories"][0]["keypoints"] = COCO_NAMES[1:] + COCO_NAMES[:1]
+    (tmp_path / "reordered.json").write_text(json.dumps(reordered))
+    no_size = dict(nobody, annotations=[dict(a, bbox=[10, 10, 0, 0]) for a in nobody["annotations"]])
+    (tmp_path / "no-size.json").write_text(json.dumps(no_size))
+    (tmp_path / "huge-box.json").write_text(json.dumps([{"image_id": 1, "bbox": [0, 0, 1e30, 1e30], "score": 0.9}]))
     wrong_file = json.loads(path.read_text())
     wrong_file["images"][0]["file_name"] = "nowhere.jpg"
     (tmp_path / "wrong.json").write_text(json.dumps(wrong_file))
@@ -301,6 +325,27 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
         "(finite numbers)": ["--task", "pose", "--annotations", str(tmp_path / "nan.json"), "--images", str(images)],
         "score (finite numbers)": ["--task", "pose", "--annotations", str(path), "--images", str(images), "--boxes",
                                    str(tmp_path / "nan-detections.json")],
+        "none of its 0 annotations": ["--task", "pose", "--annotations", str(tmp_path / "empty.json"), "--images",
+                                      str(images)],
+        "has no person to score": ["--task", "pose", "--annotations", str(tmp_path / "crowd.json"), "--images",
+                                   str(images)],
+        "a non-crowd person with a labelled keypoint": ["--task", "pose", "--annotations",
+                                                        str(tmp_path / "unlabelled.json"), "--images", str(images)],
+        "none of its 1 detections is a person in an image": ["--task", "pose", "--annotations", str(path), "--images",
+                                                             str(images), "--boxes", str(tmp_path / "other-set.json")],
+        "a width or height that is not a number": ["--task", "pose", "--annotations", str(tmp_path / "text-width.json"),
+                                                   "--images", str(images)],
+        "two images have the id 1": ["--task", "pose", "--annotations", str(tmp_path / "same-id.json"), "--images",
+                                     str(images)],
+        "--detector-threshold must be a finite number in [0, 1]": ["--task", "pose", "--annotations", str(path),
+                                                                   "--images", str(images), "--boxes", "detector",
+                                                                   "--detector", "d", "--detector-threshold", "inf"],
+        "coco set's 17 in another order": ["--task", "pose", "--annotations", str(tmp_path / "reordered.json"),
+                                           "--images", str(images)],
+        "bbox [x, y, w, h] within ±10,000,000 pixels": ["--task", "pose", "--annotations", str(path), "--images", str(images),
+                                              "--boxes", str(tmp_path / "huge-box.json")],
+        "--boxes gt: no box the pipeline can crop": ["--task", "pose", "--annotations", str(tmp_path / "no-size.json"),
+                                                     "--images", str(images)],
         "lacks the column": ["--task", "depth", "--dataset", str(dense_root / "val" / "images"), "--split", "train"],
     }
     for message, arguments in cases.items():
@@ -309,3 +354,34 @@ def test_bad_arguments_are_refused_before_the_model_loads(pose_data, dense_root,
         assert message in error and error.count("\n") == 1, (message, error)
     assert main(["evaluate", "--task", "seg", "--dataset", str(dense_root), "--split", "val", *out]) == 1
     assert not (tmp_path / "f.json").exists()
+
+
+def test_the_output_never_replaces_an_input_even_with_overwrite(pose_data, dense_root, tmp_path, capsys):
+    """--output naming an input by another spelling (`sub/../`, a symbolic link), the --boxes file, an image of the
+    annotations, a file of the --dataset folder or of the --model folder: refused before the model loads, the input
+    unchanged."""
+    path, images, document = pose_data
+    model = tmp_path / "model"  # not a model: loading it would fail with exit code 1, not 2
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.json").symlink_to(path)
+    detections = tmp_path / "detections.json"
+    detections.write_text(json.dumps([{"image_id": 2, "category_id": 1, "bbox": [150, 40, 220, 440], "score": 0.6}]))
+    pose = ["--task", "pose", "--annotations", str(path), "--images", str(images)]
+    dense_file = next(path for path in sorted(dense_root.rglob("*")) if path.is_file())
+    cases = {
+        "--annotations": pose + ["--output", str(tmp_path / "sub" / ".." / ".." / path.parent.name / path.name)],
+        "--annotations ": pose + ["--output", str(tmp_path / "link.json")],
+        "--boxes": pose + ["--boxes", str(detections), "--output", str(detections)],
+        document["images"][0]["file_name"]: pose + ["--output", str(images / document["images"][0]["file_name"])],
+        dense_file.name: ["--task", "depth", "--dataset", str(dense_root), "--output", str(dense_file)],
+        "config.json, a file of --model": pose + ["--output", str(model / "config.json")],
+    }
+    for message, arguments in cases.items():
+        inputs = [path, detections, images / document["images"][0]["file_name"], dense_file, model / "config.json"]
+        before = [file.read_bytes() for file in inputs]
+        assert main(["evaluate", "--model", str(model), "--quiet", "--overwrite", *arguments]) == 2, message
+        error = capsys.readouterr().err
+        assert "would replace" in error and message.strip() in error and error.count("\n") == 1, (message, error)
+        assert [file.read_bytes() for file in inputs] == before

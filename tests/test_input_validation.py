@@ -130,6 +130,26 @@ def test_non_float_weights_of_a_saved_model_are_refused(models, processor, tmp_p
         pipeline("sapiens-depth", model=str(tmp_path))
 
 
+def test_non_float_weights_saved_as_pytorch_model_bin_are_refused(models, processor, tmp_path):
+    """A folder with `pytorch_model.bin` and no safetensors file (older transformers, other tools) loads too: its
+    integer weights are refused as well, read without their data."""
+    from safetensors.torch import load_file
+
+    models["depth"].save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(weights, tmp_path / "pytorch_model.bin")
+    SapiensForDepthEstimation.from_pretrained(tmp_path)  # float weights load
+    weights["decode_head.final_layer.bias"] = weights["decode_head.final_layer.bias"].to(torch.int32)
+    torch.save(weights, tmp_path / "pytorch_model.bin")
+    message = "'decode_head.final_layer.bias' of .*pytorch_model.bin is int32, not floating point"
+    with pytest.raises(WrongModelError, match=message):
+        SapiensForDepthEstimation.from_pretrained(tmp_path)
+    with pytest.raises(WrongModelError, match=message):
+        pipeline("sapiens-depth", model=str(tmp_path))
+
+
 def test_pipeline_takes_a_task_model_made_from_an_encoder_checkpoint(processor, tmp_path):
     """A task model built from a pretraining or backbone checkpoint has a new head (to be fine-tuned): its class
     tells its task, the `architectures` it was loaded with do not."""

@@ -101,8 +101,9 @@ def test_missing_points_are_nan_with_score_zero():
 def test_impossible_conversions_are_refused(names, message):
     with pytest.raises(ValueError, match=message):
         conversion(names, "coco-wholebody")
-    with pytest.raises(ValueError, match="Unknown keypoint format"):
-        conversion(SETS[308], "smpl")
+    for unknown in ("smpl", ["coco"], None):  # not a name: the same one-line error, not a TypeError
+        with pytest.raises(ValueError, match="Unknown keypoint format"):
+            conversion(SETS[308], unknown)
     assert conversion(names, "native") is None
 
 
@@ -198,8 +199,9 @@ def test_predict_writes_converted_keypoints_and_a_results_list_that_pycocotools_
 def test_predict_refuses_an_impossible_format_before_any_image(tiny_model, tmp_path, capsys):
     photo = tmp_path / "photo.png"
     Image.fromarray(np.zeros((64, 48, 3), np.uint8)).save(photo)
-    output = tmp_path / "out"
-    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), str(photo), "--output", str(output),
+    output, model = tmp_path / "out", tiny_model("pose")
+    capsys.readouterr()  # the model saved just now (when this test runs first) reports it on stderr
+    assert main(["predict", "--task", "pose", "--model", model, str(photo), "--output", str(output),
                  "--keypoint-format", "coco-wholebody", "--quiet"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "--keypoint-format coco-wholebody" in error
@@ -268,3 +270,18 @@ def test_a_missing_point_is_cocos_unlabelled_point_and_counts_nowhere():
     assert (triplets[face] == 0).all() and (np.delete(triplets, face, axis=0) == [7, 7, 0.5]).all()
     assert annotation["num_keypoints"] == 133 - 68 and annotation["score"] == pytest.approx(0.5)
     json.dumps(annotation, allow_nan=False)  # valid JSON: no NaN
+
+
+def test_a_point_without_a_finite_score_is_unlabelled_too():
+    """A NaN score (a model's overflowed heatmap: its arg-max, and so the point, stays finite) would make keypoints.json
+    and the results list invalid JSON (`NaN`) and the person's score NaN: written as COCO's unlabelled point."""
+    from sapiens_hf.coco import person_annotation
+
+    scores = torch.full((17,), 0.5)
+    scores[3], scores[4] = float("nan"), float("inf")
+    annotation = person_annotation({"keypoints": torch.full((17, 2), 7.0), "scores": scores,
+                                    "bbox_xywh": torch.tensor([1.0, 2.0, 3.0, 4.0]), "bbox_score": None}, 0.3)
+    triplets = np.asarray(annotation["keypoints"]).reshape(17, 3)
+    assert (triplets[3:5] == 0).all() and (np.delete(triplets, [3, 4], axis=0) == [7, 7, 0.5]).all()
+    assert annotation["num_keypoints"] == 15 and annotation["score"] == pytest.approx(0.5)
+    json.dumps(annotation, allow_nan=False)

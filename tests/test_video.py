@@ -96,6 +96,36 @@ def test_the_visualisation_shows_the_track_id():
     assert len(changed) and (changed >= 20).all() and (changed[:, 0] < 50).all()  # inside the box, at its top
 
 
+def test_overwrite_with_another_stride_leaves_no_frame_of_the_earlier_run(tiny_model, clip, tmp_path, capsys):
+    """--overwrite starts afresh: after a run of every frame, one of every 5th leaves frames 0, 5, 10 only (not the
+    earlier run's others beside them); files not named as a frame's are kept."""
+    output = tmp_path / "out"
+    arguments = ["predict", "--task", "seg", "--model", tiny_model("seg"), str(clip), "--output", str(output), "--quiet"]
+    assert main(arguments) == 0
+    (output / "clip" / "notes.txt").write_text("mine")
+    assert main(arguments + ["--frame-stride", "5", "--overwrite"]) == 0
+    assert sorted(path.name for path in (output / "clip").iterdir()) == [
+        "frame_000000_seg.png", "frame_000005_seg.png", "frame_000010_seg.png", "notes.txt"]
+
+
+def test_an_image_named_like_a_frame_of_a_video_beside_it_is_refused(tiny_model, clip, tmp_path, capsys):
+    """`clip/frame_000000.png` (frames extracted beside the video) and frame 0 of `clip.mp4` would write the same
+    `clip/frame_000000_seg.png`: refused before any work, not one silently replaced by the other."""
+    import shutil
+
+    import PIL.Image
+
+    (tmp_path / "in" / "clip").mkdir(parents=True)
+    shutil.copy(clip, tmp_path / "in" / "clip.mp4")
+    PIL.Image.new("RGB", (64, 48), "white").save(tmp_path / "in" / "clip" / "frame_000000.png")
+    output = tmp_path / "out"
+    assert main(["predict", "--task", "seg", "--model", tiny_model("seg"), str(tmp_path / "in"), "--output",
+                 str(output), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "frame_000000.png and" in err and "clip.mp4 would both write" in err and "frame_000000_seg.png" in err
+    assert not output.exists()
+
+
 def test_frame_stride_and_the_progress_bar(tiny_model, clip, tmp_path, capsys):
     output = tmp_path / "out"
     arguments = ["predict", "--task", "seg", "--model", tiny_model("seg"), str(clip), "--output", str(output),
@@ -178,6 +208,29 @@ def test_a_killed_video_resumes_as_if_never_stopped(signal_name, uninterrupted, 
     assert not (output / ".sapiens-hf").exists()
 
 
+@pytest.mark.parametrize("damage", ["deleted", "truncated"])
+def test_a_resumed_video_whose_segments_were_lost_is_predicted_again(tiny_model, tmp_path, detector, monkeypatch,
+                                                                     capsys, damage):
+    """The record says frames 0-3 are done, but the segment holding them was deleted or damaged since: the video is
+    predicted again from its start (not joined without those frames, nor failing on the damaged file)."""
+    video = two_people_video(tmp_path / "clip.mp4", FRAMES, fps=FPS)
+    output = tmp_path / "out"
+    arguments = pose(tiny_model("pose"), video, output)
+    monkeypatch.setattr(FileWriter, "segment_frames", 4)
+    with monkeypatch.context() as patch:
+        interrupt_at_write(patch, 6)
+        assert main(arguments) == 128 + signal.SIGINT
+    [segment] = (output / ".sapiens-hf").rglob("000000-000003.mp4")
+    if damage == "deleted":
+        segment.unlink()
+    else:
+        segment.write_bytes(segment.read_bytes()[:300])
+    assert main(arguments) == 0
+    assert "Predicted again from the start 1 video(s) whose visualisation segments" in capsys.readouterr().out
+    assert len(video_frames(output / "clip_pose_vis.mp4")) == FRAMES
+    assert sorted(people_by_frame(output)) == list(range(FRAMES))
+
+
 def interrupt_at_write(monkeypatch, count: int) -> None:
     write, written = FileWriter.write, []
 
@@ -200,9 +253,12 @@ def test_a_video_resumes_only_with_the_same_file_and_settings(tiny_model, clip, 
             interrupt_at_write(patch, 6)
             assert main(arguments) == 128 + signal.SIGINT
     assert "went on with 1 video(s) after the 4 frame(s)" in capsys.readouterr().out
-    for options in (["--frame-stride", "2"], ["--smooth"], ["--smooth", "--smooth-beta", "0.5"]):
+    for options, difference in ((["--frame-stride", "2"], "frame_stride: 1 then, 2 now"),
+                                (["--smooth"], "smooth: None then, {"),
+                                (["--smooth", "--smooth-beta", "0.5"], "'beta': 0.5")):
         assert main(arguments + options) == 2
-        assert "records a run with other settings" in capsys.readouterr().err
+        error = capsys.readouterr().err  # what differs, not the whole record
+        assert "records a run with other settings (" in error and difference in error and "model_files" not in error
     with monkeypatch.context() as patch:  # a third run goes on after the second's frames (the record rewritten twice)
         interrupt_at_write(patch, 0)
         assert main(arguments) == 128 + signal.SIGINT

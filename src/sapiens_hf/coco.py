@@ -14,10 +14,11 @@ def person_annotation(person: dict, keypoint_threshold: float) -> dict:
     `num_keypoints` counts the keypoints scoring above `keypoint_threshold`; `bbox_score` is the detector's score
     (None for given boxes or the whole image); a person followed through a video has its `track_id` (None: in no
     track). A keypoint missing from a converted format (NaN) is `0, 0, 0`, COCO's unlabelled point, and counts
-    neither in `num_keypoints` nor in `score` (the mean keypoint score)."""
+    neither in `num_keypoints` nor in `score` (the mean keypoint score); so is a point whose score is not finite
+    (an overflowed heatmap), which JSON could not hold."""
     keypoints, scores = person["keypoints"].tolist(), person["scores"].float().tolist()
     track = {"track_id": person["track_id"]} if "track_id" in person else {}
-    present = [all(map(math.isfinite, point)) for point in keypoints]
+    present = [all(map(math.isfinite, (*point, score))) for point, score in zip(keypoints, scores)]
     triplets = [(*point, score) if kept else (0.0, 0.0, 0.0) for point, score, kept in zip(keypoints, scores, present)]
     kept_scores = [score for score, kept in zip(scores, present) if kept]
     return {

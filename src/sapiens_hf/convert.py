@@ -258,12 +258,15 @@ def _is_torchscript(path: Path) -> bool:
 # The dtypes original weights come in; others (integers, bool, float8) are refused rather than cast.
 WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 SAFETENSORS_WEIGHT_DTYPES = {"F32", "F16", "BF16", "F64"}  # the same, as safetensors headers name them
+_SAFETENSORS_NAMES = dict(zip(WEIGHT_DTYPES, ("F32", "F16", "BF16", "F64")))
 
 
 def check_saved_weight_dtypes(name_or_path, **hub_kwargs) -> None:
-    """Refuses a transformers folder or Hub repo whose safetensors weights are not floating point (int32, float8,
-    ...): `from_pretrained` would cast them into the float model without a word. Reads the files' headers only, from
-    the folder or the Hugging Face cache (`hub_kwargs`: cache_dir, revision, subfolder, token)."""
+    """Refuses a transformers folder or Hub repo whose saved weights are not floating point (int32, float8, ...):
+    `from_pretrained` would cast them into the float model without a word. Reads the safetensors files' headers, or,
+    for a checkpoint saved as `pytorch_model.bin` (which `from_pretrained` loads when there is no safetensors file),
+    its tensors' dtypes without their data (`torch.load` onto the meta device, weights only); from the folder or the
+    Hugging Face cache (`hub_kwargs`: cache_dir, revision, subfolder, token)."""
     from safetensors import safe_open
     from transformers.utils import cached_file
 
@@ -271,15 +274,26 @@ def check_saved_weight_dtypes(name_or_path, **hub_kwargs) -> None:
         return cached_file(name_or_path, name, _raise_exceptions_for_missing_entries=False,
                            _raise_exceptions_for_connection_errors=False, **hub_kwargs)
 
-    index = file("model.safetensors.index.json")
-    names = sorted(set(json.loads(Path(index).read_text())["weight_map"].values())) if index else ["model.safetensors"]
-    for path in filter(None, map(file, names)):
-        with safe_open(path, "pt") as weights:
-            for key in weights.keys():
-                dtype = weights.get_slice(key).get_dtype()
-                if dtype not in SAFETENSORS_WEIGHT_DTYPES:
-                    raise WrongModelError(f"Weight {key!r} of {path} is {dtype}, not floating point (F32, F16, BF16, F64): "
-                                     "not a Sapiens model as saved by save_pretrained (was it quantised or damaged?)")
+    def files(index_name, single):
+        index = file(index_name)
+        names = sorted(set(json.loads(Path(index).read_text())["weight_map"].values())) if index else [single]
+        return [path for path in map(file, names) if path]
+
+    def dtypes(path):
+        if path.endswith(".safetensors"):
+            with safe_open(path, "pt") as weights:
+                return [(key, weights.get_slice(key).get_dtype()) for key in weights.keys()]
+        state_dict = torch.load(path, map_location="meta", weights_only=True)
+        return [(key, _SAFETENSORS_NAMES.get(value.dtype, str(value.dtype).removeprefix("torch.")))
+                for key, value in state_dict.items() if isinstance(value, torch.Tensor)]
+
+    # Only the files from_pretrained loaded: the .bin ones when there are no safetensors (no needless download).
+    for path in files("model.safetensors.index.json", "model.safetensors") or files("pytorch_model.bin.index.json",
+                                                                                    "pytorch_model.bin"):
+        for key, dtype in dtypes(path):
+            if dtype not in SAFETENSORS_WEIGHT_DTYPES:
+                raise WrongModelError(f"Weight {key!r} of {path} is {dtype}, not floating point (F32, F16, BF16, F64): "
+                                      "not a Sapiens model as saved by save_pretrained (was it quantised or damaged?)")
 
 
 def _split_original(state_dict: dict) -> tuple[dict, dict, dict]:

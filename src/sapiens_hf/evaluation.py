@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import keypoint_formats, metadata
+from .geometry import MAX_BOX_COORDINATE
 from .tasks import Task
 
 
@@ -57,11 +58,23 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
     if count not in metadata.KEYPOINT_SET_BY_COUNT:
         raise ValueError(f"{path}: its {count} keypoints have no OKS sigmas here (known: the released sets of "
                          f"{', '.join(map(str, sorted(metadata.KEYPOINT_SET_BY_COUNT)))} keypoints)")
+    known = metadata.keypoint_set(count)["keypoint_names"]
+    if category["keypoints"] != list(known) and sorted(map(str, category["keypoints"])) == sorted(known):
+        # The sigmas (and a model's keypoints, matched by the set's names) would go to the wrong points.
+        raise ValueError(f"{path}: its keypoints are the {metadata.KEYPOINT_SET_BY_COUNT[count]} set's {count} in "
+                         "another order; the OKS sigmas follow that set's order: list the names and each "
+                         "annotation's keypoints in it")
     if not images_dir.is_dir():
         raise ValueError(f"--images {images_dir} is not a folder")
+    ids = set()
     for image in document["images"]:
-        if not (isinstance(image, dict) and isinstance(image.get("id"), int) and isinstance(image.get("file_name"), str)):
-            raise ValueError(f"{path}: an image without an integer id and a file_name ({str(image)[:80]})")
+        if not (isinstance(image, dict) and isinstance(image.get("id"), int) and isinstance(image.get("file_name"), str)
+                and _numbers([image[key] for key in ("width", "height") if key in image])):
+            raise ValueError(f"{path}: an image without an integer id and a file_name, or with a width or height that "
+                             f"is not a number ({str(image)[:80]})")
+        if image["id"] in ids:  # its people would be predicted on every image of that id
+            raise ValueError(f"{path}: two images have the id {image['id']}")
+        ids.add(image["id"])
     missing = [image["file_name"] for image in document["images"] if not (images_dir / image["file_name"]).is_file()]
     if missing:
         raise ValueError(f"{len(missing)} image(s) of {path} are not in {images_dir}, e.g. {missing[0]}")
@@ -71,11 +84,18 @@ def read_coco_keypoints(path: str | Path, images_dir: str | Path) -> dict:
             continue
         keypoints, box = annotation.get("keypoints"), annotation.get("bbox")
         valid = (isinstance(keypoints, list) and len(keypoints) == 3 * count and isinstance(box, list)
-                 and len(box) == 4 and _numbers([*keypoints, *box, annotation.get("area")])
+                 and len(box) == 4 and _numbers([*keypoints, *box, annotation.get("area")]) and _in_bounds(box)
                  and annotation.get("image_id") in image_ids)
         if not valid:
             raise ValueError(f"{path}: annotation {annotation.get('id')} needs an image_id of the file, {3 * count} "
-                             "keypoint values, a bbox [x, y, w, h] and an area (finite numbers)")
+                             f"keypoint values, a bbox [x, y, w, h] within ±{MAX_BOX_COORDINATE:,} pixels and an area "
+                             "(finite numbers)")
+    # COCOeval ignores crowd regions and people without a labelled keypoint: without any other, AP would be a
+    # meaningless 0.
+    if not any(annotation.get("category_id") == category["id"] and not annotation.get("iscrowd", 0)
+               and any(value > 0 for value in annotation["keypoints"][2::3]) for annotation in document["annotations"]):
+        raise ValueError(f"{path} has no person to score: none of its {len(document['annotations'])} annotations is "
+                         "a non-crowd person with a labelled keypoint (visibility above 0)")
     return document
 
 
@@ -83,6 +103,11 @@ def _numbers(values: list) -> bool:
     """Whether every value is a finite number (JSON as Python reads it also has NaN and Infinity)."""
     return all(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                for value in values)
+
+
+def _in_bounds(box: list) -> bool:
+    """Whether a box's values are within what the pipeline's crop geometry takes (`geometry.check_boxes`)."""
+    return all(abs(value) <= MAX_BOX_COORDINATE for value in box)
 
 
 def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[list[float], float]]]:
@@ -98,12 +123,15 @@ def read_detections(path: str | Path, document: dict) -> dict[int, list[tuple[li
     image_ids, by_image = {image["id"] for image in document["images"]}, {}
     for detection in detections:
         box = detection.get("bbox") if isinstance(detection, dict) else None
-        if not (isinstance(box, list) and len(box) == 4 and _numbers([*box, detection.get("score")])
+        if not (isinstance(box, list) and len(box) == 4 and _numbers([*box, detection.get("score")]) and _in_bounds(box)
                 and isinstance(detection.get("image_id"), int)):
-            raise ValueError(f"{path}: a detection without an integer image_id, a bbox [x, y, w, h] and a score "
-                             f"(finite numbers): {str(detection)[:80]}")
+            raise ValueError(f"{path}: a detection without an integer image_id, a bbox [x, y, w, h] within "
+                             f"±{MAX_BOX_COORDINATE:,} pixels and a score (finite numbers): {str(detection)[:80]}")
         if detection.get("category_id", person) == person and detection["image_id"] in image_ids:
             by_image.setdefault(detection["image_id"], []).append((box, float(detection["score"])))
+    if not by_image:  # detections of another set (its image ids): nothing would be predicted, AP a meaningless 0
+        raise ValueError(f"{path}: none of its {len(detections)} detections is a person in an image of the "
+                         "annotations (their image_id and category_id)")
     return by_image
 
 
@@ -115,7 +143,13 @@ def pose_conversion(model_names: list[str], reference_names: list[str]):
         return None
     for name, target in keypoint_formats.FORMATS.items():
         if list(target.keypoint_names) == reference_names:
-            return keypoint_formats.conversion(model_names, name)
+            try:
+                return keypoint_formats.conversion(model_names, name)
+            except keypoint_formats.KeypointFormatError:
+                # No shared name (a model fine-tuned without keypoint names: LABEL_0, ...): as other names of the
+                # same count, compared in order.
+                if len(model_names) != len(reference_names):
+                    raise
     if len(model_names) == len(reference_names):
         print(f"evaluate: the annotations' keypoint names are not the model's; the {len(model_names)} keypoints are "
               "compared in order", file=sys.stderr)
@@ -138,6 +172,25 @@ def usable_box(box, image: dict) -> bool:
     x, y, width, height = box
     inside = all(key not in image or value < image[key] for key, value in (("width", x), ("height", y)))
     return width > 0 and height > 0 and x + width > 0 and y + height > 0 and inside
+
+
+def person_boxes(document: dict, boxes) -> dict[int, list[tuple[list[float], float | None]]]:
+    """The given person boxes by image id, those the pipeline can crop (`usable_box`), with their scores (None for
+    ground-truth boxes): `boxes="gt"`, each image's non-crowd people with a labelled keypoint; a dict
+    (`read_detections`), its boxes. Images without one are left out."""
+    category = next(category for category in document["categories"] if isinstance(category.get("keypoints"), list))
+    by_image: dict[int, list] = {}  # image id → [(box, box score or None)]
+    if boxes == "gt":
+        for annotation in document["annotations"]:
+            if (annotation.get("category_id") == category["id"] and not annotation.get("iscrowd", 0)
+                    and any(value > 0 for value in annotation["keypoints"][2::3])):
+                by_image.setdefault(annotation["image_id"], []).append((annotation["bbox"], None))
+    else:
+        by_image = dict(boxes)
+    images = {image["id"]: image for image in document["images"]}
+    usable = {image_id: [entry for entry in entries if usable_box(entry[0], images[image_id])]
+              for image_id, entries in by_image.items() if image_id in images}
+    return {image_id: entries for image_id, entries in usable.items() if entries}
 
 
 def oks_nms(people: list[dict], sigmas, threshold: float = OKS_NMS_THRESHOLD) -> list[dict]:
@@ -188,17 +241,8 @@ def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", dete
     conversion = pose_conversion([config.id2label[index] for index in range(config.num_labels)],
                                  list(category["keypoints"]))
     people = [annotation for annotation in document["annotations"] if annotation.get("category_id") == category["id"]]
-    by_image: dict[int, list] = {}  # image id → [(box, box score or None)]
-    if boxes == "gt":
-        for annotation in people:
-            if not annotation.get("iscrowd", 0) and any(value > 0 for value in annotation["keypoints"][2::3]):
-                by_image.setdefault(annotation["image_id"], []).append((annotation["bbox"], None))
-    elif isinstance(boxes, dict):
-        by_image = dict(boxes)
     given = boxes != "detector"
-    for image in document["images"]:
-        if image["id"] in by_image:
-            by_image[image["id"]] = [entry for entry in by_image[image["id"]] if usable_box(entry[0], image)]
+    by_image = person_boxes(document, boxes) if given else {}
     images = [image for image in document["images"] if not given or by_image.get(image["id"])]
     call = {"flip_test": flip_test, "batch_size": batch_size}
     if not given:
@@ -226,7 +270,8 @@ def evaluate_pose(pipe, document: dict, images_dir: str | Path, boxes="gt", dete
                                    "keypoints": annotation["keypoints"], "bbox": annotation["bbox"],
                                    "score": person_score(person["scores"].float().numpy(), box_score),
                                    "area": float(np.prod(scale)),
-                                   "present": torch.isfinite(person["keypoints"]).all(-1).tolist()})
+                                   "present": (torch.isfinite(person["keypoints"]).all(-1)
+                                               & torch.isfinite(person["scores"])).tolist()})
             results += [{key: value for key, value in person.items() if key not in ("area", "present")}
                         for person in oks_nms(candidates, sigmas)]
         if progress is not None:
@@ -327,5 +372,5 @@ def task_protocol(task: Task, **settings) -> dict:
                        "normal": "angular errors pooled over foreground pixels"}[task.name], **settings}
 
 
-__all__ = ["BOX_SOURCES", "dense_dataset", "evaluate_dense", "evaluate_pose", "oks_nms", "pose_conversion",
-           "read_coco_keypoints", "read_detections"]
+__all__ = ["BOX_SOURCES", "dense_dataset", "evaluate_dense", "evaluate_pose", "oks_nms", "person_boxes",
+           "pose_conversion", "read_coco_keypoints", "read_detections"]

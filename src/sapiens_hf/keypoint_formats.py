@@ -106,7 +106,7 @@ FORMAT_NAMES = (NATIVE, *FORMATS)
 
 
 def keypoint_format(name: str) -> KeypointFormat:
-    if name not in FORMATS:
+    if not isinstance(name, str) or name not in FORMATS:
         raise KeypointFormatError(f"Unknown keypoint format {name!r}; choose one of {', '.join(FORMAT_NAMES)}")
     return FORMATS[name]
 

@@ -127,15 +127,20 @@ def collect_inputs(paths: list[str], exclude: Path | None = None,
     return inputs, [(argument, "no such file or folder") for argument in missing]
 
 
-def name_clashes(inputs: list[Input]) -> list[str]:
-    """Inputs whose outputs would have the same names (`a/x.jpg` and `b/x.jpg` given as files, `x.jpg` and `x.png`;
-    compared case-insensitively, for case-insensitive file systems)."""
-    first, problems = {}, []
+def name_clashes(inputs: list[Input], planned: Callable[[Input], list[Path]]) -> list[str]:
+    """Inputs whose outputs (`planned(input)`: the files it writes) would have the same paths: the same name (`a/x.jpg`
+    and `b/x.jpg` given as files, `x.jpg` and `x.png`), or an image named like a video's frame (`clip/frame_000000.png`
+    beside `clip.mp4`); compared case-insensitively, for case-insensitive file systems."""
+    first, problems, clashing = {}, [], set()
     for entry in inputs:
-        other = first.setdefault(entry.name.casefold(), entry)
-        if other is not entry:
-            problems.append(f"{other.file} and {entry.file} would both write the outputs named {entry.name!r}: "
-                            "rename one, or predict them into separate --output folders")
+        for path in planned(entry):
+            other = first.setdefault(str(path).casefold(), entry)
+            if other is entry or (other.file, entry.file) in clashing:
+                continue
+            clashing.add((other.file, entry.file))
+            what = f"the outputs named {entry.name!r}" if other.name.casefold() == entry.name.casefold() else str(path)
+            problems.append(f"{other.file} and {entry.file} would both write {what}: rename one, or predict them "
+                            "into separate --output folders")
     return problems
 
 

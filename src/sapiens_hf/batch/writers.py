@@ -118,6 +118,15 @@ class ProgressFile(ResumeRecord):
         self.settings = json.loads(json.dumps(settings))  # as read back
         self.file = None
 
+    def recorded_settings(self) -> dict:
+        """The settings of the run recorded in the folder (an earlier run's, whatever they are); {} without one."""
+        try:
+            with self.path.open() as file:
+                header = json.loads(file.readline())
+        except (OSError, json.JSONDecodeError):
+            return {}
+        return header.get("settings") if isinstance(header, dict) and isinstance(header.get("settings"), dict) else {}
+
     def load(self) -> str | None:
         """Reads an earlier run's record; returns why it cannot be resumed (other settings), else None."""
         if not self.path.is_file():
@@ -127,9 +136,13 @@ class ProgressFile(ResumeRecord):
             header = json.loads(lines[0]) if lines else {}
         except json.JSONDecodeError:
             header = {}
+        recorded = header.get("settings") if isinstance(header.get("settings"), dict) else {}
         if header.get("settings") != self.settings:
-            return (f"{self.path} records a run with other settings ({header.get('settings')}): use another --output "
-                    "folder, or --overwrite to start afresh")
+            changed = sorted(key for key in {**recorded, **self.settings} if recorded.get(key) != self.settings.get(key))
+            differences = ", ".join(f"{key}: {recorded.get(key)!r} then, {self.settings.get(key)!r} now"
+                                    for key in changed)
+            return (f"{self.path} records a run with other settings ({differences or 'unreadable'}): use another "
+                    "--output folder, or --overwrite to start afresh")
         for line in lines[1:]:
             try:
                 self._apply(json.loads(line))
@@ -178,6 +191,12 @@ class ProgressFile(ResumeRecord):
                    if unit in self.current and self.sources.get(unit) != self.current[unit]]
         self.done.difference_update(changed)
         return changed
+
+    def forget(self, unit) -> None:
+        """Drops what is recorded of a unit: it is done again from its start (the rewritten record without it)."""
+        self.kept.pop(unit, None)
+        self.sources.pop(unit, None)
+        self.done.discard(unit)
 
     def kept_in_order(self, units: list) -> list:
         """What is kept of the units, in their order and a video's frames in frame order."""
@@ -252,6 +271,27 @@ class VideoSegments:
 
     def _temporary(self) -> Path:
         return self.folder / ".open.mp4.tmp"
+
+    def hold(self, done: set[int]) -> bool:
+        """Whether the whole segments hold every frame of `done`, one readable packet each (none deleted, truncated
+        or otherwise damaged since it was written)."""
+        import av
+
+        held = set()
+        for path in self.files():
+            first, last = self._span(path)
+            if last not in done:  # not recorded: removed by `keep_only`
+                continue
+            frames = {frame for frame in done if first <= frame <= last}
+            try:
+                with av.open(str(path)) as segment:
+                    packets = sum(packet.dts is not None for packet in segment.demux(segment.streams.video[0]))
+            except (av.FFmpegError, OSError, IndexError):  # unreadable, or no video stream
+                return False
+            if packets != len(frames):
+                return False
+            held |= frames
+        return held == done
 
     def add(self, index: int, image, kept) -> list:
         """Encodes a frame (`(H, W, 3)` uint8 RGB); returns what is kept of the frames of the segment that it
@@ -423,6 +463,31 @@ class FileWriter:
                 self.task.replay(tracker, kept, kept["frame"] / fps)
             self.videos[name] = {"segments": segments, "tracker": tracker, "fps": fps}
         return self.videos[name]
+
+    def remove_other_stride_frames(self, inputs: list, stride: int) -> list[Path]:
+        """Starting afresh (--overwrite) over a run of these inputs with another --frame-stride: removes the frame
+        files that the earlier stride gives and this run's does not (they would mix two runs' frames in one folder);
+        returns them. Only files named as this command names a video's frames, nothing else."""
+        import dataclasses
+
+        if stride == self.frame_stride or not isinstance(stride, int) or stride < 1:
+            return []
+        videos = [entry for entry in inputs if entry.is_video]
+        kept = {path for entry in videos for path in self.planned(entry)}
+        earlier = [path for entry in videos for path in self.planned(dataclasses.replace(entry, frame_stride=stride))]
+        removed = [path for path in earlier if path not in kept and path.is_file()]
+        for path in removed:
+            path.unlink()
+        return removed
+
+    def forget_damaged_videos(self, inputs: list) -> list[str]:
+        """Videos that `record` goes on with whose segments no longer hold every frame recorded as done (a segment
+        deleted or damaged since): forgotten, so that they are predicted again from the start. Returns their names."""
+        damaged = [entry.name for entry in inputs if entry.is_video and self.record.frames_done(entry.name)
+                   and not self._segments(entry.name).hold(self.record.frames_done(entry.name))]
+        for name in damaged:
+            self.record.forget(name)
+        return damaged
 
     def fail(self, frame, error: str) -> None:
         self.failed.add(frame.source.name)

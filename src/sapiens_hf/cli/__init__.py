@@ -92,8 +92,12 @@ def argument_problems(args) -> list[str]:
     problems = []
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
-    if args.command in ("predict", "annotate") and not 0 <= args.detector_threshold <= 1:  # NaN too
-        problems.append(f"--detector-threshold must be between 0 and 1, got {args.detector_threshold}")
+    # As the pose pipeline checks them (a detector score is in [0, 1]), but before any work: NaN would draw and
+    # count no keypoint without a word, a threshold above 1 fail every image.
+    for option, value, unit in (("--detector-threshold", getattr(args, "detector_threshold", None), True),
+                                ("--keypoint-threshold", getattr(args, "keypoint_threshold", None), False)):
+        if value is not None and not (math.isfinite(value) and (not unit or 0 <= value <= 1)):
+            problems.append(f"{option} must be a finite number{' in [0, 1]' if unit else ''}, got {value}")
     if args.command == "annotate":
         return problems + annotate_problems(args)
     if args.command == "evaluate":

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser, model_type, task_type, task_n
 
 def problems(args) -> list[str]:
     """What the arguments alone show wrong, and the annotations file's problems (before the model loads)."""
-    from ..evaluation import BOX_SOURCES, read_coco_keypoints, read_detections
+    from ..evaluation import BOX_SOURCES, person_boxes, read_coco_keypoints, read_detections
     from .predict import device_problem
 
     task, found = TASKS[args.task], []
@@ -89,8 +89,12 @@ def problems(args) -> list[str]:
         found.append(f"--output {output} exists (--overwrite replaces it)")
     elif not output.absolute().parent.is_dir():
         found.append(f"--output {output}: the folder {output.absolute().parent} does not exist")
-    if args.annotations and output.absolute() == Path(args.annotations).absolute():
-        found.append("--output would replace --annotations")
+    replaced = [flag for flag, value in (("--annotations", args.annotations), ("--boxes", args.boxes))
+                if value and output.resolve() == Path(value).resolve()]
+    for flag, value in (("--dataset", args.dataset), ("--model", args.model), ("--detector", args.detector)):
+        if value and output.exists() and output.resolve().is_relative_to(Path(value).resolve()):
+            replaced.append(f"{output.name}, a file of {flag} {value}")
+    found += [f"--output would replace {what}" for what in replaced]
     found += [problem for problem in [device_problem(args.device)] if problem]
     if task.top_down and args.boxes not in BOX_SOURCES and not Path(args.boxes).is_file():
         found.append(f"--boxes {args.boxes}: expected gt, detector or a COCO detection results file")
@@ -100,6 +104,13 @@ def problems(args) -> list[str]:
             args.box_source = args.boxes if args.boxes in BOX_SOURCES else read_detections(args.boxes, args.document)
         except ValueError as error:
             found.append(str(error))
+        else:
+            if args.box_source != "detector" and not person_boxes(args.document, args.box_source):
+                found.append(f"--boxes {args.boxes}: no box the pipeline can crop (some size, inside its image): "
+                             "nothing would be predicted")
+            image = next((image["file_name"] for image in args.document["images"]
+                          if (Path(args.images) / image["file_name"]).resolve() == output.resolve()), None)
+            found += [f"--output would replace the image {image} of --annotations"] if image else []
     return found
 
 

@@ -17,7 +17,7 @@ from huggingface_hub import constants
 
 from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
-from ..batch.writers import FileWriter, ProgressFile
+from ..batch.writers import STATE_DIR, FileWriter, ProgressFile
 from ..families import check_config_overrides
 from ..keypoint_formats import NATIVE
 from ..modeling_sapiens import WrongModelError
@@ -246,13 +246,14 @@ def predict(args) -> int:
     record = ProgressFile(output_dir, task, run_settings(args))
     writer = FileWriter(task, output_dir, args.keypoint_threshold, frame_stride=args.frame_stride,
                         smoothing=smoothing(args), record=record, masked=mask_of(args, task.masked) is not None)
-    problems = name_clashes(inputs) + input_problems(writer, inputs) + config_problems(args.config)
+    problems = name_clashes(inputs, writer.planned) + input_problems(writer, inputs) + config_problems(args.config)
     problems += [p for p in [device_problem(args.device)] if p]
-    record.current, changed = {entry.name: file_identity(entry.file) for entry in inputs}, []
+    record.current, changed, damaged = {entry.name: file_identity(entry.file) for entry in inputs}, [], []
     if not args.overwrite:  # else: start afresh
         mismatch = record.load()
         problems += [mismatch] if mismatch else overwrite_problems(writer, inputs, record)
         changed = record.forget_changed()
+        damaged = writer.forget_damaged_videos(inputs)
     if problems:
         raise usage_error(problems)
     predictor = load_pipeline(args)
@@ -262,6 +263,8 @@ def predict(args) -> int:
     mask = load_mask_model(predictor, mask_of(args, task.masked))
 
     output_dir.mkdir(parents=True, exist_ok=True)
+    if args.overwrite:  # afresh: no frame files of an earlier stride left among this run's
+        writer.remove_other_stride_frames(inputs, record.recorded_settings().get("frame_stride", args.frame_stride))
     skipped = sum(entry.name in record.done for entry in inputs)
     continued = {entry.name: len(record.frames_done(entry.name)) for entry in inputs if entry.name not in record.done}
     continued = {name: frames for name, frames in continued.items() if frames}
@@ -292,6 +295,10 @@ def predict(args) -> int:
         listed = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         print(f"Predicted again {len(changed)} input(s) that the earlier run read from another or a changed file: "
               f"{listed}")
+    if damaged:
+        listed = ", ".join(damaged[:5]) + (f" and {len(damaged) - 5} more" if len(damaged) > 5 else "")
+        print(f"Predicted again from the start {len(damaged)} video(s) whose visualisation segments in "
+              f"{output_dir / STATE_DIR} were missing or damaged: {listed}")
     print(f"Wrote results for {writer.written} image(s)/frame(s) to {output_dir}")
     for path, reason in writer.failures:
         print(f"FAILED {path}: {reason}", file=sys.stderr)
