@@ -189,7 +189,7 @@ def test_arguments_are_checked_before_any_work(tmp_path, capsys):
     assert main(["annotate", "x", "--task", "pose", "--detector-threshold", "nan", "--output", str(tmp_path / "o")]) == 2
     errors = capsys.readouterr().err
     assert "one of them" in errors and "--model given for ['depth']" in errors and "accelerate gives" in errors
-    assert "--detector applies to --task pose" in errors and "--detector-threshold must be between 0 and 1" in errors
+    assert "--detector applies to --task pose" in errors and "--detector-threshold must be a finite number in [0, 1]" in errors
     assert not (tmp_path / "out").exists() and output.STATE_DIR == ".sapiens-hf"
 
 

@@ -386,7 +386,7 @@ def test_depth_and_normals_share_one_segmentation_pass_and_the_stages_are_named(
     app = DemoApp(models, device="cpu")
     arguments = ("whole image", "", 0.3, 0.3, False)
     *_, files, status = app.respond(str(SAMPLE_IMAGE), ["segmentation", "depth", "normal"], *arguments, True,
-                                    lambda fraction, desc: stages.append(desc))
+                                    progress=lambda fraction, desc: stages.append(desc))
     assert len(calls) == 1 and "person mask" not in status, status
     labels = np.asarray(PIL.Image.open(next(f for f in files if f.endswith("_seg.png"))))
     depth = np.load(next(f for f in files if f.endswith("_depth.npy")))
