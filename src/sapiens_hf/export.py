@@ -205,12 +205,14 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
 
     sizes = [(height, width)] + ([(height + 2 * patch, width + patch)] if dynamic_size else [])
     batches = [1, 3] if dynamic_batch else [1]
-    differences, scale = {}, 1.0
+    differences, scale, seconds = {}, 1.0, {}
     for size in sizes:
         for batch in batches:
             pixel_values = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(torch_dtype)
+            started = time.perf_counter()
             with torch.no_grad():
                 expected = graph(pixel_values).float().numpy()
+            middle = time.perf_counter()
             try:
                 actual = run(pixel_values.float().numpy())  # the values in `dtype`, exactly
             except Exception as error:
@@ -221,6 +223,8 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
                         "size instead (--input-size HxW), without --dynamic-size."
                     ) from error
                 raise
+            if not seconds:  # the first check, at the export's own size: each path's time on this machine
+                seconds = {"eager": (middle - started) / batch, "exported": (time.perf_counter() - middle) / batch}
             differences[f"{batch}x{size[0]}x{size[1]}"] = float(np.abs(actual - expected).max())
             scale = max(scale, float(np.abs(expected).max()))
     worst = max(differences.values())
@@ -232,6 +236,7 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
     manifest = _manifest(model, task, format, file.name, dtype, opset, (height, width), dynamic_batch, dynamic_size)
     manifest["max_abs_difference_to_eager"] = differences
     manifest["output_scale"] = scale
+    manifest["check_seconds"] = seconds  # seconds per image of each (the first call of each, warm-up included)
     if quantize:
         manifest["int8"] = quantize_int8(file, output_dir / "model.int8.onnx", task, processor)
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")

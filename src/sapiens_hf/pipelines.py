@@ -24,6 +24,7 @@ from transformers import Pipeline, pipeline
 from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
+from .backends import Choice, choose
 from .exported_model import SapiensExportedModel
 from .geometry import check_boxes
 from .image_io import read_image
@@ -347,12 +348,18 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         return people
 
 
-def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, **config_overrides):
+def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, backend: str = "torch",
+                       images: int | None = None, report=None, **config_overrides):
     """The `sapiens-*` pipeline of `task` for a model id or path (`from_pretrained` takes it; default: the task's
     released 0.3B model), with its processor (the released settings when the checkpoint has none). The model is
     loaded through the task's Sapiens class in `dtype` (default float32), a folder of `sapiens-hf export` as
     `SapiensExportedModel` (default: the dtype it was exported in), and the pipeline refuses a model of another task
-    (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo."""
+    (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo.
+
+    `backend` is "torch" (the eager model), "onnxruntime" (its ONNX export, made once into the cache and checked) or
+    "auto" (the faster on this machine for a run of `images` images, None: no known end; see
+    `sapiens_hf.backends`); `dtype="int8"` runs the statically quantised ONNX graph. `report`, if given, is called
+    with one line saying which backend runs and why."""
     from transformers import AutoConfig, AutoImageProcessor
 
     from . import modeling_sapiens
@@ -362,19 +369,30 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
     if is_export_folder(model):
         if config_overrides:
             raise ValueError(f"{model} is an exported graph: its configuration is fixed ({sorted(config_overrides)})")
+        if backend == "torch" or dtype == "int8":
+            raise ValueError(f"{model} is an exported graph, which runs with onnxruntime as exported: give the model "
+                             "it was exported from for backend='torch' or int8")
         loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
+        choice = Choice("onnxruntime", "an export folder")
     else:
         # Another task's checkpoint is refused from its config, before its weights load into the wrong head.
         saved_as = task_of_class((AutoConfig.from_pretrained(model, **config_overrides).architectures or [None])[0])
         if saved_as is not None and saved_as.has_head and saved_as is not task:
             raise WrongModelError(f"The {task.pipeline} pipeline needs a {task.model_class}, got a {saved_as.name} "
                                   f"model ({saved_as.model_class}); use pipeline(\"{saved_as.pipeline}\", ...) for it")
-        loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=dtype or torch.float32,
-                                                                             **config_overrides)
+        weights = torch.float32 if dtype in (None, "int8") else dtype
+        loaded = getattr(modeling_sapiens, task.model_class).from_pretrained(model, dtype=weights, **config_overrides)
     try:
         processor = AutoImageProcessor.from_pretrained(model)
     except (OSError, ValueError):  # a folder saved without its processor: the released settings
         processor = SapiensImageProcessorPil()
+    if not isinstance(loaded, SapiensExportedModel):
+        choice = choose(loaded, backend=backend, device=device, dtype=dtype, images=images,
+                        input_size=(processor.size["height"], processor.size["width"]))
+        if choice.folder is not None:  # the eager model is released here: the graph holds its own weights
+            loaded, device = SapiensExportedModel.from_pretrained(choice.folder, int8=dtype == "int8"), "cpu"
+    if report is not None:
+        report(str(choice))
     return pipeline(task.pipeline, model=loaded, image_processor=processor, device=device)
 
 

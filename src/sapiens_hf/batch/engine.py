@@ -209,11 +209,12 @@ def _unbatched(item):
 def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chunk_size: int = 128,
              dense_size: tuple[int, int] | None = (256, 192), dtype: str | None = None, workers: int | None = None,
              device: str | None = None, config_overrides: dict | None = None, overwrite: bool = False,
-             quiet: bool = False, push_to_hub: str | None = None) -> dict:
+             quiet: bool = False, push_to_hub: str | None = None, backend: str = "torch") -> dict:
     """Annotates every input of `source` (`inputs.FileSource` / `DatasetSource`) with each task's model
     (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings.
     Returns `{"rows", "errors", "seconds", "images_per_second", "processes"}` (over this run's work, all
-    processes)."""
+    processes). `backend` and `dtype` as `load_task_pipeline`'s (int8: the quantised onnxruntime graph); the
+    backend of each task is printed once, on stderr, unless `quiet`."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -235,8 +236,12 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
                 "dense_size": list(dense_size) if dense_size else "image"}
     if accelerator.is_main_process:
         writer.check(settings, overwrite)  # before the models load
+    report = None if quiet or not accelerator.is_main_process else (
+        lambda line: print(f"annotate: {line}", file=sys.stderr))
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,
-                                          dtype=dtype and getattr(torch, dtype), **(config_overrides or {}))
+                                          dtype=dtype if dtype == "int8" else dtype and getattr(torch, dtype),
+                                          backend=backend, images=getattr(source, "length", None), report=report,
+                                          **(config_overrides or {}))
                  for task in tasks}
     if accelerator.is_main_process:
         writer.start(_manifest(settings, pipelines), overwrite)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .. import __version__, hub
 from .. import convert as conversion
+from ..backends import BACKENDS
 from ..export import ExportError
 from ..export import export as export_model
 from ..tasks import TASKS, get_task
@@ -53,6 +54,12 @@ def dtype_name(text: str) -> str:
     return name
 
 
+def run_dtype_name(text: str) -> str:
+    """`--dtype` of the commands that run a model: a torch dtype (`dtype_name`), or int8 (an onnxruntime graph
+    quantised with calibration, sapiens_hf.backends)."""
+    return text if text == "int8" else dtype_name(text)
+
+
 def device_name(text: str) -> str | None:
     """`--device`: "auto" (the default: the first GPU if any, else the CPU) or a torch device."""
     return None if text == "auto" else text
@@ -76,7 +83,7 @@ def config_override(text: str) -> tuple[str, object]:
 
 def argument_problems(args) -> list[str]:
     """The problems that the arguments alone show (standard library only)."""
-    problems = []
+    problems = backend_problems(args) if hasattr(args, "backend") else []
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
     if args.command == "annotate":
@@ -92,6 +99,18 @@ def argument_problems(args) -> list[str]:
     if args.detector and not TASKS[args.task].top_down:
         problems.append(f"--detector applies to --task {' and '.join(TOP_DOWN_TASKS)}")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
+
+
+def backend_problems(args) -> list[str]:
+    """--backend and --dtype that cannot go together (predict, annotate, demo)."""
+    dtype = getattr(args, "dtype", None)
+    if dtype == "int8" and args.backend == "torch":
+        return ["--dtype int8 runs a quantised onnxruntime graph: use --backend auto or onnxruntime"]
+    if args.backend == "onnxruntime" and dtype not in (None, "float32", "int8"):
+        return [f"--backend onnxruntime runs float32 or int8 graphs, not --dtype {dtype}: use --backend torch or auto"]
+    if (args.backend == "onnxruntime" or dtype == "int8") and args.device not in (None, "cpu"):
+        return [f"--device {args.device}: the onnxruntime backend runs on the CPU (--device cpu)"]
+    return []
 
 
 def annotate_problems(args) -> list[str]:
@@ -219,7 +238,7 @@ def annotate(args) -> int:
         summary = annotate(source, models, args.output, batch_size=args.batch_size, chunk_size=args.chunk_size,
                            dense_size=args.dense_size, dtype=args.dtype, workers=args.workers, device=args.device,
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
-                           push_to_hub=args.push_to_hub)
+                           push_to_hub=args.push_to_hub, backend=args.backend)
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
         if debugging():
             raise
@@ -242,7 +261,8 @@ def demo(args) -> int:
         raise CommandError(EXIT_FAILED, ['error: the demo needs Gradio: pip install "sapiens-hf[demo]"'])
     from .. import demo as web_demo  # Gradio loads only here
 
-    return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=args.detector)
+    return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=args.detector,
+                          backend=args.backend, quiet=args.quiet)
 
 
 EXAMPLES = {
@@ -275,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = "override a model config field, e.g. num_attention_heads=16 (VALUE read as JSON); repeatable"
     device_help = '"auto" (the default: the first GPU if any, else the CPU), "cpu", "cuda", "cuda:1", ...'
-    dtype_help = "float32 (default; an export folder: the dtype it was exported in), float16 or bfloat16"
+    dtype_help = ("float32 (default; an export folder: the dtype it was exported in), float16, bfloat16, or int8 (an "
+                  "onnxruntime graph quantised with calibration images; docs/deployment.md)")
+    backend_help = ("auto (default: onnxruntime on a CPU where it ran faster than torch and the run pays for its "
+                    "one-time export, else torch; docs/performance.md), torch or onnxruntime")
     model_help = ("MODEL, or TASK=MODEL: a Hub id (converted, or Meta's original release), a local folder (converted, "
                   "laid out like an original repo, or written by sapiens-hf export) or an original .pth/.pt2 file")
 
@@ -283,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--quiet", action="store_true", help="no progress bars, no loading messages")
+        if name in ("predict", "annotate", "demo"):
+            sub.add_argument("--backend", choices=BACKENDS, default="auto", help=backend_help)
         return sub
 
     run = command("predict", "predict on images, folders and videos")
@@ -296,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace existing files that this run did not write, and start afresh instead of resuming")
     run.add_argument("--batch-size", type=int, default=1, help="images/frames per forward pass")
     run.add_argument("--device", type=device_name, help=device_help)
-    run.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
+    run.add_argument("--dtype", type=run_dtype_name, metavar="DTYPE", help=dtype_help)
     run.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                      help=config_help)
     run.add_argument("--flip-test", action="store_true",
@@ -331,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "CPU, else the process's spare cores, at most 4)")
     notes.add_argument("--device", type=device_name,
                        help='"auto" (the default: what accelerate picks for each process) or "cpu"')
-    notes.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
+    notes.add_argument("--dtype", type=run_dtype_name, metavar="DTYPE", help=dtype_help)
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
     notes.add_argument("--push-to-hub", metavar="REPO", help="also upload the shards as a Hub dataset repo")
