@@ -139,3 +139,66 @@ def test_onnxruntime_results_equal_the_eager_models(task, tiny_model, monkeypatc
             key = "predicted_depth" if task == "depth" else "normals"
             scale = max(1.0, expected[key].abs().max().item())
             torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=1e-4 * scale)
+
+
+def photo(path) -> str:
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (60, 50, 3), dtype=np.uint8)).save(path)
+    return str(path)
+
+
+def test_predict_prints_the_backend_once_and_quiet_silences_it(tiny_model, tmp_path, capsys):
+    from sapiens_hf.cli import main
+
+    command = ["predict", "--task", "depth", "--model", tiny_model("depth"), photo(tmp_path / "in.png"), "--output"]
+    assert main([*command, str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("backend: ") == 1 and "backend: torch (1 image(s): a first ONNX export" in err
+    assert main([*command, str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert "backend" not in capsys.readouterr().err
+    assert main(["annotate", str(tmp_path / "in.png"), "--task", "depth", "--model", tiny_model("depth"),
+                 "--output", str(tmp_path / "shards"), "--backend", "torch"]) == 0
+    assert "annotate: backend: torch (asked for)" in capsys.readouterr().err
+
+
+def test_backend_arguments_that_cannot_go_together_are_refused_before_any_work(tiny_model, tmp_path, capsys,
+                                                                               monkeypatch):
+    from sapiens_hf.cli import main
+
+    image, out = photo(tmp_path / "in.png"), tmp_path / "out"
+    command = ["predict", "--task", "depth", "--model", tiny_model("depth"), image, "--output", str(out)]
+    for arguments, message in [(["--dtype", "int8", "--backend", "torch"], "--dtype int8 runs a quantised"),
+                               (["--backend", "onnxruntime", "--dtype", "bf16"], "float32 or int8 graphs, not"),
+                               (["--backend", "onnxruntime", "--device", "cuda"], "--device cuda")]:
+        assert main([*command, *arguments]) == 2
+        assert message in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # --device's default is then the GPU
+    assert main([*command, "--dtype", "int8"]) == 2
+    assert "add --device cpu" in capsys.readouterr().err
+    monkeypatch.undo()
+    exporting.export(tiny_model("depth"), tmp_path / "onnx")
+    assert main(["predict", "--task", "depth", "--model", str(tmp_path / "onnx"), image, "--output", str(out),
+                 "--backend", "torch"]) == 2
+    assert "is an export folder" in capsys.readouterr().err
+    assert not out.exists()
+    from sapiens_hf.cli import build_parser
+
+    assert build_parser().parse_args(["demo", "--backend", "onnxruntime"]).backend == "onnxruntime"
+
+
+def test_predict_with_onnxruntime_equals_torch_and_int8_runs_its_calibrated_graph(tiny_model, tmp_path, capsys):
+    from sapiens_hf.cli import main
+
+    command = ["predict", "--task", "depth", "--model", tiny_model("depth"), photo(tmp_path / "in.png"), "--output"]
+    assert main([*command, str(tmp_path / "torch"), "--backend", "torch"]) == 0
+    assert main([*command, str(tmp_path / "ort"), "--backend", "onnxruntime"]) == 0
+    assert "backend: onnxruntime (asked for; exported and checked" in capsys.readouterr().err
+    expected, actual = np.load(tmp_path / "torch" / "in_depth.npy"), np.load(tmp_path / "ort" / "in_depth.npy")
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4 * max(1.0, np.abs(expected).max()))
+    assert main([*command, str(tmp_path / "again"), "--backend", "onnxruntime"]) == 0
+    assert "backend: onnxruntime (asked for; cached export" in capsys.readouterr().err
+    assert main([*command, str(tmp_path / "int8"), "--dtype", "int8"]) == 0
+    assert "backend: onnxruntime (int8 graph, exported" in capsys.readouterr().err
+    int8 = np.load(tmp_path / "int8" / "in_depth.npy")
+    assert int8.shape == expected.shape and 0 < np.abs(int8 - expected).mean() < 0.1 * np.abs(expected).mean()
