@@ -3,7 +3,9 @@ the run pays for it or a checked export is cached, picks onnxruntime only where 
 an accelerator; the export is cached by content, reused, rebuilt when damaged; a failed export or check falls back to
 torch with a note; the onnxruntime results equal the eager model's."""
 
+import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -92,6 +94,10 @@ def test_a_damaged_cache_entry_is_named_and_rebuilt(tiny_model, exports, monkeyp
         "no record": lambda: (folder / backends.RECORD).unlink(),
         "sapiens-export.json is damaged or was edited": lambda: manifest.write_text(manifest.read_text().replace("pose", "depth")),
     }
+    stale, running = folder.parent / ".exporting-killed", folder.parent / ".exporting-running"
+    for staging in (stale, running):
+        staging.mkdir()
+    os.utime(stale, (time.time() - 2 * 86400,) * 2)  # a run killed two days ago; `running` may be another process's
     for expected, damage in damages.items():
         damage()
         assert expected in backends.damage(folder)
@@ -101,18 +107,25 @@ def test_a_damaged_cache_entry_is_named_and_rebuilt(tiny_model, exports, monkeyp
         assert f"the cached export was damaged: {expected}" in rebuilt.reason and rebuilt.backend == "onnxruntime"
         assert rebuilt.folder == folder and backends.damage(folder) is None
     assert len(exports) == 1 + len(damages)
-    assert not list(folder.parent.glob(".exporting-*"))  # no staging folder left behind
+    assert list(folder.parent.glob(".exporting-*")) == [running]  # none of ours left behind, the stale one removed
 
 
-def test_a_failing_export_or_check_falls_back_to_torch_with_a_note(tiny_model, monkeypatch):
+def test_a_failing_export_or_check_falls_back_to_torch_with_a_note(tiny_model, monkeypatch, tmp_path, capsys):
     model = SapiensForPoseEstimation.from_pretrained(tiny_model("pose"))
     monkeypatch.setattr(exporting, "TOLERANCE", {"fp32": 0.0, "fp16": 0.0, "bf16": 0.0})  # the check fails
     choice = backends.choose(model, device="cpu", images=None)
     assert choice.backend == "torch" and "ONNX export failed" in choice.reason and "ExportCheckError" in choice.reason
     assert "\n" not in str(choice)
-    with pytest.raises(exporting.ExportCheckError):  # asked for: the failure is the answer
+    with pytest.raises(backends.BackendError, match="ExportCheckError"):  # asked for: the failure is the answer
         backends.choose(model, backend="onnxruntime", device="cpu")
     assert not list(backends.exports_cache().glob("*/*"))  # nothing kept
+
+    from sapiens_hf.cli import main
+
+    image = photo(tmp_path / "in.png")
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), image, "--output", str(tmp_path / "o"),
+                 "--backend", "onnxruntime"]) == 1  # one line, no advice about the Hub
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: The ONNX export for the onnxruntime backend")
 
     monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)  # onnxruntime not installed
     choice = backends.choose(model, device="cpu", images=None)
@@ -202,3 +215,23 @@ def test_predict_with_onnxruntime_equals_torch_and_int8_runs_its_calibrated_grap
     assert "backend: onnxruntime (int8 graph, exported" in capsys.readouterr().err
     int8 = np.load(tmp_path / "int8" / "in_depth.npy")
     assert int8.shape == expected.shape and 0 < np.abs(int8 - expected).mean() < 0.1 * np.abs(expected).mean()
+
+
+def test_onnxruntime_uses_as_many_threads_as_torch(tiny_model, tmp_path, monkeypatch):
+    """Several processes on one machine (`accelerate launch` sets each one's torch threads) share the cores alike
+    with either backend: the session's intra-op threads follow torch's."""
+    import onnxruntime
+
+    from sapiens_hf.exported_model import SapiensExportedModel
+
+    exporting.export(tiny_model("depth"), tmp_path / "onnx")
+    sessions, real = [], onnxruntime.InferenceSession
+    monkeypatch.setattr(onnxruntime, "InferenceSession", lambda *args, **kwargs: sessions.append(args) or real(
+        *args, **kwargs))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        SapiensExportedModel(tmp_path / "onnx")
+    finally:
+        torch.set_num_threads(threads)
+    assert sessions[0][1].intra_op_num_threads == 1

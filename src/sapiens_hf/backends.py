@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,10 @@ BACKENDS = ("auto", "torch", "onnxruntime")
 MIN_IMAGES = 8
 RECORD = "sapiens-cache.json"  # in each cache entry: its files' sha256 and the check's timings, written last
 _EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
+
+class BackendError(RuntimeError):
+    """The onnxruntime backend, asked for by name or by int8, cannot run this model; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ def choose(model, *, backend: str = "auto", device=None, dtype=None, images: int
     if missing:
         message = f'{", ".join(missing)} not installed (pip install "sapiens-hf[export]")'
         if backend == "onnxruntime" or int8:
-            raise ImportError(f"The onnxruntime backend needs {message}")
+            raise BackendError(f"The onnxruntime backend needs {message}")
         return Choice("torch", f"onnxruntime would need {message}")
     key = cache_key(model, input_size, int8)
     entry = exports_cache(cache_dir) / key
@@ -103,9 +108,10 @@ def choose(model, *, backend: str = "auto", device=None, dtype=None, images: int
     try:
         folder = entry if cached else write_export(model, entry, input_size, int8)
     except Exception as error:  # noqa: BLE001  (any failure of the export or its check: auto runs torch)
-        if backend == "onnxruntime" or int8:
-            raise
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        if backend == "onnxruntime" or int8:
+            raise BackendError(f"The ONNX export for the onnxruntime backend failed: {type(error).__name__}: {first} "
+                               "(--backend torch runs the eager model)") from error
         return Choice("torch", f"the ONNX export failed, running the eager model: {type(error).__name__}: {first}")
     how = "cached export" if cached else "exported and checked against the eager model now" + damaged
     if int8:
@@ -176,6 +182,9 @@ def write_export(model, entry: Path, input_size, int8: bool) -> Path:
     if entry.exists():
         shutil.rmtree(entry)
     entry.parent.mkdir(parents=True, exist_ok=True)
+    for stale in entry.parent.glob(".exporting-*"):  # left by a killed run (a day old: no export takes that long)
+        if time.time() - stale.stat().st_mtime > 86400:
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".exporting-"))
     try:
         manifest = export(model, staging, input_size=input_size, quantize="int8" if int8 else None, overwrite=True)
@@ -193,4 +202,4 @@ def write_export(model, entry: Path, input_size, int8: bool) -> Path:
     return entry
 
 
-__all__ = ["BACKENDS", "MIN_IMAGES", "Choice", "choose", "runs_on_cpu"]
+__all__ = ["BACKENDS", "MIN_IMAGES", "BackendError", "Choice", "choose", "runs_on_cpu"]

@@ -50,7 +50,10 @@ class SapiensExportedModel(nn.Module):
         if dtype not in (None, "auto", self.dtype):
             raise ValueError(f"{folder} was exported in {self.manifest['dtype']}; export it again with --dtype for "
                              f"{dtype}")
-        self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code)
+        # As many threads as torch's (one per core, or what OMP_NUM_THREADS, `accelerate launch` or
+        # torch.set_num_threads set), so that several processes on one machine share its cores alike with either.
+        self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code,
+                                    threads=torch.get_num_threads())
         self.config = SapiensConfig.from_pretrained(folder)
         self.config.name_or_path = str(folder)
         self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import constants
 
-from ..backends import runs_on_cpu
+from ..backends import BackendError, runs_on_cpu
 from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
@@ -118,6 +118,10 @@ def load_or_explain(task: str, model: str | None, device, dtype: str | None, con
                                   report=None if quiet else report_line, **dict(config))
     except WrongModelError as error:
         raise usage_error([f"--model {model_id} does not fit --task {task}: {error}"]) from None
+    except BackendError as error:  # the model loaded; its export did not: no Hub advice
+        if debugging():
+            raise
+        raise CommandError(EXIT_FAILED, [f"error: {error}"]) from None
     except Exception as error:
         if debugging():
             raise
