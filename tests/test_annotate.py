@@ -50,7 +50,7 @@ def arguments(images, models, out, *extra):
     return ["annotate", str(images), "--output", str(out), "--task", "pose", "--task", "seg", "--task", "depth",
             "--model", f"pose={models['pose']}", "--model", f"seg={models['seg']}", "--model",
             f"depth={models['depth']}", "--batch-size", "3", "--chunk-size", "5", "--dense-size", "32x24",
-            "--device", "cpu", "--quiet", *extra]
+            "--device", "cpu", "--quiet", "--backend", "torch", *extra]  # rows compared with the torch pipelines
 
 
 def launch(args, processes: int, **popen):
