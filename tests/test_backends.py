@@ -212,7 +212,8 @@ def test_predict_with_onnxruntime_equals_torch_and_int8_runs_its_calibrated_grap
     assert main([*command, str(tmp_path / "again"), "--backend", "onnxruntime"]) == 0
     assert "backend: onnxruntime (asked for; cached export" in capsys.readouterr().err
     assert main([*command, str(tmp_path / "int8"), "--dtype", "int8"]) == 0
-    assert "backend: onnxruntime (int8 graph, exported" in capsys.readouterr().err
+    assert "backend: onnxruntime (int8 graph, exported" in (err := capsys.readouterr().err)
+    assert "against fp32 on the bundled photo: depth_relative_error_mean " in err
     int8 = np.load(tmp_path / "int8" / "in_depth.npy")
     assert int8.shape == expected.shape and 0 < np.abs(int8 - expected).mean() < 0.1 * np.abs(expected).mean()
 
