@@ -130,6 +130,9 @@ def test_a_failing_export_or_check_falls_back_to_torch_with_a_note(tiny_model, m
     monkeypatch.setattr(backends.importlib.util, "find_spec", lambda name: None)  # onnxruntime not installed
     choice = backends.choose(model, device="cpu", images=None)
     assert choice.backend == "torch" and "sapiens-hf[export]" in choice.reason
+    assert main(["predict", "--task", "pose", "--model", tiny_model("pose"), image, "--output", str(tmp_path / "o"),
+                 "--dtype", "int8"]) == 2  # before any work
+    assert "needs onnx, onnxscript, onnxruntime, which are not installed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])

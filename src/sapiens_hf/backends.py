@@ -69,6 +69,15 @@ def runs_on_cpu(device) -> bool:
                 or (hasattr(torch, "xpu") and torch.xpu.is_available()))
 
 
+def missing_packages() -> str | None:
+    """What the onnxruntime backend needs that is not installed, in words; None when nothing is missing."""
+    missing = [name for name in _EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
+    if not missing:
+        return None
+    return f'{", ".join(missing)}, which {"is" if len(missing) == 1 else "are"} not installed (pip install ' \
+           '"sapiens-hf[export]")'
+
+
 def choose(model, *, backend: str = "auto", device=None, dtype=None, images: int | None = None,
            input_size: tuple[int, int] | None = None, cache_dir=None) -> Choice:
     """The backend for `model` (a loaded Sapiens task model in float32) on `device` in `dtype` (a torch dtype, or
@@ -91,9 +100,8 @@ def choose(model, *, backend: str = "auto", device=None, dtype=None, images: int
         if backend == "onnxruntime" or int8:
             raise ValueError("the onnxruntime backend runs on the CPU: pass device='cpu' (--device cpu)")
         return Choice("torch", "an accelerator: the ONNX graph would run on the CPU")
-    missing = [name for name in _EXPORT_PACKAGES if importlib.util.find_spec(name) is None]
-    if missing:
-        message = f'{", ".join(missing)} not installed (pip install "sapiens-hf[export]")'
+    message = missing_packages()
+    if message:
         if backend == "onnxruntime" or int8:
             raise BackendError(f"The onnxruntime backend needs {message}")
         return Choice("torch", f"onnxruntime would need {message}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import constants
 
-from ..backends import BackendError, runs_on_cpu
+from ..backends import BackendError, missing_packages, runs_on_cpu
 from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import FileWriter, ProgressFile
@@ -92,6 +92,8 @@ def backend_problem(backend: str, dtype: str | None, device: str | None, model: 
     """What the arguments alone do not show: an accelerator that --device's default picks, an export folder."""
     if (backend == "onnxruntime" or dtype == "int8") and not runs_on_cpu(device):
         return "the onnxruntime backend runs on the CPU, and --device picks an accelerator here: add --device cpu"
+    if (backend == "onnxruntime" or dtype == "int8") and missing_packages():
+        return f"the onnxruntime backend needs {missing_packages()}"
     if is_export_folder(model) and (backend == "torch" or dtype == "int8"):
         return (f"--model {model} is an export folder, which runs with onnxruntime as exported: give the model it was "
                 "exported from for --backend torch or --dtype int8")
