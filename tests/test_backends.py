@@ -198,6 +198,9 @@ def test_backend_arguments_that_cannot_go_together_are_refused_before_any_work(t
                  "--backend", "torch"]) == 2
     assert "is an export folder" in capsys.readouterr().err
     assert not out.exists()
+    lines = []  # from Python, an export folder runs as exported whatever the backend (the demo's default is torch)
+    assert load_task_pipeline("depth", tmp_path / "onnx", report=lines.append).model.manifest["task"] == "depth"
+    assert lines == ["backend: onnxruntime (an export folder)"]
     from sapiens_hf.cli import build_parser
 
     assert build_parser().parse_args(["demo", "--backend", "onnxruntime"]).backend == "onnxruntime"

@@ -358,8 +358,8 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
 
     `backend` is "torch" (the eager model), "onnxruntime" (its ONNX export, made once into the cache and checked) or
     "auto" (the faster on this machine for a run of `images` images, None: no known end; see
-    `sapiens_hf.backends`); `dtype="int8"` runs the statically quantised ONNX graph. `report`, if given, is called
-    with one line saying which backend runs and why."""
+    `sapiens_hf.backends`); `dtype="int8"` runs the statically quantised ONNX graph. An export folder runs as it was
+    exported, whatever the backend. `report`, if given, is called with one line saying which backend runs and why."""
     from transformers import AutoConfig, AutoImageProcessor
 
     from . import modeling_sapiens
@@ -369,11 +369,9 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
     if is_export_folder(model):
         if config_overrides:
             raise ValueError(f"{model} is an exported graph: its configuration is fixed ({sorted(config_overrides)})")
-        if backend == "torch" or dtype == "int8":
-            raise ValueError(f"{model} is an exported graph, which runs with onnxruntime as exported: give the model "
-                             "it was exported from for backend='torch' or int8")
-        loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
-        choice = Choice("onnxruntime", "an export folder")
+        int8 = dtype == "int8"  # its int8 graph, if it was exported with one
+        loaded = SapiensExportedModel.from_pretrained(model, **({"int8": True} if int8 else {"dtype": dtype}))
+        choice = Choice("onnxruntime", f"an export folder{', its int8 graph' if int8 else ''}")
     else:
         # Another task's checkpoint is refused from its config, before its weights load into the wrong head.
         saved_as = task_of_class((AutoConfig.from_pretrained(model, **config_overrides).architectures or [None])[0])

@@ -94,9 +94,9 @@ def backend_problem(backend: str, dtype: str | None, device: str | None, model: 
         return "the onnxruntime backend runs on the CPU, and --device picks an accelerator here: add --device cpu"
     if (backend == "onnxruntime" or dtype == "int8") and missing_packages():
         return f"the onnxruntime backend needs {missing_packages()}"
-    if is_export_folder(model) and (backend == "torch" or dtype == "int8"):
+    if is_export_folder(model) and backend == "torch":
         return (f"--model {model} is an export folder, which runs with onnxruntime as exported: give the model it was "
-                "exported from for --backend torch or --dtype int8")
+                "exported from for --backend torch")
     return None
 
 
