@@ -136,7 +136,7 @@ def test_a_failing_export_or_check_falls_back_to_torch_with_a_note(tiny_model, m
 
 
 @pytest.mark.parametrize("task", ["pose", "seg", "depth", "normal"])
-def test_onnxruntime_results_equal_the_eager_models(task, tiny_model, monkeypatch):
+def test_onnxruntime_results_equal_the_eager_models(task, tiny_model):
     """The pipeline on the cached export equals the eager pipeline within the export check's tolerance (1e-4 of
     the output's scale; keypoints in pixels, labels exactly)."""
     images = [np.random.default_rng(seed).integers(0, 256, (100, 80, 3), dtype=np.uint8) for seed in range(2)]
