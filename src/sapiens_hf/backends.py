@@ -37,8 +37,8 @@ from .runtime import read_manifest
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-# The export and its check of the 0.3B pose model took as long as 3.7 of its eager images; at onnxruntime's
-# measured speed-ups (2.15× on a 2-core AMD Zen 4; see docs/performance.md) it pays off after 7 images.
+# The export and its check of the 0.3B pose model cost 3.7–4.1 of its eager images; at onnxruntime's speed-up where
+# it has one (2.15× on a 2-core AMD Zen 4) that pays off after 7–8 images (docs/performance.md, Backends).
 MIN_IMAGES = 8
 RECORD = "sapiens-cache.json"  # in each cache entry: its files' sha256 and the check's timings, written last
 _EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
