@@ -6,7 +6,8 @@
 Each path gets one warm-up call, then `--repeats` rounds that time every path once in turn (so that a shared
 machine whose speed drifts during the run slows all paths alike); the median per path, images/s and the ratio to
 eager are printed. The int8 graph's keypoint change against fp32 is that of `sapiens-hf export --quantize int8` (the
-bundled photo). Not a unit test; results in docs/deployment.md.
+bundled photo); it is static now, whose calibration of the 0.3B model needs more than 18 GB of memory
+(docs/deployment.md, Reduced precision). Not a unit test; results in docs/deployment.md.
 """
 
 import argparse

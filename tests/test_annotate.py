@@ -51,7 +51,8 @@ def arguments(images, models, out, *extra):
     return ["annotate", str(images), "--output", str(out), "--task", "pose", "--task", "seg", "--task", "depth",
             "--model", f"pose={models['pose']}", "--model", f"seg={models['seg']}", "--model",
             f"depth={models['depth']}", "--batch-size", "3", "--chunk-size", "5", "--dense-size", "32x24",
-            "--device", "cpu", "--quiet", "--detector", models["detector"], "--detector-threshold", "0", *extra]
+            "--device", "cpu", "--quiet", "--detector", models["detector"], "--detector-threshold", "0",
+            "--backend", "torch", *extra]  # rows compared with the torch pipelines
 
 
 def launch(args, processes: int, **popen):

@@ -70,24 +70,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(models: dict, device: str | None = None, port: int = 7860, share: bool = False,
-          detector: str | None = DEFAULT_DETECTOR) -> int:
+          detector: str | None = DEFAULT_DETECTOR, backend: str = "torch", quiet: bool = False) -> int:
     """Loads every model, then serves the app until interrupted (`sapiens-hf demo`, which checks the options first):
-    no request waits for a model to load or convert."""
-    blocks, app = build_demo(models, device, detector, return_app=True)
+    no request waits for a model to load, convert or export (`backend`, as `load_task_pipeline`'s, for a server with
+    no known number of images; each model's backend is printed once unless `quiet`)."""
+    blocks, app = build_demo(models, device, detector, return_app=True, backend=backend, quiet=quiet)
     app.load_all()
     blocks.launch(server_port=port, share=share, max_file_size=MAX_UPLOAD)
     return 0
 
 
 def build_demo(models: dict, device: str | None = None, detector: str | None = DEFAULT_DETECTOR,
-               return_app: bool = False):
+               return_app: bool = False, backend: str = "torch", quiet: bool = False):
     """The app (a `gr.Blocks`; call `.launch()`): `models` maps tasks to model ids or paths, the others get their
     pipeline's default (`TASKS[task].default_checkpoint`); `detector` is the person detector of pose (None: none).
     The models are the operator's choice: a request picks tasks and options, never a model or a path. Models load
     on first use (`serve` loads them first); requests queue and run one at a time."""
     import gradio as gr
 
-    app = DemoApp(models, device, detector)
+    app = DemoApp(models, device, detector, backend, quiet)
     limit = SapiensImageProcessorPil.max_image_pixels
     model_lines = "\n".join(f"- {task}: `{model}`" for task, model in app.models.items())
     detector_line = f"\n- person detector: `{app.detector}`" if app.detector else ""
@@ -162,12 +163,13 @@ def preview_image(upload):
 class DemoApp:
     """What the Run button does, and the pipelines it loads on first use (one request at a time)."""
 
-    def __init__(self, models: dict, device: str | None = None, detector: str | None = DEFAULT_DETECTOR):
+    def __init__(self, models: dict, device: str | None = None, detector: str | None = DEFAULT_DETECTOR,
+                 backend: str = "torch", quiet: bool = False):
         chosen = {get_task(task).name: model for task, model in models.items() if model}  # aliases too ("seg")
         if set(chosen) - set(DEMO_TASKS):
             raise ValueError(f"The demo runs {', '.join(DEMO_TASKS)}; got models for {sorted(chosen)}")
         self.models = {task: chosen.get(task) or TASKS[task].default_checkpoint for task in DEMO_TASKS}
-        self.device, self.detector = device, detector
+        self.device, self.detector, self.backend, self.quiet = device, detector, backend, quiet
         self.pipelines: dict = {}
         self.lock = threading.Lock()
         self.results_root = Path(tempfile.mkdtemp(prefix="sapiens-hf-demo-"))
@@ -276,7 +278,9 @@ class DemoApp:
             return self.pipelines[task], 0.0
         model, started = self.models[task], time.perf_counter()
         try:
-            pipe = load_task_pipeline(task, model, device=self.device)
+            pipe = load_task_pipeline(task, model, device=self.device, backend=self.backend,
+                                      report=None if self.quiet else lambda line: print(f"{task}: {line}",
+                                                                                          file=sys.stderr))
         except WrongModelError as error:
             raise DemoError(f"The {task} model {model} does not fit: {error}") from None
         except Exception as error:  # noqa: BLE001  (a missing, unreachable or broken checkpoint)

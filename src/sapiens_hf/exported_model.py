@@ -53,8 +53,10 @@ class SapiensExportedModel(nn.Module):
         if dtype not in (None, "auto", self.dtype):
             raise WrongModelError(f"{folder} was exported in {self.manifest['dtype']}; export it again with --dtype for "
                              f"{dtype}")
-        try:
-            self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code)
+        try:  # as many threads as torch's (one per core, or what OMP_NUM_THREADS, `accelerate launch` or
+            # torch.set_num_threads set), so that several processes on one machine share its cores alike with either
+            self.runner = ExportedModel(folder, int8=int8, trust_remote_code=trust_remote_code,
+                                        threads=torch.get_num_threads())
         except ValueError as error:  # no int8 graph, an untrusted program, a damaged folder: said as it is
             raise WrongModelError(str(error)) from None
         self.config = SapiensConfig.from_pretrained(folder)

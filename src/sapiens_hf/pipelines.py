@@ -31,6 +31,7 @@ from transformers.pipelines import PIPELINE_REGISTRY
 from transformers.pipelines.base import ChunkPipeline
 
 from . import keypoint_formats
+from .backends import Choice, choose
 from .exported_model import SapiensExportedModel
 from .families import check_config_overrides, family_of
 from .geometry import check_boxes
@@ -582,13 +583,19 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
         return people
 
 
-def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, **config_overrides):
+def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtype=None, backend: str = "torch",
+                       images: int | None = None, report=None, **config_overrides):
     """The `sapiens-*` pipeline of `task` for a model id or path (`from_pretrained` takes it; default: the task's
     released checkpoint), with its processor (the released settings when the checkpoint has none). The model is
     loaded through the task's class of its generation (Sapiens or Sapiens2, from its config) in `dtype` (default
     float32), a folder of `sapiens-hf export` as
     `SapiensExportedModel` (default: the dtype it was exported in), and the pipeline refuses a model of another task
-    (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo."""
+    (`WrongModelError`) before any prediction. Used by `sapiens-hf predict`, `annotate` and the demo.
+
+    `backend` is "torch" (the eager model), "onnxruntime" (its ONNX export, made once into the cache and checked) or
+    "auto" (the faster on this machine for a run of `images` images, None: no known end; see
+    `sapiens_hf.backends`); `dtype="int8"` runs the statically quantised ONNX graph. An export folder runs as it was
+    exported, whatever the backend. `report`, if given, is called with one line saying which backend runs and why."""
     from transformers import AutoConfig, AutoImageProcessor
 
     task = get_task(task)
@@ -596,7 +603,9 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
     if is_export_folder(model):
         if config_overrides:
             raise ValueError(f"{model} is an exported graph: its configuration is fixed ({sorted(config_overrides)})")
-        loaded = SapiensExportedModel.from_pretrained(model, dtype=dtype)
+        int8 = dtype == "int8"  # its int8 graph, if it was exported with one
+        loaded = SapiensExportedModel.from_pretrained(model, **({"int8": True} if int8 else {"dtype": dtype}))
+        choice = Choice("onnxruntime", f"an export folder{', its int8 graph' if int8 else ''}")
     else:
         # Another task's checkpoint is refused from its config, before its weights load into the wrong head.
         config = AutoConfig.from_pretrained(model)
@@ -614,11 +623,19 @@ def load_task_pipeline(task: str, model: str | None = None, *, device=None, dtyp
             model_class = family.model_class(task)
         except ValueError as error:
             raise WrongModelError(f"The {task.pipeline} pipeline cannot run {model}: {error}") from None
-        loaded = model_class.from_pretrained(model, dtype=dtype or torch.float32, **config_overrides)
+        weights = torch.float32 if dtype in (None, "int8") else dtype
+        loaded = model_class.from_pretrained(model, dtype=weights, **config_overrides)
     try:
         processor = AutoImageProcessor.from_pretrained(model, backend="pil")
     except (OSError, ValueError):  # a folder saved without its processor: the released settings
         processor = family_of(loaded.config).image_processor_class()()
+    if not isinstance(loaded, SapiensExportedModel):
+        choice = choose(loaded, backend=backend, device=device, dtype=dtype, images=images,
+                        input_size=(processor.size["height"], processor.size["width"]))
+        if choice.folder is not None:  # the eager model is released here: the graph holds its own weights
+            loaded, device = SapiensExportedModel.from_pretrained(choice.folder, int8=dtype == "int8"), "cpu"
+    if report is not None:
+        report(str(choice))
     return pipeline(task.pipeline, model=loaded, image_processor=processor, device=device)
 
 

@@ -60,17 +60,22 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def load_graph(path: Path, dtype: str, providers: list[str] | None = None, output: str | None = None):
+def load_graph(path: Path, dtype: str, providers: list[str] | None = None, output: str | None = None,
+               threads: int | None = None):
     """The graph in `path` as a function from float32 pixel values to its output in float32 (NumPy arrays), the
     input cast to the graph's `dtype` (a manifest name): onnxruntime for `.onnx` (with `providers`, default the CPU;
-    its output must be named `output` when given: another task's graph is refused), torch for a `torch.export`
-    program, whose loading can run code from the file: load only files you trust."""
+    its output must be named `output` when given: another task's graph is refused; `threads`: its intra-op threads,
+    default onnxruntime's, one per physical core), torch for a `torch.export` program, whose loading can run code
+    from the file: load only files you trust."""
     if not path.is_file():
         raise ValueError(f"{path} is missing: the export folder is incomplete; export the model again")
     if path.suffix == ".onnx":
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
+        options = onnxruntime.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         name, input_dtype = session.get_inputs()[0].name, np.dtype(DTYPES[dtype])
         if output is not None and session.get_outputs()[0].name != output:
             raise ValueError(f"{path} computes {session.get_outputs()[0].name!r}, not {output!r}: it is another "
@@ -95,12 +100,12 @@ def load_graph(path: Path, dtype: str, providers: list[str] | None = None, outpu
 class ExportedModel:
     """The graph of an export folder with the pipelines' pre- and post-processing (see the module docstring).
 
-    `int8` runs the int8 graph of `--quantize int8`; `providers` are onnxruntime's. A `torch.export` program can
-    hold pickled objects, which run code when loaded, so it is loaded (with torch) only with
-    `trust_remote_code=True`; ONNX graphs carry no code."""
+    `int8` runs the int8 graph of `--quantize int8`; `providers` are onnxruntime's, `threads` its intra-op threads.
+    A `torch.export` program can hold pickled objects, which run code when loaded, so it is loaded (with torch) only
+    with `trust_remote_code=True`; ONNX graphs carry no code."""
 
     def __init__(self, folder: str | Path, int8: bool = False, providers: list[str] | None = None,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, threads: int | None = None):
         folder = Path(folder)
         self.manifest = read_manifest(folder)
         self.task = TASKS[self.manifest["task"]]
@@ -121,7 +126,7 @@ class ExportedModel:
         self.mean = np.asarray(processor["image_mean"], np.float32)
         self.std = np.asarray(processor["image_std"], np.float32)
         self.box_padding = processor.get("box_padding", 1.25)
-        self._graph = load_graph(folder / file, self.manifest["dtype"], providers, self.task.output)
+        self._graph = load_graph(folder / file, self.manifest["dtype"], providers, self.task.output, threads)
 
     def __call__(self, image, boxes=None, kernel_size: int = 11):
         image = _rgb(image)

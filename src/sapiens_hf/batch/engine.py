@@ -237,7 +237,7 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
              device: str | None = None, config_overrides: dict | None = None, overwrite: bool = False,
              quiet: bool = False, push_to_hub: str | None = None, keypoint_format: str = "native",
              detector: str | None = DEFAULT_DETECTOR, detector_threshold: float = 0.3,
-             mask_model: str | None = SEGMENTATION.default_checkpoint) -> dict:
+             mask_model: str | None = SEGMENTATION.default_checkpoint, backend: str = "torch") -> dict:
     """Annotates every input of `source` (`inputs.FileSource` / `DatasetSource`) with each task's model
     (`{task: model id or path}`) into `output` (`writers.ShardWriter`); resumes a run with the same settings. Pose
     finds the people with `detector` (a model id or folder; None: the whole image); depth and normals are cut with
@@ -245,7 +245,9 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
     for both). Both load before any image is read.
     Returns `{"rows", "errors", "seconds", "images_per_second", "processes"}` (over this run's work, all
     processes). `keypoint_format`: the pose keypoints' format (`keypoint_formats`; a `KeypointFormatError` once the
-    pose model is loaded if its keypoints cannot give it, before anything is written)."""
+    pose model is loaded if its keypoints cannot give it, before anything is written). `backend` and `dtype` as
+    `load_task_pipeline`'s (int8: the quantised onnxruntime graph); the backend of each task is printed once, on
+    stderr, unless `quiet`."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import gather_object
@@ -277,8 +279,12 @@ def annotate(source, models: dict[str, str], output, *, batch_size: int = 8, chu
         settings.update(mask_model=mask_model, mask_files=model_identity(mask_model))
     if accelerator.is_main_process:
         writer.check(settings, overwrite)  # before the models load
+    report = None if quiet or not accelerator.is_main_process else (
+        lambda line: print(f"annotate: {line}", file=sys.stderr))
     pipelines = {task: load_task_pipeline(task.name, models[task.name], device=accelerator.device,
-                                          dtype=dtype and getattr(torch, dtype), **(config_overrides or {}))
+                                          dtype=dtype if dtype == "int8" else dtype and getattr(torch, dtype),
+                                          backend=backend, images=getattr(source, "length", None), report=report,
+                                          **(config_overrides or {}))
                  for task in tasks}
     pose_kwargs = {}
     for task in top_down:  # KeypointFormatError and DetectorUnavailableError, before any image is read

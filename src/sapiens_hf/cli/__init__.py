@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .. import __version__, hub
 from .. import convert as conversion
+from ..backends import BACKENDS
 from ..export import ExportError
 from ..export import export as export_model
 from ..image_io import SAMPLE_IMAGE
@@ -66,6 +67,12 @@ def dtype_name(text: str) -> str:
     return name
 
 
+def run_dtype_name(text: str) -> str:
+    """`--dtype` of the commands that run a model: a torch dtype (`dtype_name`), or int8 (an onnxruntime graph
+    quantised with calibration, sapiens_hf.backends)."""
+    return text if text == "int8" else dtype_name(text)
+
+
 def device_name(text: str) -> str | None:
     """`--device`: "auto" (the default: the first GPU if any, else the CPU) or a torch device."""
     return None if text == "auto" else text
@@ -89,7 +96,7 @@ def config_override(text: str) -> tuple[str, object]:
 
 def argument_problems(args) -> list[str]:
     """The problems that the arguments alone show (standard library only)."""
-    problems = []
+    problems = backend_problems(args) if hasattr(args, "backend") else []
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
     # As the pose pipeline checks them (a detector score is in [0, 1]), but before any work: NaN would draw and
@@ -129,6 +136,18 @@ def argument_problems(args) -> list[str]:
     if args.mask_model and args.no_mask:
         problems.append("--mask-model and --no-mask: give one of them")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
+
+
+def backend_problems(args) -> list[str]:
+    """--backend and --dtype that cannot go together (predict, annotate, demo)."""
+    dtype = getattr(args, "dtype", None)
+    if dtype == "int8" and args.backend == "torch":
+        return ["--dtype int8 runs a quantised onnxruntime graph: use --backend auto or onnxruntime"]
+    if args.backend == "onnxruntime" and dtype not in (None, "float32", "int8"):
+        return [f"--backend onnxruntime runs float32 or int8 graphs, not --dtype {dtype}: use --backend torch or auto"]
+    if (args.backend == "onnxruntime" or dtype == "int8") and args.device not in (None, "cpu"):
+        return [f"--device {args.device}: the onnxruntime backend runs on the CPU (--device cpu)"]
+    return []
 
 
 def annotate_problems(args) -> list[str]:
@@ -268,7 +287,8 @@ def annotate(args) -> int:
                            config_overrides=dict(args.config), overwrite=args.overwrite, quiet=args.quiet,
                            push_to_hub=args.push_to_hub, keypoint_format=args.keypoint_format, detector=detector,
                            detector_threshold=args.detector_threshold,
-                           mask_model=predict.mask_of(args, any(TASKS[task].masked for task in args.task)))
+                           mask_model=predict.mask_of(args, any(TASKS[task].masked for task in args.task)),
+                           backend=args.backend)
     except WrongModelError as error:  # a usage error, as in predict
         raise usage_error([f"annotate: --model does not fit --task: {error}"]) from None
     except Exception as error:  # one line (SAPIENS_HF_DEBUG=1: the traceback)
@@ -304,7 +324,8 @@ def demo(args) -> int:
 
     detector = predict.detector_of(args, top_down=True)
     try:
-        return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=detector)
+        return web_demo.serve(models, device=args.device, port=args.port, share=args.share, detector=detector,
+                              backend=args.backend, quiet=args.quiet)
     except predict.DetectorUnavailableError as error:  # loaded before the page is served
         if debugging():
             raise
@@ -348,7 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = "override a model config field, e.g. num_attention_heads=16 (VALUE read as JSON); repeatable"
     device_help = '"auto" (the default: the first GPU if any, else the CPU), "cpu", "cuda", "cuda:1", ...'
-    dtype_help = "float32 (default; an export folder: the dtype it was exported in), float16 or bfloat16"
+    dtype_help = ("float32 (default; an export folder: the dtype it was exported in), float16, bfloat16, or int8 (an "
+                  "onnxruntime graph quantised with calibration images; docs/deployment.md)")
+    backend_help = ("auto (default: onnxruntime on a CPU where it ran faster than torch and the run pays for its "
+                    "one-time export, else torch; docs/performance.md), torch or onnxruntime")
     model_help = ("MODEL, or TASK=MODEL: a Hub id (converted, or Meta's original release), a local folder (converted, "
                   "laid out like an original repo, or written by sapiens-hf export) or an original .pth/.pt2 file")
 
@@ -356,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help, epilog=EXAMPLES[name],
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         sub.add_argument("--quiet", action="store_true", help="no progress bars, no loading messages")
+        if name in ("predict", "annotate", "demo"):
+            sub.add_argument("--backend", choices=BACKENDS, default="auto", help=backend_help)
         return sub
 
     run = command("predict", "predict on images, folders and videos")
@@ -370,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace existing files that this run did not write, and start afresh instead of resuming")
     run.add_argument("--batch-size", type=int, default=1, help="images/frames per forward pass")
     run.add_argument("--device", type=device_name, help=device_help)
-    run.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
+    run.add_argument("--dtype", type=run_dtype_name, metavar="DTYPE", help=dtype_help)
     run.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                      help=config_help)
     run.add_argument("--flip-test", action="store_true",
@@ -418,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "CPU, else the process's spare cores, at most 4)")
     notes.add_argument("--device", type=device_name,
                        help='"auto" (the default: what accelerate picks for each process) or "cpu"')
-    notes.add_argument("--dtype", type=dtype_name, metavar="DTYPE", help=dtype_help)
+    notes.add_argument("--dtype", type=run_dtype_name, metavar="DTYPE", help=dtype_help)
     notes.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
                        help=config_help)
     notes.add_argument("--keypoint-format", choices=FORMAT_NAMES, default=NATIVE, help=KEYPOINT_FORMAT_HELP)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import constants
 
+from ..backends import BackendError, missing_packages, runs_on_cpu
 from ..batch.engine import Interrupted, predict_files
 from ..batch.inputs import collect_inputs, file_identity, model_identity, name_clashes
 from ..batch.writers import STATE_DIR, FileWriter, ProgressFile
@@ -22,6 +23,7 @@ from ..families import check_config_overrides
 from ..keypoint_formats import NATIVE
 from ..modeling_sapiens import WrongModelError
 from ..pipelines import DEFAULT_DETECTOR, DetectorUnavailableError, MaskModelUnavailableError, load_task_pipeline
+from ..runtime import is_export_folder
 from ..tasks import SEGMENTATION, TASKS
 from ..tracking import Smoothing, tracker_identity
 from .errors import EXIT_FAILED, CommandError, debugging, usage_error, with_cli_hint
@@ -90,27 +92,50 @@ def overwrite_problems(writer, inputs: list, record) -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def load_pipeline(args):
+def backend_problem(backend: str, dtype: str | None, device: str | None, model: str | None) -> str | None:
+    """What the arguments alone do not show: an accelerator that --device's default picks, an export folder."""
+    if (backend == "onnxruntime" or dtype == "int8") and not runs_on_cpu(device):
+        return "the onnxruntime backend runs on the CPU, and --device picks an accelerator here: add --device cpu"
+    if (backend == "onnxruntime" or dtype == "int8") and missing_packages():
+        return f"the onnxruntime backend needs {missing_packages()}"
+    if is_export_folder(model) and backend == "torch":
+        return (f"--model {model} is an export folder, which runs with onnxruntime as exported: give the model it was "
+                "exported from for --backend torch")
+    return None
+
+
+def load_pipeline(args, images: int | None = None):
     """The task's pipeline. The model is loaded through its Sapiens class, so that besides transformers checkpoints
     (Hub ids, local folders) Meta's original releases load too: their Hub repos, local folders laid out like them and
     `.pth`/`.pt2` files, converted once and cached (see sapiens_hf.releases). A model of another task is refused
-    here, before any prediction."""
-    return load_or_explain(args.task, args.model, args.device, args.dtype, args.config)
+    here, before any prediction. The backend for `images` images is printed once (stderr, not with --quiet)."""
+    return load_or_explain(args.task, args.model, args.device, args.dtype, args.config, args.backend, images,
+                           args.quiet)
 
 
-def load_or_explain(task: str, model: str | None, device, dtype: str | None, config: list):
+def load_or_explain(task: str, model: str | None, device, dtype: str | None, config: list, backend: str = "torch",
+                    images: int | None = None, quiet: bool = False):
     """`pipelines.load_task_pipeline`, its failures as one-line CLI errors: a model of another task is a usage error,
     any other loading failure says how to use a local or converted checkpoint (SAPIENS_HF_DEBUG=1: traceback)."""
     model_id = model or TASKS[task].default_checkpoint
     try:
-        return load_task_pipeline(task, model_id, device=device, dtype=dtype and getattr(torch, dtype),
-                                  **dict(config))
+        return load_task_pipeline(task, model_id, device=device, dtype=dtype if dtype == "int8" else
+                                  dtype and getattr(torch, dtype), backend=backend, images=images,
+                                  report=None if quiet else report_line, **dict(config))
     except WrongModelError as error:
         raise usage_error([f"--model {model_id} does not fit --task {task}: {error}"]) from None
+    except BackendError as error:  # the model loaded; its export did not: no Hub advice
+        if debugging():
+            raise
+        raise CommandError(EXIT_FAILED, [f"error: {error}"]) from None
     except Exception as error:
         if debugging():
             raise
         raise CommandError(EXIT_FAILED, _load_error(model_id, task, error)) from None
+
+
+def report_line(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _load_error(model_id: str, task: str, error: Exception) -> list[str]:
@@ -247,7 +272,9 @@ def predict(args) -> int:
     writer = FileWriter(task, output_dir, args.keypoint_threshold, frame_stride=args.frame_stride,
                         smoothing=smoothing(args), record=record, masked=mask_of(args, task.masked) is not None)
     problems = name_clashes(inputs, writer.planned) + input_problems(writer, inputs) + config_problems(args.config)
-    problems += [p for p in [device_problem(args.device)] if p]
+    wrong_device = device_problem(args.device)
+    problems += [wrong_device] if wrong_device else [
+        p for p in [backend_problem(args.backend, args.dtype, args.device, args.model)] if p]
     record.current, changed, damaged = {entry.name: file_identity(entry.file) for entry in inputs}, [], []
     if not args.overwrite:  # else: start afresh
         mismatch = record.load()
@@ -256,7 +283,7 @@ def predict(args) -> int:
         damaged = writer.forget_damaged_videos(inputs)
     if problems:
         raise usage_error(problems)
-    predictor = load_pipeline(args)
+    predictor = load_pipeline(args, images=sum(len(entry.indices) for entry in inputs if entry.name not in record.done))
     keypoint_format_check(predictor, args.keypoint_format)
     detector = detector_of(args, TASKS[args.task].top_down)
     load_detector(predictor, detector)
