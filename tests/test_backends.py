@@ -144,7 +144,8 @@ def test_onnxruntime_results_equal_the_eager_models(task, tiny_model):
     eager = load_task_pipeline(task, tiny_model(task), device="cpu")
     graph = load_task_pipeline(task, tiny_model(task), device="cpu", backend="onnxruntime", report=lines.append)
     assert type(graph.model).__name__ == "SapiensExportedModel" and lines[0].startswith("backend: onnxruntime")
-    for expected, actual in zip(eager(images), graph(images)):
+    whole = {"pose": {"detector": None}, "depth": {"mask": False}, "normal": {"mask": False}}.get(task, {})
+    for expected, actual in zip(eager(images, **whole), graph(images, **whole)):
         if task == "pose":
             expected, actual = expected[0], actual[0]
             torch.testing.assert_close(actual["keypoints"], expected["keypoints"], rtol=0, atol=1e-2)
@@ -167,14 +168,14 @@ def photo(path) -> str:
 def test_predict_prints_the_backend_once_and_quiet_silences_it(tiny_model, tmp_path, capsys):
     from sapiens_hf.cli import main
 
-    command = ["predict", "--task", "depth", "--model", tiny_model("depth"), photo(tmp_path / "in.png"), "--output"]
+    command = ["predict", "--task", "depth", "--no-mask", "--model", tiny_model("depth"), photo(tmp_path / "in.png"), "--output"]
     assert main([*command, str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert err.count("backend: ") == 1 and "backend: torch (1 image(s): a first ONNX export" in err
     assert main([*command, str(tmp_path / "quiet"), "--quiet"]) == 0
     assert "backend" not in capsys.readouterr().err
     assert main(["annotate", str(tmp_path / "in.png"), "--task", "depth", "--model", tiny_model("depth"),
-                 "--output", str(tmp_path / "shards"), "--backend", "torch"]) == 0
+                 "--output", str(tmp_path / "shards"), "--backend", "torch", "--no-mask"]) == 0
     assert "annotate: backend: torch (asked for)" in capsys.readouterr().err
 
 
@@ -183,7 +184,7 @@ def test_backend_arguments_that_cannot_go_together_are_refused_before_any_work(t
     from sapiens_hf.cli import main
 
     image, out = photo(tmp_path / "in.png"), tmp_path / "out"
-    command = ["predict", "--task", "depth", "--model", tiny_model("depth"), image, "--output", str(out)]
+    command = ["predict", "--task", "depth", "--no-mask", "--model", tiny_model("depth"), image, "--output", str(out)]
     for arguments, message in [(["--dtype", "int8", "--backend", "torch"], "--dtype int8 runs a quantised"),
                                (["--backend", "onnxruntime", "--dtype", "bf16"], "float32 or int8 graphs, not"),
                                (["--backend", "onnxruntime", "--device", "cuda"], "--device cuda")]:
@@ -194,7 +195,7 @@ def test_backend_arguments_that_cannot_go_together_are_refused_before_any_work(t
     assert "add --device cpu" in capsys.readouterr().err
     monkeypatch.undo()
     exporting.export(tiny_model("depth"), tmp_path / "onnx")
-    assert main(["predict", "--task", "depth", "--model", str(tmp_path / "onnx"), image, "--output", str(out),
+    assert main(["predict", "--task", "depth", "--no-mask", "--model", str(tmp_path / "onnx"), image, "--output", str(out),
                  "--backend", "torch"]) == 2
     assert "is an export folder" in capsys.readouterr().err
     assert not out.exists()
@@ -209,7 +210,7 @@ def test_backend_arguments_that_cannot_go_together_are_refused_before_any_work(t
 def test_predict_with_onnxruntime_equals_torch_and_int8_runs_its_calibrated_graph(tiny_model, tmp_path, capsys):
     from sapiens_hf.cli import main
 
-    command = ["predict", "--task", "depth", "--model", tiny_model("depth"), photo(tmp_path / "in.png"), "--output"]
+    command = ["predict", "--task", "depth", "--no-mask", "--model", tiny_model("depth"), photo(tmp_path / "in.png"), "--output"]
     assert main([*command, str(tmp_path / "torch"), "--backend", "torch"]) == 0
     assert main([*command, str(tmp_path / "ort"), "--backend", "onnxruntime"]) == 0
     assert "backend: onnxruntime (asked for; exported and checked" in capsys.readouterr().err
