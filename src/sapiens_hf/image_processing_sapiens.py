@@ -155,6 +155,19 @@ BANDED_RESIZE_MIN_PIXELS = 1 << 22  # 4.2 MP, e.g. 2048 × 2048
 _BAND_ELEMENTS = 1 << 21  # floats per band (channels × rows × width): 8 MB
 
 
+def assemble_bands(bands, target_size) -> torch.Tensor:
+    """One `(channels, *target_size)` tensor from `(start, stop, band)` row bands (`_bilinear_bands`), filled in
+    place; a single band of every row (a target size resized at once, or None: the maps' own) is returned as it is."""
+    output = None
+    for start, stop, band in bands:
+        if start == 0 and stop == (target_size or band.shape[1:])[0]:
+            return band
+        if output is None:
+            output = band.new_empty(len(band), *target_size)
+        output[:, start:stop] = band
+    return output
+
+
 def _bilinear_bands(maps: torch.Tensor, size: tuple[int, int], rows_per_band: int | None = None):
     """Yields `(start, stop, band)` for consecutive bands of output rows of `maps` `(channels, h, w)` resized
     bilinearly to `size` (align_corners=False), each computed from the source rows it needs: F.interpolate resizes
@@ -600,15 +613,10 @@ class SapiensImageProcessorPil(PilBackend):
 
     def _resize_twice(self, maps: torch.Tensor, target_size, each_band=None) -> torch.Tensor:
         """The resized maps `(channels, height, width)`, `each_band` applied band by band, assembled in place."""
-        output = None
-        for start, stop, band in self._dense_bands(maps, target_size):
-            band = band if each_band is None else each_band(band)
-            if start == 0 and stop == (target_size or band.shape[1:])[0]:
-                return band
-            if output is None:
-                output = band.new_empty(len(band), *target_size)
-            output[:, start:stop] = band
-        return output
+        bands = self._dense_bands(maps, target_size)
+        if each_band is not None:
+            bands = ((start, stop, each_band(band)) for start, stop, band in bands)
+        return assemble_bands(bands, target_size)
 
     def _check_target_sizes(self, target_sizes, count: int) -> list:
         target_sizes = check_sizes(target_sizes, "target_sizes", count)

@@ -30,6 +30,7 @@ from .image_processing_sapiens import (
     _bilinear_bands,
     _check_finite,
     _model_output,
+    assemble_bands,
     check_sizes,
 )
 
@@ -228,14 +229,7 @@ class Sapiens2ImageProcessorPil(SapiensImageProcessorPil):
             yield from _bilinear_bands(maps, target_size)
 
     def _resize(self, maps: torch.Tensor, target_size, source_size=None) -> torch.Tensor:
-        output = None
-        for start, stop, band in self._dense_bands(maps, target_size, source_size):
-            if start == 0 and stop == (target_size or band.shape[1:])[0]:
-                return band
-            if output is None:
-                output = band.new_empty(len(band), *target_size)
-            output[:, start:stop] = band
-        return output
+        return assemble_bands(self._dense_bands(maps, target_size, source_size), target_size)
 
     def _sizes(self, target_sizes, source_sizes, count: int) -> tuple[list, list]:
         """Checked target sizes and the images' sizes (`source_sizes`, by default the target sizes), which say where
