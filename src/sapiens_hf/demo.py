@@ -32,6 +32,7 @@ from pathlib import Path
 
 from .batch.inputs import Frame, Input
 from .batch.writers import FileWriter
+from .families import family_of
 from .image_io import SAMPLE_IMAGE, read_image
 from .image_processing_sapiens import SapiensImageProcessorPil
 from .keypoint_formats import FORMAT_NAMES, NATIVE
@@ -49,6 +50,9 @@ KEEP_REQUESTS = 8  # and only the results of the newest requests are kept
 MAX_UPLOAD = "50mb"  # Gradio refuses larger uploads before they are stored
 QUEUE_SIZE = 16  # requests waiting for their turn (one runs at a time); more are turned away
 PREVIEW_PIXELS = 640  # the longer side of the upload's preview
+# The result pictures, three to a row: all six tasks' pictures fit in a 1280×900 window without scrolling.
+RESULTS_PER_ROW = 3
+RESULT_HEIGHT = 300
 logger = logging.getLogger(__name__)
 
 
@@ -128,10 +132,11 @@ def build_demo(models: dict, device: str | None = None, detector: str | None = D
                 status = gr.Markdown("Results appear here.", elem_id="status")
                 pictures = []
                 with gr.Column(elem_id="results"):
-                    for pair in (DEMO_TASKS[start : start + 2] for start in range(0, len(DEMO_TASKS), 2)):
+                    for start in range(0, len(DEMO_TASKS), RESULTS_PER_ROW):
                         with gr.Row(equal_height=True):
-                            pictures += [gr.Image(label=task, interactive=False, visible=False, height=330,
-                                                  elem_id=f"result-{task}") for task in pair]
+                            pictures += [gr.Image(label=task, interactive=False, visible=False, height=RESULT_HEIGHT,
+                                                  elem_id=f"result-{task}")
+                                         for task in DEMO_TASKS[start : start + RESULTS_PER_ROW]]
                 legend = gr.HTML(elem_id="legend")
                 downloads = gr.File(label="Downloads", file_count="multiple", interactive=False, elem_id="downloads")
         upload.change(preview_image, upload, preview)
@@ -188,14 +193,17 @@ class DemoApp:
         except Exception as error:  # noqa: BLE001  (shown in the page; the traceback goes to the log)
             logger.exception("sapiens-hf demo: the request failed")
             message = f"{type(error).__name__}: {error}"
-        return (*self.pictures({}), "", None, f"**Error:** {plain_text(message)}")
+        return (*self.pictures({}, {}), "", None, f"**Error:** {plain_text(message)}")
 
     @staticmethod
-    def pictures(shown: dict) -> list:
-        """The result slots of the page: each task's picture, shown only when the task ran."""
+    def pictures(shown: dict, generations: dict) -> list:
+        """The result slots of the page: each task's picture, shown only when the task ran, labelled with the task and
+        its model's generation (`generations`: task → "Sapiens" or "Sapiens2"; both serve side by side)."""
         import gradio as gr
 
-        return [gr.Image(value=shown.get(task), visible=task in shown) for task in DEMO_TASKS]
+        return [gr.Image(value=shown.get(task), visible=task in shown,
+                         label=f"{task} · {generations[task]}" if task in generations else task)
+                for task in DEMO_TASKS]
 
     def load_all(self) -> None:
         """Loads the pipeline of every task and the person detector, printing each (the server's terminal)."""
@@ -226,7 +234,7 @@ class DemoApp:
         stage(0.0, "Reading the image")
         image, name = read_upload(upload), Path(upload).name
         output_dir = self.new_results_dir()
-        shown, downloads, timings, legend, people = {}, [], [], "", None
+        shown, generations, downloads, timings, legend, people = {}, {}, [], [], "", None
         steps = len(chosen) + (masked and SEGMENTATION not in chosen)
         for task in [SEGMENTATION] * (masked and SEGMENTATION not in chosen) + chosen:  # the mask's pass first
             stage(len(timings) / steps, self.stage_text(task, task in chosen, pose_kwargs))
@@ -255,6 +263,7 @@ class DemoApp:
             picture, files = save_result(task, result, image, output_dir, name, keypoint_threshold,
                                          pipe.model.config)
             shown[task.name] = picture
+            generations[task.name] = family_of(pipe.model.config).name
             downloads += files
             if task.classes:
                 legend = legend_html(pipe.model.config)
@@ -262,7 +271,7 @@ class DemoApp:
         height, width = image.shape[:2]
         status = (f"{plain_text(name)} ({width}×{height}) on {pipe.device}: "
                   f"{' · '.join(timings)} — total {time.perf_counter() - started:.2f} s")
-        return (*self.pictures(shown), legend, downloads, status)
+        return (*self.pictures(shown, generations), legend, downloads, status)
 
     def stage_text(self, task: Task, chosen: bool, pose_kwargs: dict) -> str:
         """What the progress bar says while `task` runs."""
@@ -361,7 +370,8 @@ def save_result(task: Task, result, image, output_dir: Path, file_name: str, key
 
 
 def legend_html(model_config) -> str:
-    """The segmentation classes in their overlay colours (`class_palette`: by name, so Sapiens2's 29 classes too)."""
+    """The segmentation classes in their overlay colours (`class_palette`: by name, so Sapiens2's 29 classes too),
+    under a title that names the model's generation and counts its classes."""
     names = [model_config.id2label[index] for index in range(model_config.num_labels)]
     items = [
         f'<span style="display:inline-block;margin:2px 10px 2px 0;white-space:nowrap">'
@@ -369,7 +379,8 @@ def legend_html(model_config) -> str:
         f'background:rgb({red},{green},{blue})"></span>{html.escape(str(name))}</span>'
         for name, (red, green, blue) in zip(names, class_palette(model_config.id2label).tolist())
     ]
-    return f'<div class="legend"><b>Segmentation classes:</b> {"".join(items)}</div>'
+    title = f"Segmentation classes of the {family_of(model_config).name} model ({len(names)})"
+    return f'<div class="legend"><b>{title}:</b> {"".join(items)}</div>'
 
 
 if __name__ == "__main__":
