@@ -30,7 +30,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 from sapiens_hf import SapiensConfig  # noqa: E402
 from sapiens_hf.cli import SAMPLE_IMAGE, main  # noqa: E402
-from sapiens_hf.demo import DemoApp, build_demo  # noqa: E402
+from sapiens_hf.demo import DEMO_TASKS, DemoApp, build_demo  # noqa: E402
 from sapiens_hf.metadata import SEGMENTATION_CLASSES  # noqa: E402
 
 
@@ -119,7 +119,7 @@ def run(page, tasks: list[str], expect: str) -> str:
     before must not contain (while the request runs, the line shows a timer); returns the status."""
     from playwright.sync_api import expect as playwright_expect
 
-    for task in TASK_MODELS:
+    for task in DEMO_TASKS:
         page.locator("#tasks").get_by_label(task, exact=True).set_checked(task in tasks)
     status = page.locator("#status")
     assert expect not in status.inner_text()
@@ -156,11 +156,13 @@ def downloads(page) -> dict[str, bytes]:
     return files
 
 
-def screenshot(page, name: str, tmp_path) -> None:
-    """A small PNG (256 colours) of the page; also into $SAPIENS_HF_DEMO_SCREENSHOTS (docs/demo) when set."""
+def screenshot(page, name: str, tmp_path, full_page: bool = False) -> None:
+    """A small PNG (256 colours) of the window, or of the whole page; also into $SAPIENS_HF_DEMO_SCREENSHOTS
+    (docs/demo) when set."""
     page.evaluate("window.scrollTo(0, 0)")
-    picture = PIL.Image.open(io.BytesIO(page.screenshot())).convert("RGB")
-    assert picture.size == (VIEWPORT["width"], VIEWPORT["height"])
+    picture = PIL.Image.open(io.BytesIO(page.screenshot(full_page=full_page))).convert("RGB")
+    assert picture.width == VIEWPORT["width"]
+    assert picture.height > VIEWPORT["height"] if full_page else picture.height == VIEWPORT["height"]
     for folder in [tmp_path, os.environ.get("SAPIENS_HF_DEMO_SCREENSHOTS")]:
         if folder:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -453,6 +455,53 @@ def test_two_people_with_every_task_in_the_browser(chromium, models, tmp_path, m
             depth = np.load(io.BytesIO(files["two_people_depth.npy"]))
             assert np.array_equal(np.isfinite(depth), silhouettes.numpy())
             screenshot(page, "two_people", tmp_path)
+            browser.close()
+    finally:
+        blocks.close()
+
+
+@pytest.mark.slow
+def test_sapiens_and_sapiens2_side_by_side_in_the_browser(chromium, tiny_model, detector, tmp_path):
+    """One demo serving both generations (the config decides): Sapiens pose and depth, Sapiens2 segmentation, normals,
+    pointmaps and matting. All six pictures fit in the window, each labelled with its task and its model's
+    generation, and the legend names the Sapiens2 model's 29 classes; on the bundled photo and on two people. Its
+    screenshots are docs/demo/v1_and_v2*.png."""
+    from helpers import two_people_image
+    from playwright.sync_api import sync_playwright
+
+    generations = {"pose": "Sapiens", "depth": "Sapiens", "segmentation": "Sapiens2", "normal": "Sapiens2",
+                   "pointmap": "Sapiens2", "matting": "Sapiens2"}
+    models = {task: tiny_model(task if generation == "Sapiens" else f"v2-{task}")
+              for task, generation in generations.items()}
+    photo = tmp_path / "two_people.png"
+    PIL.Image.fromarray(two_people_image()).save(photo)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    blocks = build_demo(models, device="cpu", detector=detector)
+    blocks.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_context(viewport=VIEWPORT).new_page()
+            page.set_default_timeout(60_000)
+            page.goto(f"http://127.0.0.1:{port}/")
+            for image, name, expect in [(SAMPLE_IMAGE, "v1_and_v2", "astronaut.jpg"),
+                                        (photo, "v1_and_v2_two_people", "two_people.png")]:
+                upload(page, image)
+                status = run(page, list(DEMO_TASKS), expect)
+                assert all(f"{task} " in status for task in DEMO_TASKS), status
+                assert shown_images(page) == len(DEMO_TASKS)
+                for task, generation in generations.items():  # labelled, and inside the window: nothing to scroll to
+                    slot = page.locator(f"#result-{task}")
+                    assert slot.get_by_text(f"{task} · {generation}", exact=True).count() == 1, task
+                    box = slot.locator("img").bounding_box()
+                    assert box["y"] + box["height"] <= VIEWPORT["height"], (task, box)
+                legend = page.locator("#legend").inner_text()
+                assert "Segmentation classes of the Sapiens2 model (29)" in legend and "Left_Upper_Leg" in legend
+                assert "&#x27;" not in page.locator("body").inner_text()
+                screenshot(page, name, tmp_path)
+            screenshot(page, "v1_and_v2_full", tmp_path, full_page=True)
             browser.close()
     finally:
         blocks.close()
