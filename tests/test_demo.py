@@ -158,7 +158,9 @@ def downloads(page) -> dict[str, bytes]:
 
 def screenshot(page, name: str, tmp_path, full_page: bool = False) -> None:
     """A small PNG (256 colours) of the window, or of the whole page; also into $SAPIENS_HF_DEMO_SCREENSHOTS
-    (docs/demo) when set."""
+    (docs/demo) when set. Taken once Gradio's fade of outputs that are being updated (`.pending`) has ended."""
+    page.wait_for_function("""() => !document.querySelector(".pending")
+        && document.getAnimations().every(animation => animation.playState !== "running")""")
     page.evaluate("window.scrollTo(0, 0)")
     picture = PIL.Image.open(io.BytesIO(page.screenshot(full_page=full_page))).convert("RGB")
     assert picture.width == VIEWPORT["width"]
