@@ -507,3 +507,19 @@ def test_sapiens_and_sapiens2_side_by_side_in_the_browser(chromium, tiny_model, 
             browser.close()
     finally:
         blocks.close()
+
+
+def test_each_picture_and_the_legend_name_their_models_generation(tiny_model):
+    """Without a browser: a demo mixing generations labels each picture with its model's generation (from its
+    config) and titles the legend with the segmentation model's generation and class count; unrun tasks keep their
+    plain label, and a failed request shows no generation."""
+    app = DemoApp({"pose": tiny_model("pose"), "seg": tiny_model("v2-segmentation")}, device="cpu")
+    *pictures, legend, _, status = app.respond(str(SAMPLE_IMAGE), ["pose", "segmentation"], "whole image", "", 0.3,
+                                               0.3, False)
+    assert "total" in status, status
+    labels = {task: picture.label for task, picture in zip(DEMO_TASKS, pictures)}
+    assert labels == {"pose": "pose · Sapiens", "segmentation": "segmentation · Sapiens2", "depth": "depth",
+                      "normal": "normal", "pointmap": "pointmap", "matting": "matting"}
+    assert "Segmentation classes of the Sapiens2 model (29):" in legend
+    *pictures, legend, _, status = app.respond(str(tmp_text(app)), ["pose"], "whole image", "", 0.3, 0.3, False)
+    assert status.startswith("**Error:**") and [picture.label for picture in pictures] == list(DEMO_TASKS)
