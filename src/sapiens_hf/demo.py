@@ -1,5 +1,6 @@
-"""`sapiens-hf demo` (or `python -m sapiens_hf.demo`): a Gradio web app for the four Sapiens tasks (pose, body-part
-segmentation, depth, surface normals) on one uploaded image, e.g.
+"""`sapiens-hf demo` (or `python -m sapiens_hf.demo`): a Gradio web app for the Sapiens tasks (pose, body-part
+segmentation, depth, surface normals, and Sapiens2's pointmaps and matting) on one uploaded image, with Sapiens and
+Sapiens2 models side by side (each model's config decides its generation), e.g.
 `sapiens-hf demo --model pose=facebook/sapiens-pose-1b --device cuda` (needs the `demo` extra:
 `pip install "sapiens-hf[demo]"`).
 
