@@ -121,7 +121,7 @@ class SapiensExportedModel(nn.Module):
         return self.task.output_type()(**outputs)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name_or_path!r}, {self.task.model_class}, {self.manifest['format']})"
+        return f"{type(self).__name__}({self.name_or_path!r}, {self.exported_from}, {self.manifest['format']})"
 
 
 __all__ = ["SapiensExportedModel"]
