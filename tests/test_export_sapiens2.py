@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from golden_utils import well_conditioned_keypoints
+from transformers import pipeline
 
+from sapiens_hf import Sapiens2ImageProcessorPil
 from sapiens_hf.cli import SAMPLE_IMAGE, main
 from sapiens_hf.export import MANIFEST, ExportError, export
 from sapiens_hf.image_io import read_image
@@ -78,11 +81,6 @@ def test_a_pointmap_model_refuses_dynamic_size_with_the_reason(tmp_path, tiny_mo
 
 @pytest.mark.parametrize("task", V2_TASKS)
 def test_the_pipelines_run_a_sapiens2_export_folder_as_the_eager_model(task, tmp_path, tiny_model):
-    from transformers import pipeline
-
-    from golden_utils import well_conditioned_keypoints
-    from sapiens_hf import Sapiens2ImageProcessorPil
-
     folder = tiny_model(f"v2-{task}")
     export(folder, tmp_path / "export")  # batch 1: the pipelines' batches are split
     expected = pipeline(f"sapiens-{task}", model=folder)
