@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 from golden_utils import well_conditioned_keypoints
+from helpers import sapiens2_config
 from transformers import pipeline
 
 from sapiens_hf import Sapiens2ImageProcessorPil
@@ -147,3 +148,24 @@ def test_the_torch_free_runtime_refuses_to_process_a_sapiens2_graph(tmp_path, ti
                                          r"predict$"):
         runner(tmp_path / "no-such-image.jpg")
     assert runner.run(np.zeros((1, 3, 128, 96), np.float32)).shape[:2] == (1, 3)
+
+
+def test_an_export_and_a_config_of_other_generations_or_fields_are_refused(tmp_path, tiny_model, capsys):
+    """A config.json of the other generation beside a graph would pick the other processor: refused by name. A
+    Sapiens-only config field given to a Sapiens2 model, or a model that is no task model, is refused before
+    anything is written (exit code 2)."""
+    from sapiens_hf.exported_model import SapiensExportedModel
+    from sapiens_hf.modeling_sapiens import WrongModelError
+
+    folder = tiny_model("v2-matting")
+    export(folder, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    (tmp_path / "out" / "config.json").write_text(json.dumps({**config, "model_type": "sapiens"}))
+    with pytest.raises(WrongModelError, match="holds a Sapiens2 graph beside a Sapiens config.json"):
+        SapiensExportedModel.from_pretrained(tmp_path / "out")
+    assert main(["export", folder, str(tmp_path / "other"), "--config", "use_cls_token=true", "--quiet"]) == 2
+    assert "Unknown config override 'use_cls_token'" in capsys.readouterr().err
+    encoder = transformers.Sapiens2Model(sapiens2_config("matting"))
+    with pytest.raises(ExportError, match="A Sapiens2Model is not exported"):
+        export(encoder, tmp_path / "encoder")
+    assert not (tmp_path / "other").exists() and not (tmp_path / "encoder").exists()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .families import SAPIENS2, family_of
+from .families import SAPIENS2, check_config_overrides, family_of
 from .runtime import DTYPES, FORMATS, MANIFEST, load_graph
 from .tasks import task_of_class
 
@@ -113,6 +113,7 @@ def _load(model, config_overrides: dict):
     from . import modeling_sapiens
 
     config = AutoConfig.from_pretrained(model, **config_overrides)
+    check_config_overrides(config_overrides, family_of(config))  # a Sapiens field on a Sapiens2 model, or the reverse
     architecture = (config.architectures or ["SapiensModel"])[0]
     module = transformers if family_of(config) is SAPIENS2 else modeling_sapiens
     if task_of_class(architecture) is None or not hasattr(module, architecture):
@@ -128,12 +129,15 @@ def _check_dynamic_size(task, dynamic_size: bool) -> None:
                           "export one graph per input size (--input-size HxW) without --dynamic-size")
 
 
-def _check_request(task, format: str, dtype: str, quantize: str | None) -> None:
+def _check_request(model, task, format: str, dtype: str, quantize: str | None) -> None:
     if format not in FORMATS:
         raise ExportError(f"Unknown format {format!r}; choose one of {FORMATS}")
     if dtype not in DTYPES:
         raise ExportError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-    if task is None or task.decoder:
+    if task is None:
+        raise ExportError(f"A {type(model).__name__} is not exported: export a Sapiens or Sapiens2 task model, or the "
+                          "Sapiens encoder")
+    if task.decoder:
         raise ExportError("MAE pretraining masks patches at random; export its encoder instead (load the checkpoint "
                           "as SapiensModel) or a task model")
     if format == "onnx" and dtype == "bf16":
@@ -160,13 +164,11 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     if existing and not overwrite:
         raise ExportError(f"{output_dir} already holds {sorted(existing)}: pass overwrite=True (--overwrite) to "
                           "replace them, or choose another folder")
-    if config_overrides:
-        from .convert import check_config_overrides
-
-        check_config_overrides(config_overrides)  # a misspelled key is an error, as in predict and convert
+    if config_overrides:  # a misspelled key is an error, as in predict and convert (the model's own generation below)
+        check_config_overrides(config_overrides)
     model = _load(model, config_overrides or {}).eval()
     task = task_of_class(type(model).__name__)
-    _check_request(task, format, dtype, quantize)
+    _check_request(model, task, format, dtype, quantize)
     _check_dynamic_size(task, dynamic_size)
     processor_class = family_of(model.config).image_processor_class()
     try:  # this package's torch-free processor of the model's generation, which the pipelines run

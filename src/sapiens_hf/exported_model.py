@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .families import SAPIENS, family_of
 from .modeling_sapiens import WrongModelError, flip_back
 from .runtime import DTYPES, ExportedModel, is_export_folder, read_manifest
 from .tasks import TASKS
@@ -62,6 +63,10 @@ class SapiensExportedModel(nn.Module):
         from transformers import AutoConfig
 
         self.config = AutoConfig.from_pretrained(folder)  # the Sapiens or Sapiens2 config, by its model_type
+        exported = self.manifest.get("family", SAPIENS.name)
+        if family_of(self.config).name != exported:  # the config picks the processor: the graph's would be wrong
+            raise WrongModelError(f"{folder} holds a {exported} graph beside a {family_of(self.config).name} "
+                                  "config.json (edited or copied in): export the model again")
         self.config.name_or_path = str(folder)
         self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by
 
