@@ -3,6 +3,9 @@ post-processing reads — equals the eager model, follows other input sizes wher
 pipelines and `predict` with the Sapiens2 processor, and is refused by the torch-free runtime's Sapiens processing."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,3 +172,12 @@ def test_an_export_and_a_config_of_other_generations_or_fields_are_refused(tmp_p
     with pytest.raises(ExportError, match="A Sapiens2Model is not exported"):
         export(encoder, tmp_path / "encoder")
     assert not (tmp_path / "other").exists() and not (tmp_path / "encoder").exists()
+
+
+def test_the_runtime_example_refuses_a_sapiens2_export_in_one_line(tmp_path, tiny_model):
+    export(tiny_model("v2-segmentation"), tmp_path / "out")
+    script = Path(__file__).resolve().parents[1] / "examples" / "run_exported.py"
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "out"), str(SAMPLE_IMAGE)],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "This is a Sapiens2 export" in result.stderr.strip().splitlines()[-1]
