@@ -20,8 +20,11 @@ def main() -> None:
     parser.add_argument("--box", nargs=4, type=float, action="append", metavar=("X", "Y", "W", "H"))
     parser.add_argument("--int8", action="store_true", help="run the int8 graph of `--quantize int8`")
     args = parser.parse_args()
-    model = ExportedModel(args.folder, int8=args.int8)
-    result = model(args.image, boxes=args.box)  # boxes: pose only
+    try:  # a damaged folder, a Sapiens2 export (processed by the pipelines only), boxes for a dense task: one line
+        model = ExportedModel(args.folder, int8=args.int8)
+        result = model(args.image, boxes=args.box)  # boxes: pose only
+    except ValueError as error:
+        parser.error(str(error))
     as_lists = json.loads(json.dumps(result, default=lambda value: np.asarray(value).tolist()))
     loaded = sorted(name for name in ("torch", "transformers") if sys.modules.get(name) is not None)
     print(json.dumps({"task": model.task.name, "result": as_lists, "imported": loaded}))

@@ -245,12 +245,20 @@ def test_onnxruntime_uses_as_many_threads_as_torch(tiny_model, tmp_path, monkeyp
     assert sessions[0][1].intra_op_num_threads == 1
 
 
-def test_sapiens2_models_run_on_torch_and_onnxruntime_is_refused_for_them(tiny_model):
-    """`sapiens-hf export` takes Sapiens models only: auto keeps a Sapiens2 model on torch and says why."""
-    from sapiens_hf.backends import BackendError, choose
-    from sapiens_hf.pipelines import load_task_pipeline
+def test_sapiens2_models_run_on_onnxruntime_through_their_checked_export(tiny_model, exports, tmp_path):
+    """A Sapiens2 model is exported and checked like a Sapiens one: both outputs of a matting graph reach the
+    results, equal to the eager model's; auto still waits for a run long enough to pay for the export."""
+    from sapiens_hf.backends import choose
+    from sapiens_hf.runtime import read_manifest
 
-    model = load_task_pipeline("normal", tiny_model("v2-normal")).model
-    assert choose(model, backend="auto", device="cpu", images=100).backend == "torch"
-    with pytest.raises(BackendError, match="Sapiens2 models have no ONNX export"):
-        choose(model, backend="onnxruntime", device="cpu")
+    folder = tiny_model("v2-matting")
+    model = load_task_pipeline("matting", folder).model
+    assert choose(model, backend="auto", device="cpu", images=1).backend == "torch" and not exports
+    choice = choose(model, backend="onnxruntime", device="cpu", input_size=(128, 96))  # the processor's size
+    assert choice.backend == "onnxruntime" and read_manifest(choice.folder)["family"] == "Sapiens2"
+    image = photo(tmp_path / "in.png")
+    expected = load_task_pipeline("matting", folder, backend="torch")(image)
+    actual = load_task_pipeline("matting", folder, backend="onnxruntime")(image)
+    for key in ("alpha", "foreground"):
+        np.testing.assert_allclose(actual[key], expected[key], rtol=0, atol=1e-4)
+    assert len(exports) == 1  # the second pipeline found the cached export

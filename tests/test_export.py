@@ -327,7 +327,10 @@ def test_a_damaged_or_edited_export_folder_is_refused_with_its_reason(tmp_path, 
     (tmp_path / "outside.onnx").write_bytes((tmp_path / "out" / "model.onnx").read_bytes())
     for edit, message in [({"file": "../outside.onnx"}, "not a file name in the folder"),
                           ({"task": "pose"}, "output is heatmaps, not logits"),
-                          ({"task": "pose", "output": "heatmaps"}, "computes 'logits', not 'heatmaps'"),
+                          ({"task": "pose", "output": "heatmaps"}, r"outputs are \['heatmaps'\], not \['logits'\]"),
+                          ({"task": "pose", "output": "heatmaps", "outputs": ["heatmaps"]},
+                           r"computes \['logits'\], not \['heatmaps'\]"),
+                          ({"family": "Sapiens3"}, "unknown family 'Sapiens3'"),
                           ({"format": "tflite"}, "unknown format"),
                           ({"file": "gone.onnx"}, "gone.onnx is missing")]:
         (tmp_path / "out" / MANIFEST).write_text(json.dumps({**manifest, **edit}))

@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .families import SAPIENS, family_of
 from .releases import conversion_cache, file_sha256
 from .runtime import read_manifest
 
@@ -81,7 +80,7 @@ def missing_packages() -> str | None:
 
 def choose(model, *, backend: str = "auto", device=None, dtype=None, images: int | None = None,
            input_size: tuple[int, int] | None = None, cache_dir=None) -> Choice:
-    """The backend for `model` (a loaded Sapiens task model in float32) on `device` in `dtype` (a torch dtype, or
+    """The backend for `model` (a loaded Sapiens or Sapiens2 task model in float32) on `device` in `dtype` (a torch dtype, or
     "int8") for a run of `images` images (None: no known end). For onnxruntime the checked export is made (or found)
     in the cache at `input_size` (the processor's). `backend="onnxruntime"` raises what stops it; `auto` falls back to
     torch and says why."""
@@ -92,10 +91,6 @@ def choose(model, *, backend: str = "auto", device=None, dtype=None, images: int
         if int8:
             raise ValueError("int8 runs an onnxruntime graph: use backend='onnxruntime' or 'auto'")
         return Choice("torch", "asked for")
-    if family_of(model.config) is not SAPIENS:  # `sapiens-hf export` takes Sapiens models only
-        if backend == "onnxruntime" or int8:
-            raise BackendError(f"{family_of(model.config).name} models have no ONNX export: use backend='torch'")
-        return Choice("torch", f"{family_of(model.config).name} models are not exported")
     on_cpu = runs_on_cpu(device)
     if dtype not in (None, torch.float32, "int8"):
         if backend == "onnxruntime":

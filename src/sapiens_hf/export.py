@@ -1,12 +1,13 @@
 """Export for deployment: an ONNX graph (`torch.onnx.export(..., dynamo=True)`, run with onnxruntime) or a
-`torch.export` program of the encoder or a task model, checked against the eager model when it is written.
+`torch.export` program of the encoder or a task model — a Sapiens model or a Sapiens2 one (transformers' own classes) —
+checked against the eager model when it is written.
 
     sapiens-hf export facebook/sapiens-pose-0.3b out/pose-onnx --format onnx --dynamic-batch --quantize int8
 
 The output folder holds the graph (`model.onnx` / `model.pt2`, and `model.int8.onnx` with `--quantize int8`), the
 image processor's `preprocessor_config.json` (the same pre- and post-processing apply), the model's `config.json`
 (with which the `sapiens-*` pipelines take the folder as their model) and `sapiens-export.json`: the
-task, input and output names and sizes, labels (keypoint names and flip pairs for pose), dtype, opset, versions, and
+task, the model's generation (`family`), input and output names and sizes, labels (keypoint names and flip pairs for pose), dtype, opset, versions, and
 the measured differences to the eager model (and, for int8, the accuracy change in the task's own terms).
 """
 
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .families import SAPIENS2, family_of
+from .families import SAPIENS2, check_config_overrides, family_of
 from .runtime import DTYPES, FORMATS, MANIFEST, load_graph
 from .tasks import task_of_class
 
@@ -48,15 +49,17 @@ def _ours(output_dir: Path, since_ns: int) -> list[Path]:
 
 
 class _Graph(nn.Module):
-    """The model as a function of `pixel_values` alone, returning its main output tensor."""
+    """The model as a function of `pixel_values` alone, returning the outputs its task's post-processing reads
+    (`Task.outputs`: the main one, then a pointmap's scales or a matte's foregrounds), as a tuple."""
 
-    def __init__(self, model: nn.Module, output: str):
+    def __init__(self, model: nn.Module, outputs: tuple[str, ...]):
         super().__init__()
-        self.model, self.output = model, output
+        self.model, self.outputs = model, outputs
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        value = getattr(self.model(pixel_values=pixel_values), self.output)
-        return value[-1] if isinstance(value, tuple) else value  # a backbone: its last feature map
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        result = self.model(pixel_values=pixel_values)
+        values = [getattr(result, name) for name in self.outputs]
+        return tuple(value[-1] if isinstance(value, tuple) else value for value in values)  # a backbone: its last map
 
 
 class _SubPixelConvTranspose(nn.Module):
@@ -100,32 +103,41 @@ def _transposed_convolutions_as_convolutions(model: nn.Module):
 
 
 def _load(model, config_overrides: dict):
-    """A Sapiens model: an instance, or anything `from_pretrained` takes, loaded through the class it was saved as."""
+    """A Sapiens or Sapiens2 model: an instance, or anything `from_pretrained` takes, loaded through the class it was
+    saved as (in its generation: this package's classes, or transformers' Sapiens2 ones)."""
     if isinstance(model, nn.Module):
         return model
+    import transformers
     from transformers import AutoConfig
 
     from . import modeling_sapiens
 
     config = AutoConfig.from_pretrained(model, **config_overrides)
+    check_config_overrides(config_overrides, family_of(config))  # a Sapiens field on a Sapiens2 model, or the reverse
     architecture = (config.architectures or ["SapiensModel"])[0]
-    _check_family(config, model)  # from the config, before the weights load
-    return getattr(modeling_sapiens, architecture).from_pretrained(model, config=config)
+    module = transformers if family_of(config) is SAPIENS2 else modeling_sapiens
+    if task_of_class(architecture) is None or not hasattr(module, architecture):
+        raise ExportError(f"{model} holds a {architecture}, which is not a Sapiens or Sapiens2 model of a task")
+    return getattr(module, architecture).from_pretrained(model, config=config)
 
 
-def _check_family(config, name) -> None:
-    if family_of(config) is SAPIENS2:
-        # The runtime's NumPy/OpenCV processing is Sapiens' (uint8 UDP warps, two resizes); Sapiens2's differs.
-        raise ExportError(f"{name} is a Sapiens2 model: sapiens-hf exports Sapiens models only; run Sapiens2 models "
-                          "with their pipelines (predict, annotate)")
+def _check_dynamic_size(task, dynamic_size: bool) -> None:
+    if dynamic_size and task.name == "pointmap":
+        # Sapiens2's scale head flattens its last feature map into a linear layer of a fixed width
+        # (`head_config.scale_final_input_size`): the scale exists at the trained input size only.
+        raise ExportError("A pointmap model's scale head is a linear layer over the feature map of its input size: "
+                          "export one graph per input size (--input-size HxW) without --dynamic-size")
 
 
-def _check_request(task, format: str, dtype: str, quantize: str | None) -> None:
+def _check_request(model, task, format: str, dtype: str, quantize: str | None) -> None:
     if format not in FORMATS:
         raise ExportError(f"Unknown format {format!r}; choose one of {FORMATS}")
     if dtype not in DTYPES:
         raise ExportError(f"Unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
-    if task is None or task.decoder:
+    if task is None:
+        raise ExportError(f"A {type(model).__name__} is not exported: export a Sapiens or Sapiens2 task model, or the "
+                          "Sapiens encoder")
+    if task.decoder:
         raise ExportError("MAE pretraining masks patches at random; export its encoder instead (load the checkpoint "
                           "as SapiensModel) or a task model")
     if format == "onnx" and dtype == "bf16":
@@ -152,24 +164,19 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
     if existing and not overwrite:
         raise ExportError(f"{output_dir} already holds {sorted(existing)}: pass overwrite=True (--overwrite) to "
                           "replace them, or choose another folder")
-    if config_overrides:
-        from .convert import check_config_overrides
-
-        check_config_overrides(config_overrides)  # a misspelled key is an error, as in predict and convert
+    if config_overrides:  # a misspelled key is an error, as in predict and convert (the model's own generation below)
+        check_config_overrides(config_overrides)
     model = _load(model, config_overrides or {}).eval()
-    _check_family(model.config, model.name_or_path or type(model).__name__)
     task = task_of_class(type(model).__name__)
-    _check_request(task, format, dtype, quantize)
-    from transformers import AutoImageProcessor
-
-    from .image_processing_sapiens import SapiensImageProcessorPil
-
-    try:
-        processor = AutoImageProcessor.from_pretrained(model.name_or_path)
+    _check_request(model, task, format, dtype, quantize)
+    _check_dynamic_size(task, dynamic_size)
+    processor_class = family_of(model.config).image_processor_class()
+    try:  # this package's torch-free processor of the model's generation, which the pipelines run
+        processor = processor_class.from_pretrained(model.name_or_path)
     except (OSError, ValueError):  # an in-memory model or a folder without a processor: the released settings
-        processor = SapiensImageProcessorPil()
+        processor = processor_class()
     height, width = input_size or (processor.size["height"], processor.size["width"])
-    patch = model.config.patch_size
+    patch = _patch_size(model.config)
     if height % patch or width % patch:
         raise ExportError(f"The input size {height}×{width} is not a multiple of the patch size {patch}")
     processor.size = {"height": height, "width": width}
@@ -184,11 +191,22 @@ def export(model, output_dir, *, format: str = "onnx", dtype: str = "fp32", dyna
         raise
 
 
+def _patch_size(config) -> int:
+    """The square patch size (Sapiens2 configs may hold it as `[height, width]`)."""
+    patch = config.patch_size
+    if isinstance(patch, (list, tuple)):
+        if len(set(patch)) != 1:
+            raise ExportError(f"Patches of {patch[0]}×{patch[1]} pixels are not exported: the graph's input sizes are "
+                              "multiples of a square patch")
+        patch = patch[0]
+    return int(patch)
+
+
 def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_batch, dynamic_size, quantize, opset):
-    height, width, patch = processor.size["height"], processor.size["width"], model.config.patch_size
+    height, width, patch = processor.size["height"], processor.size["width"], _patch_size(model.config)
 
     torch_dtype = getattr(torch, DTYPES[dtype])
-    graph = _Graph(model.to(torch_dtype), task.output).eval()
+    graph = _Graph(model.to(torch_dtype), task.outputs).eval()
     example = torch.randn(2 if dynamic_batch else 1, 3, height, width, generator=torch.Generator().manual_seed(0))
     shapes = {}
     if dynamic_batch:
@@ -202,26 +220,26 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
         with _transposed_convolutions_as_convolutions(model):
             program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes=dynamic_shapes,
                                         opset_version=opset, input_names=["pixel_values"],
-                                        output_names=[task.output], verbose=False)
+                                        output_names=list(task.outputs), verbose=False)
         file = output_dir / "model.onnx"
         program.save(str(file), external_data=_size_bytes(model) > 1.5 * 2**30)  # protobuf's 2 GB limit
     else:
         program = torch.export.export(graph, (example,), dynamic_shapes=dynamic_shapes)
         file = output_dir / "model.pt2"
         torch.export.save(program, file)
-    run = load_graph(file, dtype)  # the program was just written here: trusted
+    run = load_graph(file, dtype, outputs=task.outputs)  # the program was just written here: trusted
     processor.save_pretrained(output_dir)
     model.config.save_pretrained(output_dir)  # labels and sizes for `SapiensExportedModel` (the pipelines)
 
     sizes = [(height, width)] + ([(height + 2 * patch, width + patch)] if dynamic_size else [])
     batches = [1, 3] if dynamic_batch else [1]
-    differences, scale, seconds = {}, 1.0, {}
+    differences, scales, seconds = {}, {}, {}
     for size in sizes:
         for batch in batches:
             pixel_values = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(1)).to(torch_dtype)
             started = time.perf_counter()
             with torch.no_grad():
-                expected = graph(pixel_values).float().numpy()
+                expected = [value.float().numpy() for value in graph(pixel_values)]
             middle = time.perf_counter()
             try:
                 actual = run(pixel_values.float().numpy())  # the values in `dtype`, exactly
@@ -235,17 +253,23 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
                 raise
             if not seconds:  # the first check, at the export's own size: each path's time on this machine
                 seconds = {"eager": (middle - started) / batch, "exported": (time.perf_counter() - middle) / batch}
-            differences[f"{batch}x{size[0]}x{size[1]}"] = float(np.abs(actual - expected).max())
-            scale = max(scale, float(np.abs(expected).max()))
-    worst = max(differences.values())
-    if not worst <= TOLERANCE[dtype] * scale:
-        raise ExportCheckError(f"The exported graph differs from the eager model by {worst:.3g}, more than "
-                               f"{TOLERANCE[dtype]:g} × the output's scale {scale:.3g} for {dtype}: nothing was kept; "
-                               "please report it with the model and the command")
+            for name, got, wanted in zip(task.outputs, actual, expected):  # each output against its own scale
+                key = f"{batch}x{size[0]}x{size[1]}" + ("" if name == task.output else f" {name}")
+                differences[key] = float(np.abs(got - wanted).max())
+                scales[name] = max(scales.get(name, 1.0), float(np.abs(wanted).max()))
+    for name in task.outputs:
+        worst = max(value for key, value in differences.items() if (key.partition(" ")[2] or task.output) == name)
+        if not worst <= TOLERANCE[dtype] * scales[name]:
+            raise ExportCheckError(f"The exported graph's {name} differs from the eager model by {worst:.3g}, more than "
+                                   f"{TOLERANCE[dtype]:g} × the output's scale {scales[name]:.3g} for {dtype}: nothing "
+                                   "was kept; please report it with the model and the command")
+    scale = scales[task.output]
 
     manifest = _manifest(model, task, format, file.name, dtype, opset, (height, width), dynamic_batch, dynamic_size)
     manifest["max_abs_difference_to_eager"] = differences
     manifest["output_scale"] = scale
+    if len(task.outputs) > 1:
+        manifest["output_scales"] = scales
     manifest["check_seconds"] = seconds  # seconds per image of each (the first call of each, warm-up included)
     if quantize:
         manifest["int8"] = quantize_int8(file, output_dir / "model.int8.onnx", task, processor)
@@ -260,8 +284,8 @@ def _size_bytes(model: nn.Module) -> int:
 def _manifest(model, task, format, file, dtype, opset, input_size, dynamic_batch, dynamic_size) -> dict:
     config = model.config
     manifest = {
-        "task": task.name, "format": format, "file": file, "dtype": dtype, "input": "pixel_values",
-        "output": task.output, "input_size": list(input_size), "dynamic_batch": dynamic_batch,
+        "task": task.name, "family": family_of(config).name, "format": format, "file": file, "dtype": dtype,
+        "input": "pixel_values", "output": task.output, "outputs": list(task.outputs), "input_size": list(input_size), "dynamic_batch": dynamic_batch,
         "dynamic_size": dynamic_size, "opset": opset if format == "onnx" else None,
         "model": {"class": type(model).__name__, "name_or_path": config.name_or_path},
         "versions": {"sapiens_hf": __version__, "torch": torch.__version__},
@@ -312,7 +336,7 @@ def quantize_int8(source: Path, target: Path, task, processor) -> dict:
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     op_types_to_quantize=["MatMul", "Gemm"])
     pixel_values = inputs[0]  # the whole photo
-    fp32, int8 = load_graph(source, "fp32")(pixel_values), load_graph(target, "fp32")(pixel_values)
+    fp32, int8 = load_graph(source, "fp32")(pixel_values)[0], load_graph(target, "fp32")(pixel_values)[0]
     change = task.int8_change(fp32, int8, (processor.size["width"], processor.size["height"]))
     change["file"] = target.name
     change["size_ratio"] = round(target.stat().st_size / math.fsum(

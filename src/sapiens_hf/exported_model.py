@@ -5,7 +5,8 @@
     pose = pipeline("sapiens-pose", model="out/pose-onnx", model_kwargs={"int8": True})  # model.int8.onnx
     depth = pipeline("sapiens-depth", model="out/depth-pt2", trust_remote_code=True)     # a torch.export program
 
-`SapiensExportedModel` has what the pipelines use of a model: `config` (the exported model's, saved beside the graph),
+`SapiensExportedModel` has what the pipelines use of a model: `config` (the exported model's, saved beside the graph:
+a `SapiensConfig` or a Sapiens2 `Sapiens2Config`, whose generation picks the pipeline's image processor),
 `name_or_path`, `device`, `dtype` and `forward(pixel_values)` returning the task model's output class. A graph
 exported without `--dynamic-batch` runs one image at a time. It runs on the CPU; to run an ONNX graph elsewhere, give
 onnxruntime's providers to `sapiens_hf.runtime.ExportedModel`, which needs neither torch nor transformers.
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .configuration_sapiens import SapiensConfig
+from .families import SAPIENS, family_of
 from .modeling_sapiens import WrongModelError, flip_back
 from .runtime import DTYPES, ExportedModel, is_export_folder, read_manifest
 from .tasks import TASKS
@@ -59,7 +60,13 @@ class SapiensExportedModel(nn.Module):
                                         threads=torch.get_num_threads())
         except ValueError as error:  # no int8 graph, an untrusted program, a damaged folder: said as it is
             raise WrongModelError(str(error)) from None
-        self.config = SapiensConfig.from_pretrained(folder)
+        from transformers import AutoConfig
+
+        self.config = AutoConfig.from_pretrained(folder)  # the Sapiens or Sapiens2 config, by its model_type
+        exported = self.manifest.get("family", SAPIENS.name)
+        if family_of(self.config).name != exported:  # the config picks the processor: the graph's would be wrong
+            raise WrongModelError(f"{folder} holds a {exported} graph beside a {family_of(self.config).name} "
+                                  "config.json (edited or copied in): export the model again")
         self.config.name_or_path = str(folder)
         self.exported_from = self.manifest["model"]["class"]  # what the pipelines check the task by
 
@@ -106,19 +113,20 @@ class SapiensExportedModel(nn.Module):
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor, flip_pairs=None):
-        """The task model's output for `pixel_values` (`flip_pairs`: pose crops that are mirrored, as the model's)."""
+        """The task model's outputs for `pixel_values` (`flip_pairs`: pose crops that are mirrored, as the model's)."""
         if pixel_values.dtype != self.dtype:
             raise ValueError(f"pixel_values are {pixel_values.dtype}; this model was exported in {self.dtype}")
+        if flip_pairs is not None and not self.task.top_down:
+            raise TypeError(f"flip_pairs apply to pose; this is a {self.task.name} model")
         # The runner takes float32 NumPy arrays (bfloat16 has no NumPy dtype); both casts are exact.
-        output = torch.from_numpy(self.runner.run(pixel_values.cpu().float().numpy())).to(self.dtype)
-        if flip_pairs is not None:
-            if not self.task.top_down:
-                raise TypeError(f"flip_pairs apply to pose; this is a {self.task.name} model")
-            output = flip_back(output, flip_pairs)
-        return self.task.output_type()(**{self.task.output: output})
+        outputs = {name: torch.from_numpy(value).to(self.dtype)
+                   for name, value in self.runner.run_outputs(pixel_values.cpu().float().numpy()).items()}
+        if flip_pairs is not None:  # both generations' heatmaps are flipped back alike (mirror W, swap pairs)
+            outputs[self.task.output] = flip_back(outputs[self.task.output], flip_pairs)
+        return self.task.output_type()(**outputs)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name_or_path!r}, {self.task.model_class}, {self.manifest['format']})"
+        return f"{type(self).__name__}({self.name_or_path!r}, {self.exported_from}, {self.manifest['format']})"
 
 
 __all__ = ["SapiensExportedModel"]

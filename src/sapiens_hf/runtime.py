@@ -14,6 +14,10 @@ Images are read as the pipelines read them (`image_io.read_image`: paths, URLs, 
 orientation, 16-bit and grey images handled alike). Pose takes `boxes` (COCO x, y, width, height; none: the whole image). Dense outputs are
 resized to the image with OpenCV's bilinear resize, which the pipelines do with torch's (the same sampling, float
 rounding aside: tests/test_export.py compares them).
+
+The processing here is Sapiens' (uint8 UDP warps, two bilinear resizes). A Sapiens2 export (manifest `family`
+"Sapiens2") runs through the pipelines (`SapiensExportedModel`, with the Sapiens2 processor); here its `run` gives the
+raw graph outputs, and calling it on an image is refused rather than processed the Sapiens way.
 """
 
 import json
@@ -31,6 +35,7 @@ MANIFEST = "sapiens-export.json"
 # The dtypes an export is written in, by their manifest names: the names of the torch (and NumPy) dtypes.
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 FORMATS = ("onnx", "exported-program")
+FAMILIES = ("Sapiens", "Sapiens2")  # the generations an export can hold (`families.Family.name`)
 
 
 def is_export_folder(path) -> bool:
@@ -51,8 +56,13 @@ def read_manifest(folder: str | Path) -> dict:
         problem = problem or next((f"the graph file {file!r} is not a file name in the folder" for file in files
                                    if not isinstance(file, str) or Path(file).name != file or file in ("", ".", "..")),
                                   None)
-        if problem is None and manifest["output"] != TASKS[manifest["task"]].output:
-            problem = f"a {manifest['task']} model's output is {TASKS[manifest['task']].output}, not {manifest['output']}"
+        task = TASKS[manifest["task"]] if problem is None else None
+        if problem is None and manifest["output"] != task.output:
+            problem = f"a {task.name} model's output is {task.output}, not {manifest['output']}"
+        if problem is None and tuple(manifest.get("outputs", [task.output])) not in ((task.output,), task.outputs):
+            problem = f"a {task.name} model's outputs are {list(task.outputs)}, not {manifest['outputs']}"
+        if problem is None and manifest.get("family", FAMILIES[0]) not in FAMILIES:
+            problem = f"unknown family {manifest['family']!r}"
     except (ValueError, KeyError, TypeError) as error:
         problem = f"{type(error).__name__}: {error}"
     if problem:
@@ -60,13 +70,13 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def load_graph(path: Path, dtype: str, providers: list[str] | None = None, output: str | None = None,
+def load_graph(path: Path, dtype: str, providers: list[str] | None = None, outputs: tuple[str, ...] | None = None,
                threads: int | None = None):
-    """The graph in `path` as a function from float32 pixel values to its output in float32 (NumPy arrays), the
-    input cast to the graph's `dtype` (a manifest name): onnxruntime for `.onnx` (with `providers`, default the CPU;
-    its output must be named `output` when given: another task's graph is refused; `threads`: its intra-op threads,
-    default onnxruntime's, one per physical core), torch for a `torch.export` program, whose loading can run code
-    from the file: load only files you trust."""
+    """The graph in `path` as a function from float32 pixel values to the tuple of its outputs in float32 (NumPy
+    arrays), the input cast to the graph's `dtype` (a manifest name): onnxruntime for `.onnx` (with `providers`,
+    default the CPU; its outputs must be named `outputs` when given: another task's graph is refused; `threads`: its
+    intra-op threads, default onnxruntime's, one per physical core), torch for a `torch.export` program, whose
+    loading can run code from the file: load only files you trust."""
     if not path.is_file():
         raise ValueError(f"{path} is missing: the export folder is incomplete; export the model again")
     if path.suffix == ".onnx":
@@ -77,22 +87,24 @@ def load_graph(path: Path, dtype: str, providers: list[str] | None = None, outpu
             options.intra_op_num_threads = threads
         session = onnxruntime.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
         name, input_dtype = session.get_inputs()[0].name, np.dtype(DTYPES[dtype])
-        if output is not None and session.get_outputs()[0].name != output:
-            raise ValueError(f"{path} computes {session.get_outputs()[0].name!r}, not {output!r}: it is another "
-                             "task's graph; export the model again")
+        names = tuple(output.name for output in session.get_outputs())
+        if outputs is not None and names != tuple(outputs):
+            raise ValueError(f"{path} computes {list(names)}, not {list(outputs)}: it is another task's graph; export "
+                             "the model again")
 
-        def run(pixel_values: np.ndarray) -> np.ndarray:
-            output = session.run(None, {name: pixel_values.astype(input_dtype, copy=False)})[0]
-            return output.astype(np.float32, copy=False)
+        def run(pixel_values: np.ndarray) -> tuple[np.ndarray, ...]:
+            values = session.run(None, {name: pixel_values.astype(input_dtype, copy=False)})
+            return tuple(value.astype(np.float32, copy=False) for value in values)
 
         return run
     import torch
 
     module, input_dtype = torch.export.load(path).module(), getattr(torch, DTYPES[dtype])
 
-    def run(pixel_values: np.ndarray) -> np.ndarray:
+    def run(pixel_values: np.ndarray) -> tuple[np.ndarray, ...]:
         with torch.no_grad():
-            return module(torch.from_numpy(pixel_values).to(input_dtype)).float().numpy()
+            values = module(torch.from_numpy(pixel_values).to(input_dtype))
+        return tuple(value.float().numpy() for value in (values if isinstance(values, tuple) else (values,)))
 
     return run
 
@@ -126,9 +138,14 @@ class ExportedModel:
         self.mean = np.asarray(processor["image_mean"], np.float32)
         self.std = np.asarray(processor["image_std"], np.float32)
         self.box_padding = processor.get("box_padding", 1.25)
-        self._graph = load_graph(folder / file, self.manifest["dtype"], providers, self.task.output, threads)
+        self.outputs = tuple(self.manifest.get("outputs", [self.task.output]))
+        self._graph = load_graph(folder / file, self.manifest["dtype"], providers, self.outputs, threads)
 
     def __call__(self, image, boxes=None, kernel_size: int = 11):
+        family = self.manifest.get("family", FAMILIES[0])
+        if family != FAMILIES[0]:  # before the image is read: Sapiens' processing would give wrong results silently
+            raise ValueError(f"This is a {family} export, whose pre- and post-processing the torch-free runtime does "
+                             f"not have: run it with the sapiens-{self.task.name} pipeline or sapiens-hf predict")
         image = _rgb(image)
         if self.task.top_down:
             return self._top_down(image, boxes, kernel_size)
@@ -158,11 +175,16 @@ class ExportedModel:
         return np.ascontiguousarray((pixels - self.mean[:, None, None]) / self.std[:, None, None])
 
     def run(self, pixel_values: np.ndarray) -> np.ndarray:
-        """The graph's output (float32) for normalised float32 `pixel_values` `(batch, 3, height, width)`; a graph
+        """The graph's main output (float32) for normalised float32 `pixel_values` `(batch, 3, height, width)`."""
+        return self.run_outputs(pixel_values)[self.task.output]
+
+    def run_outputs(self, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph (the main one, a pointmap's scales, a matte's foregrounds) by name; a graph
         exported without `--dynamic-batch` runs one image at a time."""
         if self.manifest["dynamic_batch"]:
-            return self._graph(pixel_values)
-        return np.concatenate([self._graph(batch) for batch in np.split(pixel_values, len(pixel_values))])
+            return dict(zip(self.outputs, self._graph(pixel_values)))
+        runs = [self._graph(batch) for batch in np.split(pixel_values, len(pixel_values))]
+        return {name: np.concatenate([values[index] for values in runs]) for index, name in enumerate(self.outputs)}
 
 
 def _rgb(image) -> np.ndarray:
@@ -179,4 +201,4 @@ def _resize_twice(maps: np.ndarray, input_size: tuple[int, int], image_size: tup
     return resize(resize(maps.astype(np.float32), input_size), image_size)
 
 
-__all__ = ["DTYPES", "MANIFEST", "ExportedModel", "is_export_folder", "load_graph", "read_manifest"]
+__all__ = ["DTYPES", "FAMILIES", "MANIFEST", "ExportedModel", "is_export_folder", "load_graph", "read_manifest"]

@@ -343,7 +343,8 @@ EXAMPLES = {
   accelerate launch -m sapiens_hf.cli annotate --dataset user/people --task seg --model seg=./my-seg --output out/""",
     "export": """examples:
   sapiens-hf export facebook/sapiens-pose-0.3b out/pose-onnx --dynamic-batch --quantize int8
-  sapiens-hf export ./sapiens-depth-0.3b out/depth-pt2 --format exported-program --dtype bfloat16""",
+  sapiens-hf export ./sapiens-depth-0.3b out/depth-pt2 --format exported-program --dtype bfloat16
+  sapiens-hf export facebook/sapiens2-seg-0.4b out/seg2-onnx --dynamic-size    # Sapiens2: RoPE follows the size""",
     "convert": """examples:
   sapiens-hf convert sapiens_0.3b_goliath_best_goliath_AP_573.pth out/sapiens-pose-0.3b --task pose
   sapiens-hf convert sapiens_1b_epoch_173_clean.pth out/encoder-1b --push-to-hub me/sapiens-1b""",
@@ -465,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="float32 (default), float16 or bfloat16")
     exporting.add_argument("--dynamic-batch", action="store_true", help="any batch size (else 1)")
     exporting.add_argument("--dynamic-size", action="store_true",
-                           help="any input size (refused when the graph cannot follow it: use --input-size)")
+                           help="any input size: Sapiens2 models except pointmaps (refused when the graph cannot "
+                           "follow it: use --input-size)")
     exporting.add_argument("--input-size", type=dense_size, metavar="HxW", help="a fixed input size other than the "
                            "processor's (e.g. 512x384)")
     exporting.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (dynamic int8) and "
