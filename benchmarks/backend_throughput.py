@@ -73,9 +73,12 @@ def make_model(folder: Path, task: str, size: str, overrides: dict) -> None:
 def predict(model: Path, inputs: Path, output: Path, task: str, arguments: list[str]) -> float:
     from sapiens_hf.cli import main
 
+    # The model alone on each whole image: no person detector (pose) or person mask (depth, normals), whose own
+    # costs are measured apart (docs/performance.md) and would be the same for every backend.
+    whole = {"pose": ["--detector", "none"], "depth": ["--no-mask"], "normal": ["--no-mask"]}.get(task, [])
     started = time.perf_counter()
     code = main(["predict", "--task", task, "--model", str(model), str(inputs), "--output", str(output), "--quiet",
-                 "--overwrite", *arguments])
+                 "--overwrite", *whole, *arguments])
     if code:
         raise SystemExit(f"predict {' '.join(arguments)} failed with exit code {code}")
     return time.perf_counter() - started

@@ -1,5 +1,5 @@
 """`sapiens_hf.backends`: which runtime runs a model (`--backend auto|torch|onnxruntime`). `auto` exports only when
-the run pays for it or a checked export is cached, picks onnxruntime only where it was timed faster, stays torch on
+the run pays for it or a checked export is cached, picks onnxruntime only where it was timed clearly faster, stays torch on
 an accelerator; the export is cached by content, reused, rebuilt when damaged; a failed export or check falls back to
 torch with a note; the onnxruntime results equal the eager model's."""
 
@@ -52,7 +52,10 @@ def test_auto_exports_for_a_long_run_where_onnxruntime_is_faster_and_never_for_o
     assert backends.choose(model, device="cpu", images=1, input_size=(128, 96)).folder == many.folder
     timed(monkeypatch, eager=1.0, exported=2.0)
     slower = backends.choose(model, device="cpu", images=100, input_size=(128, 96))
-    assert slower.backend == "torch" and "not faster" in slower.reason and len(exports) == 1
+    assert slower.backend == "torch" and "not 1.15× faster" in slower.reason and len(exports) == 1
+    # A lead within the check's noise (one timed call each) is not taken: 13.4 s against 13.9 s ran 13 % slower.
+    timed(monkeypatch, eager=13.9, exported=13.4)
+    assert backends.choose(model, device="cpu", images=100, input_size=(128, 96)).backend == "torch"
 
 
 def test_auto_stays_torch_on_an_accelerator_and_in_bfloat16(tiny_model, exports, monkeypatch):
