@@ -122,9 +122,7 @@ def _load(model, config_overrides: dict):
 
 
 def _check_dynamic_size(task, dynamic_size: bool) -> None:
-    if dynamic_size and task.name == "pointmap":
-        # Sapiens2's scale head flattens its last feature map into a linear layer of a fixed width
-        # (`head_config.scale_final_input_size`): the scale exists at the trained input size only.
+    if dynamic_size and task.fixed_input_size:
         raise ExportError("A pointmap model's scale head is a linear layer over the feature map of its input size: "
                           "export one graph per input size (--input-size HxW) without --dynamic-size")
 

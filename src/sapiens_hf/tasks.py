@@ -61,6 +61,7 @@ class Task:
     file_tag: str = ""
     flip_test: bool = False
     top_down: bool = False  # boxes in, one crop per person (pose)
+    fixed_input_size: bool = False  # its model runs at the trained input size only (no dynamic-size export)
     v2_model_class: str | None = None
     extra_outputs: tuple[str, ...] = ()
     masked: bool = False  # its maps are of the people: masked with the person mask of the segmentation model
@@ -523,7 +524,10 @@ TASKS: dict[str, Task] = {
                      aliases=("pointmaps",), pipeline="sapiens-pointmap", pipeline_class="SapiensPointmapPipeline",
                      default_checkpoint="facebook/sapiens2-pointmap-0.4b", result_suffix=".npy",
                      companion_suffixes=(".ply",), post_process="post_process_pointmap_estimation",
-                     v2_model_class="Sapiens2ForPointmapEstimation"),
+                     v2_model_class="Sapiens2ForPointmapEstimation",
+                     # its scale head flattens the last feature map into a linear layer of a fixed width
+                     # (`head_config.scale_final_input_size`): the scale exists at the trained input size only
+                     fixed_input_size=True),
         MattingTask("matting", None, "AutoModelForImageMatting", "image-segmentation",
                     "alpha matting of people (alpha and foreground colours)", output="alphas",
                     extra_outputs=("foregrounds",), output_class="Sapiens2ImageMattingOutput", aliases=("alpha",),
