@@ -226,7 +226,7 @@ def test_pose_detects_a_list_of_images_in_batches(models, processor, tiny_detect
     images = [two_people_image(), astronaut, two_people_image()[:, ::-1], astronaut[::-1], two_people_image()]
     one_by_one = [estimator(image, detector=tiny_detector, detector_threshold=0.0) for image in images]
     calls, forwards = [], []
-    detector = estimator._detector[1].model  # loaded by the calls above, kept
+    detector = estimator._detector.model.model  # loaded by the calls above, kept
     detect = detector.forward
     monkeypatch.setattr(detector, "forward", lambda **kwargs: calls.append(len(kwargs["pixel_values"]))
                         or detect(**kwargs))
@@ -265,7 +265,7 @@ def test_an_unreachable_detector_fails_once_before_any_image_is_read(models, pro
             estimator([str(tmp_path / "missing.jpg")] * 3, **detector)
         assert "local folder" in str(error.value) and "hf download" in str(error.value)
     people = estimator(two_people_image(), boxes=TWO_PEOPLE_BOXES)  # given boxes: no detector is loaded
-    assert len(people) == 2 and estimator._detector == (None, None)
+    assert len(people) == 2 and (estimator._detector.name, estimator._detector.model) == (None, None)
 
 
 def test_pose_pipeline_end_to_end_matches_golden():
@@ -634,4 +634,4 @@ def test_detectors_named_one_after_another_are_not_all_kept(models, processor, a
     for name in ("a/detector", "b/detector", "c/detector", "c/detector"):
         pose(astronaut, detector=name)
     assert loaded == ["a/detector", "b/detector", "c/detector"]
-    assert pose._detector[0] == "c/detector"
+    assert pose._detector.name == "c/detector"

@@ -179,6 +179,35 @@ class SapiensSegmentationPipeline(_SapiensDensePipeline):
         return {"segmentation": segmentation, "label_map": segmentation_to_image(segmentation, palette)}
 
 
+class _ModelByName:
+    """A model a pipeline loads by name for its own use (the person detector, the person mask's segmentation model):
+    loaded on first use and kept, only the last name's (a server's memory does not grow with each name asked for).
+    A model that cannot be loaded (offline without it in the cache, a wrong id or folder) is one `error` line: what,
+    why (the first line of the failure) and what to do instead; `refusals` (a model of the wrong kind) are raised as
+    they are."""
+
+    def __init__(self, load, error: type[OSError], what: str, folder_of: str, default: str, instead: str,
+                 refusals: tuple[type[Exception], ...] = ()):
+        self.load, self.error, self.refusals = load, error, refusals
+        self.what, self.folder_of, self.default, self.instead = what, folder_of, default, instead
+        self.name, self.model = None, None
+
+    def __call__(self, name: str, device):
+        if self.name != name:
+            try:
+                model = self.load(name, device)
+            except self.refusals:
+                raise
+            except Exception as error:  # noqa: BLE001  (offline, unknown id, not such a model: one message)
+                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
+                raise self.error(
+                    f"Cannot load {self.what.format(name=name)}: {reason}. Give a local folder of {self.folder_of} "
+                    f"(`hf download {self.default} --local-dir DIR` where the Hub is reachable), or {self.instead}"
+                ) from error
+            self.name, self.model = name, model
+        return self.model
+
+
 class MaskModelUnavailableError(OSError):
     """The segmentation model of the person mask cannot be loaded (offline without it in the cache, a wrong id)."""
 
@@ -194,7 +223,10 @@ class _SapiensMaskedPipeline(_SapiensDensePipeline):
     images_at_once = 8  # images of a list read and segmented together
 
     def __init__(self, *args, **kwargs):
-        self._mask_model = (None, None)  # the last segmentation model loaded by name, and its name
+        self._mask_model = _ModelByName(
+            lambda name, device: load_task_pipeline(SEGMENTATION.name, name, device=device), MaskModelUnavailableError,
+            "the segmentation model {name} of the person mask", "it", SEGMENTATION.default_checkpoint,
+            "mask=False for the unmasked map", refusals=(WrongModelError,))
         super().__init__(*args, **kwargs)
 
     def __call__(self, inputs, mask=True, **kwargs):
@@ -229,21 +261,7 @@ class _SapiensMaskedPipeline(_SapiensDensePipeline):
         if not isinstance(mask, (str, os.PathLike)):
             raise TypeError("mask must be True (the released segmentation model), a segmentation model id or folder, "
                             "a sapiens-segmentation pipeline, or False (no mask)")
-        mask = str(mask)
-        if self._mask_model[0] != mask:
-            try:
-                loaded = load_task_pipeline(SEGMENTATION.name, mask, device=self.device)
-            except WrongModelError:
-                raise
-            except Exception as error:  # noqa: BLE001  (offline, unknown id: one message)
-                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
-                raise MaskModelUnavailableError(
-                    f"Cannot load the segmentation model {mask} of the person mask: {reason}. Give a local folder of "
-                    f"it (`hf download {SEGMENTATION.default_checkpoint} --local-dir DIR` where the Hub is reachable), "
-                    "or mask=False for the unmasked map"
-                ) from error
-            self._mask_model = (mask, loaded)
-        return self._mask_model[1]
+        return self._mask_model(str(mask), self.device)
 
     def _with_masks(self, items: list, segmenter, timeout) -> list[dict]:
         """`items` as `{"image", "mask"}` dicts, the masks of those without one from one call of `segmenter`."""
@@ -354,7 +372,10 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
     images_at_once = 8  # images of a list read and passed to the detector together
 
     def __init__(self, *args, **kwargs):
-        self._detector = (None, None)  # the last detector loaded by name, and its name
+        self._detector = _ModelByName(
+            lambda name, device: pipeline("object-detection", model=name, device=device), DetectorUnavailableError,
+            "the person detector {name}", "an object-detection model", DEFAULT_DETECTOR,
+            "detector=None for the whole image as the person's box")
         super().__init__(*args, **kwargs)
 
     def __call__(self, inputs, boxes=None, detector=DEFAULT_DETECTOR, **kwargs):
@@ -445,19 +466,7 @@ class SapiensPosePipeline(_SapiensPipelineMixin, ChunkPipeline):
                 raise TypeError("detector must be an object-detection pipeline, a model id or folder, a callable or "
                                 "None (the whole image)")
             return self._check_person_label(detector, person_label)
-        detector = str(detector)
-        if self._detector[0] != detector:  # one at a time: a server's memory does not grow with each name asked for
-            try:
-                loaded = pipeline("object-detection", model=detector, device=self.device)
-            except Exception as error:  # noqa: BLE001  (offline, unknown id, not a detector: one message)
-                reason = str(error).strip().splitlines()[0].rstrip(".") if str(error).strip() else type(error).__name__
-                raise DetectorUnavailableError(
-                    f"Cannot load the person detector {detector}: {reason}. Give a local folder of an "
-                    f"object-detection model (`hf download {DEFAULT_DETECTOR} --local-dir DIR` where the Hub is "
-                    "reachable), or detector=None for the whole image as the person's box"
-                ) from error
-            self._detector = (detector, loaded)
-        return self._check_person_label(self._detector[1], person_label)
+        return self._check_person_label(self._detector(str(detector), self.device), person_label)
 
     @staticmethod
     def _check_person_label(detector, person_label: str):
