@@ -8,6 +8,7 @@ import inspect
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -551,3 +552,47 @@ def test_a_damaged_conversion_cache_entry_is_rebuilt_not_trusted(tmp_path, caplo
         model = SapiensForPoseEstimation.from_pretrained(path, num_attention_heads=2)
     assert_same_weights(model, expected)
     assert f"The cached conversion {folder} is damaged" in caplog.text
+
+
+def test_a_cache_entry_is_renamed_into_place_whole_or_not_at_all(tmp_path):
+    """`releases.write_cache_entry`, which writes the conversion cache's and the export cache's entries: an entry is
+    filled in a staging folder and renamed into place; a whole entry that a concurrent writer put there first is
+    kept, a damaged one replaced; a failing write leaves no entry and no staging folder; a killed run's staging
+    folder (a day old) is removed, a running one's is not."""
+    from sapiens_hf.releases import STALE_STAGING_S, write_cache_entry
+
+    def damage(entry):
+        return None if (entry / "data").is_file() else "no data"
+
+    def writing(text, before=None):
+        def write(staging):
+            if before is not None:
+                before()
+            (staging / "data").write_text(text)
+            return "entry"
+        return write
+
+    def other_writer():  # another process renames its whole entry into place while this one writes
+        theirs = tmp_path / ".staging-theirs"
+        theirs.mkdir()
+        (theirs / "data").write_text("theirs")
+        theirs.rename(tmp_path / "entry")
+
+    killed, running = tmp_path / ".staging-killed", tmp_path / ".staging-running"
+    for folder in (killed, running):
+        folder.mkdir()
+    os.utime(killed, (time.time() - 2 * STALE_STAGING_S,) * 2)
+    entry = write_cache_entry(tmp_path, writing("ours", before=other_writer), damage, ".staging-")
+    assert entry == tmp_path / "entry" and (entry / "data").read_text() == "theirs"
+    assert sorted(tmp_path.iterdir()) == [running, entry]  # ours and the killed run's staging folders are gone
+
+    (entry / "data").unlink()  # damaged (e.g. cut short): replaced by the fresh entry
+    assert (write_cache_entry(tmp_path, writing("fresh"), damage, ".staging-") / "data").read_text() == "fresh"
+
+    def failing(staging):
+        (staging / "data").write_text("half")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_cache_entry(tmp_path / "new", failing, damage, ".staging-")
+    assert list((tmp_path / "new").iterdir()) == []

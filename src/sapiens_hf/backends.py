@@ -23,16 +23,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .releases import conversion_cache, file_sha256
+from .releases import conversion_cache, file_sha256, write_cache_entry
 from .runtime import read_manifest
 
 
@@ -188,31 +185,19 @@ def damage(entry: Path) -> str | None:
 
 
 def write_export(model, entry: Path, input_size, int8: bool) -> Path:
-    """Writes the cache entry `entry` (missing or damaged) with a checked export of `model`, through a
-    temporary folder renamed into place, so that a killed run never leaves an entry that a later run trusts."""
+    """Writes the cache entry `entry` (missing or damaged) with a checked export of `model` and its record
+    (`releases.write_cache_entry`: a killed run never leaves an entry that a later run trusts)."""
     from .export import export
 
-    if entry.exists():
-        shutil.rmtree(entry)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    for stale in entry.parent.glob(".exporting-*"):  # left by a killed run (a day old: no export takes that long)
-        if time.time() - stale.stat().st_mtime > 86400:
-            shutil.rmtree(stale, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".exporting-"))
-    try:
+    def write(staging: Path) -> str:
         manifest = export(model, staging, input_size=input_size, quantize="int8" if int8 else None, overwrite=True)
         files = sorted(path.name for path in staging.iterdir() if path.is_file())
         record = {"sha256": {name: file_sha256(staging / name) for name in files},
                   "seconds_per_image": manifest["check_seconds"], "model": model.config.name_or_path}
         (staging / RECORD).write_text(json.dumps(record, indent=2) + "\n")
-        try:
-            staging.rename(entry)
-        except OSError:  # written meanwhile by another process: keep its entry
-            if damage(entry) is not None:
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return entry
+        return entry.name
+
+    return write_cache_entry(entry.parent, write, damage, prefix=".exporting-")
 
 
 __all__ = ["BACKENDS", "MIN_IMAGES", "MIN_SPEEDUP", "BackendError", "Choice", "choose", "runs_on_cpu"]

@@ -13,6 +13,7 @@ that turns one into a transformers folder once, so that every later load is the 
   its converted folder and load that like any transformers checkpoint; every other name is passed on unchanged.
 """
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -20,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -377,6 +379,35 @@ def conversion_cache(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("SAPIENS_HF_CACHE") or Path(constants.HF_HOME) / "sapiens-hf")
 
 
+STALE_STAGING_S = 86400  # a staging folder this old is a killed run's: no conversion or export takes a day
+
+
+def write_cache_entry(folder: Path, write, damage, prefix: str) -> Path:
+    """Writes an entry of a cache `folder` (a conversion, a checked export) so that no reader ever trusts half of
+    one: `write(staging)` fills a new temporary folder in `folder` (named `prefix`...) and returns the entry's name,
+    and the folder is renamed to it. An entry of that name that `damage` (entry → what is wrong, or None) finds damaged
+    is replaced; a whole one that a concurrent writer renamed into place first is kept. A failure leaves no staging
+    folder and no new entry. Staging folders of `prefix` that a killed run left are removed first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{prefix}*"):
+        with contextlib.suppress(FileNotFoundError):  # another process may remove it first
+            if time.time() - stale.stat().st_mtime > STALE_STAGING_S:
+                shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=prefix))
+    try:
+        target = folder / write(staging)
+        if target.exists() and damage(target) is not None:
+            shutil.rmtree(target, ignore_errors=True)  # left damaged: the fresh entry replaces it
+        try:
+            staging.rename(target)
+        except OSError:  # written meanwhile by another process: keep its entry
+            if damage(target) is not None:
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def _hub_content_id(checkpoint: OriginalCheckpoint, revision, token, local_files_only) -> tuple[str, str | None]:
     """`(content id, revision)` of a released file: the sha256 the Hub announces for the LFS file (online, one
     metadata request), or the name of the blob the Hugging Face cache holds for it (offline: the same sha256).
@@ -447,8 +478,8 @@ def converted_folder(
         if problem is None and not force_download:
             return entry / task
         if problem is not None and (entry / task).exists():
+            # replaced once the new conversion is written (`write_cache_entry`), kept if it fails
             logger.warning(f"The cached conversion {entry / task} is damaged ({problem}): converting again")
-            shutil.rmtree(entry / task)
     if local is not None:
         if checkpoint is not None:
             verify_file(local, checkpoint.sha256, checkpoint.file_size)
@@ -482,30 +513,22 @@ def _damage(folder: Path) -> str | None:
 
 
 def _convert_into(entry: Path, path: Path, task: str | None, num_attention_heads: int | None, source: dict) -> Path:
-    """Converts `path` into `entry/<task>` through a temporary folder renamed into place (a concurrent or killed
-    conversion never leaves a half-written folder that a later load would trust)."""
+    """Converts `path` into `entry/<task>` (`write_cache_entry`: a concurrent or killed conversion never leaves a
+    half-written folder that a later load would trust)."""
     from .convert import convert_to_folder
 
     overrides = {} if num_attention_heads is None else {"num_attention_heads": num_attention_heads}
-    entry.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=entry, prefix=".converting-"))
-    try:
+
+    def write(staging: Path) -> str:
         logger.info(f"Converting {path} into a transformers checkpoint (once; later loads reuse it)")
         model = convert_to_folder(path, staging, task=task, **overrides)
-        task = task or task_of_class(type(model).__name__).name
-        (staging / "source.json").write_text(json.dumps({**source, "task": task}, indent=2) + "\n")
-        target = entry / task
-        if target.exists() and _damage(target) is not None:
-            shutil.rmtree(target)  # left damaged: the fresh conversion replaces it
-        try:
-            staging.rename(target)
-        except OSError:  # converted meanwhile by another process: keep its folder
-            if _damage(target) is not None:
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        name = task or task_of_class(type(model).__name__).name
+        (staging / "source.json").write_text(json.dumps({**source, "task": name}, indent=2) + "\n")
+        return name
+
+    target = write_cache_entry(entry, write, _damage, prefix=".converting-")
     if not (entry / "task").is_file():
-        (entry / "task").write_text(task + "\n")
+        (entry / "task").write_text(target.name + "\n")
     return target
 
 
@@ -597,4 +620,5 @@ __all__ = [
     "register_original_checkpoint",
     "resolve_original_name",
     "verify_file",
+    "write_cache_entry",
 ]
