@@ -295,6 +295,23 @@ def test_the_downloads_are_the_files_that_predict_writes(models, tmp_path):
         assert downloads[mask].read_bytes() == (tmp_path / task / mask).read_bytes()
 
 
+def test_the_pointmap_downloads_are_its_map_and_its_point_cloud(tiny_model, tmp_path):
+    """A pointmap's downloads are both files `predict` writes for it, byte for byte: the `.npy` XYZ map and the `.ply`
+    point cloud."""
+    photo = tmp_path / "astronaut.jpg"
+    shutil.copy(SAMPLE_IMAGE, photo)
+    model = tiny_model("v2-pointmap")
+    *_, files, status = DemoApp({"pointmap": model}, device="cpu").respond(str(photo), ["pointmap"], "whole image", "",
+                                                                           0.3, 0.3, False)
+    assert "total" in status, status
+    downloads = {Path(file).name: Path(file) for file in files}
+    assert sorted(downloads) == ["astronaut_pointmap.npy", "astronaut_pointmap.ply"]
+    assert main(["predict", "--task", "pointmap", "--model", model, str(photo), "--output", str(tmp_path / "predicted"),
+                 "--device", "cpu", "--backend", "torch", "--quiet"]) == 0
+    for name, path in downloads.items():
+        assert path.read_bytes() == (tmp_path / "predicted" / name).read_bytes(), name
+
+
 def test_the_command_line(capsys):
     """`sapiens-hf demo --help` does not import Gradio (nor does importing the module); `python -m sapiens_hf.demo` is
     the same command; bad options are refused before anything loads."""

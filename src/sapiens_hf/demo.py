@@ -9,8 +9,9 @@ A thin layer over what `sapiens-hf predict` uses: the models load through `pipel
 is refused with its `WrongModelError` message), the upload is read by the package's `read_image` with the documented
 pixel limit (`SapiensImageProcessorPil.max_image_pixels`), the pipelines predict, and `predict`'s writer
 (`batch.writers.FileWriter`) draws and writes the downloads: the files `predict` writes for the same image (COCO
-keypoints JSON, label PNG, depth and normals `.npy`; tests/test_demo.py compares them). Every problem of a request is
-shown in the page as one line; the traceback goes to the server's log only.
+keypoints JSON, label PNG, depth and normals `.npy`, the pointmap's `.npy` and `.ply` point cloud; tests/test_demo.py
+compares them). Every problem of a request is shown in the page as one line; the traceback goes to the server's log
+only.
 
 The command line imports this module (its `demo` command checks the options, then calls `serve`), so this module
 imports nothing from `sapiens_hf.cli` (the package's modules form no import cycle): `python -m sapiens_hf.demo` runs
@@ -358,7 +359,8 @@ def save_result(task: Task, result, image, output_dir: Path, file_name: str, key
                 model_config) -> tuple[str, list[str]]:
     """Writes the picture and the downloads of one task's result into `output_dir` with `predict`'s writer, named as
     `predict` names them but for the records file (`photo_pose_vis.jpg`, `photo_keypoints.json`, `photo_seg.png`,
-    `photo_depth.npy` and its `photo_depth_mask.png`, ...); returns the picture's path and the downloads' paths."""
+    `photo_depth.npy` and its `photo_depth_mask.png`, `photo_pointmap.npy` and its `photo_pointmap.ply`, ...); returns
+    the picture's path and the downloads' paths."""
     stem = Path(file_name).stem
     masked = isinstance(result, dict) and "mask" in result
     writer = FileWriter(task, output_dir, keypoint_threshold, task.records_file and f"{stem}_{task.records_file}",
@@ -366,7 +368,8 @@ def save_result(task: Task, result, image, output_dir: Path, file_name: str, key
     kept = writer.write(Frame(Input(Path(file_name), stem), None, image), result)
     if writer.records_path is not None:
         writer.write_records([kept], model_config)
-    files = [str(writer.records_path or task.result_path(output_dir, stem))]
+    files = [str(writer.records_path)] if writer.records_path is not None else [
+        str(path) for path in task.result_paths(output_dir, stem)]  # the result and its companions (a pointmap's .ply)
     return str(task.visual_path(output_dir, stem)), files + ([str(task.mask_path(output_dir, stem))] if masked else [])
 
 
