@@ -286,6 +286,44 @@ def test_an_export_folder_in_the_command_line_and_its_checks(tiny_model, tmp_pat
         SapiensExportedModel.from_pretrained(pose_model)
 
 
+def test_an_export_without_config_json_is_named_as_an_older_export_by_every_entry_point(tiny_model, tmp_path, capsys):
+    """An export folder written before exports carried config.json: one line naming it, before any work, from
+    `pipeline()` (not transformers' "Unrecognized model"), the loader of predict, annotate and the demo, and the
+    commands (exit code 2, nothing written); the torch-free runner, which needs only the manifest, still runs it."""
+    import re
+
+    from transformers import pipeline
+
+    from sapiens_hf.cli import SAMPLE_IMAGE, main
+    from sapiens_hf.modeling_sapiens import WrongModelError
+    from sapiens_hf.pipelines import load_task_pipeline
+    from sapiens_hf.runtime import ExportedModel
+
+    folder = tmp_path / "pose-onnx"
+    export(tiny_model("pose"), folder)
+    (folder / "config.json").unlink()
+    message = f"{folder} is an export written by an older sapiens-hf without config.json: export the model again"
+    for load in (lambda: pipeline("sapiens-pose", model=str(folder)),
+                 lambda: pipeline("sapiens-pose", model=folder, model_kwargs={"int8": True}),
+                 lambda: load_task_pipeline("pose", str(folder))):
+        with pytest.raises(WrongModelError, match=f"^{re.escape(message)}$"):
+            load()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "photo.jpg").write_bytes(SAMPLE_IMAGE.read_bytes())
+    output, depth = tmp_path / "out", tiny_model("depth")
+    capsys.readouterr()
+    for command in (["predict", "--task", "pose", "--model", str(folder), str(photos), "--output", str(output)],
+                    ["annotate", str(photos), "--task", "pose", "--model", f"pose={folder}", "--output", str(output)],
+                    ["predict", "--task", "depth", "--model", depth, str(photos), "--mask-model", str(folder),
+                     "--output", str(output)],
+                    ["demo", "--model", f"pose={folder}"]):
+        assert main(command) == 2, command
+        assert capsys.readouterr().err.strip() == f"error: {message}", command
+        assert not output.exists()
+    assert ExportedModel(folder)(str(SAMPLE_IMAGE))[0]["keypoints"].shape == (17, 2)
+
+
 def test_a_failed_export_leaves_nothing_and_a_typo_is_refused(tmp_path, monkeypatch, capsys, tiny_model):
     """A graph whose self-check fails (tolerance patched to 0) is a failure (exit code 1, not a usage error) that
     removes the files it wrote, so the same command runs again without --overwrite; a misspelled --config key is

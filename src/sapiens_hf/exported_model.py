@@ -19,7 +19,7 @@ from torch import nn
 
 from .families import SAPIENS, family_of
 from .modeling_sapiens import WrongModelError, flip_back
-from .runtime import DTYPES, ExportedModel, is_export_folder, read_manifest
+from .runtime import DTYPES, ExportedModel, is_export_folder, pipeline_export_problem, read_manifest
 from .tasks import TASKS
 
 
@@ -38,6 +38,9 @@ class SapiensExportedModel(nn.Module):
     def __init__(self, folder: str | Path, int8: bool = False, trust_remote_code: bool = False, dtype=None):
         super().__init__()
         folder = Path(folder)
+        problem = pipeline_export_problem(folder)  # before the manifest, which an older export may lack fields of
+        if problem:
+            raise WrongModelError(problem)
         try:
             self.manifest = read_manifest(folder)
         except ValueError as error:  # an export folder, damaged: said as it is (an OSError: not an export folder)
@@ -46,9 +49,6 @@ class SapiensExportedModel(nn.Module):
         if not self.task.has_head:
             raise WrongModelError(f"{folder} holds an export of a {self.task.name} model, which no pipeline takes; run it "
                              "with sapiens_hf.runtime.ExportedModel")
-        if not (folder / "config.json").is_file():
-            raise WrongModelError(f"{folder} has no config.json, which the pipelines read the labels and sizes from: export the "
-                          "model again")
         if isinstance(dtype, str) and dtype != "auto":
             dtype = getattr(torch, dtype, dtype)
         if dtype not in (None, "auto", self.dtype):

@@ -31,6 +31,8 @@ from huggingface_hub.utils.sha import sha_fileobj
 from transformers.utils import logging
 
 from .configuration_sapiens import SapiensConfig
+from .modeling_sapiens import WrongModelError
+from .runtime import pipeline_export_problem
 from .tasks import ENCODER, Task, get_task, task_of_class
 
 
@@ -566,6 +568,11 @@ def _hook(cls, task_of, weights_checked: bool = False) -> None:
         return
 
     def from_pretrained(klass, pretrained_model_name_or_path, *args, **kwargs):
+        # An older export folder has a manifest but no config.json: one line, not transformers' "Unrecognized
+        # model" (`pipeline()` loads the config before any model class, so this is where it first sees the folder).
+        problem = pipeline_export_problem(pretrained_model_name_or_path)
+        if problem:
+            raise WrongModelError(problem)
         name = resolve_original_name(pretrained_model_name_or_path, kwargs, task_of(klass))
         loaded = function(klass, name, *args, **kwargs)
         if weights_checked:  # after the load, which found (or downloaded) the files whose headers are read

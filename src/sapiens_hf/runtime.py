@@ -42,6 +42,15 @@ def is_export_folder(path) -> bool:
     return isinstance(path, (str, Path)) and (Path(path) / MANIFEST).is_file()
 
 
+def pipeline_export_problem(path) -> str | None:
+    """Why the pipelines cannot take the export folder `path`, in one line; None for any other path and for an export
+    they take. An export written before exports carried the model's `config.json`, which the pipelines (and
+    transformers' loaders) read the labels and sizes from, is named as such; this runner needs only the manifest."""
+    if is_export_folder(path) and not (Path(path) / "config.json").is_file():
+        return f"{path} is an export written by an older sapiens-hf without config.json: export the model again"
+    return None
+
+
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of an export folder, checked: a known task, format and dtype, and graph files that are plain
     names inside the folder. OSError for any other folder, ValueError for a damaged or edited manifest."""

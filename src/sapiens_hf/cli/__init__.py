@@ -28,6 +28,7 @@ from ..export import export as export_model
 from ..image_io import SAMPLE_IMAGE
 from ..keypoint_formats import FORMAT_NAMES, NATIVE, KeypointFormatError
 from ..modeling_sapiens import WrongModelError
+from ..runtime import pipeline_export_problem
 from ..tasks import TASKS, get_task
 from . import evaluate as evaluating
 from . import predict
@@ -97,6 +98,7 @@ def config_override(text: str) -> tuple[str, object]:
 def argument_problems(args) -> list[str]:
     """The problems that the arguments alone show (standard library only)."""
     problems = backend_problems(args) if hasattr(args, "backend") else []
+    problems += older_export_problems(args)
     if getattr(args, "batch_size", 1) < 1:
         problems.append("--batch-size must be at least 1")
     # As the pose pipeline checks them (a detector score is in [0, 1]), but before any work: NaN would draw and
@@ -136,6 +138,16 @@ def argument_problems(args) -> list[str]:
     if args.mask_model and args.no_mask:
         problems.append("--mask-model and --no-mask: give one of them")
     return problems + [problem for problem in [output_problem(Path(args.output))] if problem]
+
+
+def older_export_problems(args) -> list[str]:
+    """Export folders given as the model (--model MODEL or TASK=MODEL, once or several times; export's MODEL) or as
+    --mask-model that no pipeline can run: written by an older sapiens-hf, without config.json."""
+    given = getattr(args, "model", None)
+    given = [given] if isinstance(given, (tuple, str)) else given or []
+    models = [entry[1] if isinstance(entry, tuple) else entry for entry in given]
+    models += [getattr(args, "mask_model", None)] if getattr(args, "mask_model", None) else []
+    return [problem for problem in map(pipeline_export_problem, models) if problem]
 
 
 def backend_problems(args) -> list[str]:
