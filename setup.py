@@ -48,14 +48,15 @@ setup(
         "train": ["deepspeed>=0.16", "pycocotools>=2.0.7", "albumentations>=2.0", "scipy>=1.10"],
         "test": [
             "pytest>=8", "scikit-image>=0.22", "pycocotools>=2.0.7", "deepspeed>=0.16", "albumentations>=2.0",
-            "scipy>=1.10", "gradio>=5", "playwright>=1.40", "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20",
+            "scipy>=1.10", "gradio>=5", "playwright>=1.40", "onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.27",
             "pytest-xdist>=3.5",  # the test command's `-n 2`: many tests wait on subprocesses, a second worker fills in
             "ruff>=0.6",  # the linter CI runs (configuration in pyproject.toml)
         ],
         # timm is the peer in benchmarks/; on a CPU-only torch install it with `pip install --no-deps timm`.
         "bench": ["timm>=1.0"],
-        # `sapiens-hf export`: ONNX graphs (torch.onnx's dynamo exporter) run with onnxruntime (docs/deployment.md)
-        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.20"],
+        # `sapiens-hf export`: ONNX graphs (torch.onnx's dynamo exporter) run with onnxruntime (docs/deployment.md);
+        # 1.27 is the first whose quantize_static takes ranges measured elsewhere (calibration_cache_path: int8)
+        "export": ["onnx>=1.17", "onnxscript>=0.5", "onnxruntime>=1.27"],
         # `sapiens-hf evaluate --task pose`: COCO keypoint AP is pycocotools' COCOeval (docs/metrics.md)
         "eval": ["pycocotools>=2.0.7"],
         # `sapiens-hf demo`, the web app (docs/demo.md)

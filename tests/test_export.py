@@ -70,6 +70,46 @@ def test_the_encoder_exports_and_int8_reports_its_accuracy_change(tiny_model, tm
     assert 0 <= manifest["int8"]["pixel_agreement"] <= 1
 
 
+@pytest.mark.parametrize("opset", [23, 18])
+def test_int8_ranges_measured_on_the_eager_model_are_onnxruntimes(opset, tiny_model, tmp_path):
+    """The int8 calibration (`linear_ranges`: hooks on the eager model's linear layers, one forward's memory) gives
+    the ranges onnxruntime's own calibrator measures on the graph, for the same tensors. At opset 18 attention is
+    MatMuls of two activations, from no linear layer: those are named and stay float, and the graph still runs."""
+    from onnxruntime.quantization import CalibrationDataReader, create_calibrator
+
+    from sapiens_hf import SapiensForPoseEstimation, SapiensImageProcessorPil
+    from sapiens_hf.export import _Graph, calibration_inputs, linear_ranges
+    from sapiens_hf.runtime import ExportedModel
+    from sapiens_hf.tasks import get_task
+
+    model = SapiensForPoseEstimation.from_pretrained(tiny_model("pose")).eval()
+    manifest = export(model, tmp_path / "onnx", quantize="int8", opset=opset)
+    inputs = calibration_inputs(get_task("pose"), SapiensImageProcessorPil.from_pretrained(tiny_model("pose")))
+    ranges, unmatched = linear_ranges(_Graph(model, ("heatmaps",)).eval(), tmp_path / "onnx" / "model.onnx", inputs)
+
+    class Inputs(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter({"pixel_values": pixel_values} for pixel_values in inputs)
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    calibrator = create_calibrator(tmp_path / "onnx" / "model.onnx", ["MatMul", "Gemm"],
+                                   augmented_model_path=str(tmp_path / "augmented.onnx"))
+    calibrator.collect_data(Inputs())
+    expected = {name: (float(np.min(data.range_value[0])), float(np.max(data.range_value[1])))
+                for name, data in calibrator.compute_data().data.items()}
+    layers = model.config.num_hidden_layers
+    assert len(unmatched) == (0 if opset == 23 else 2 * layers)  # q·kᵀ and attention·v of each layer
+    linear = {name: value for name, value in expected.items() if name in ranges}
+    assert len(ranges) == 2 * 4 * layers and len(linear) == len(ranges)  # in and out of qkv, proj, fc1, fc2
+    np.testing.assert_allclose(np.array(list(ranges.values())), np.array([linear[name] for name in ranges]),
+                               rtol=1e-5, atol=1e-6)
+    assert manifest["int8"]["keypoint_error_px_mean"] < 0.1
+    int8, fp32 = (np.asarray(ExportedModel(tmp_path / "onnx", int8=int8).run(inputs[0])) for int8 in (True, False))
+    assert int8.shape == fp32.shape and np.isfinite(int8).all()
+
+
 def test_unsupported_requests_fail_before_anything_is_written(tiny_model, tmp_path):
     model = tiny_model("depth")
     for request, message in [({"dtype": "bf16"}, "exported-program for bf16"),

@@ -11,6 +11,7 @@ task, the model's generation (`family`), input and output names and sizes, label
 the measured differences to the eager model (and, for int8, the accuracy change in the task's own terms).
 """
 
+import ast
 import contextlib
 import json
 import math
@@ -270,7 +271,7 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
         manifest["output_scales"] = scales
     manifest["check_seconds"] = seconds  # seconds per image of each (the first call of each, warm-up included)
     if quantize:
-        manifest["int8"] = quantize_int8(file, output_dir / "model.int8.onnx", task, processor)
+        manifest["int8"] = quantize_int8(graph, file, output_dir / "model.int8.onnx", task, processor)
     (output_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -312,27 +313,76 @@ def calibration_inputs(task, processor) -> list[np.ndarray]:
     return inputs
 
 
-def quantize_int8(source: Path, target: Path, task, processor) -> dict:
-    """Static int8 quantisation of an fp32 ONNX graph: int8 weights (per channel) and activations whose ranges were
-    calibrated on `calibration_inputs` (onnxruntime's `quantize_static`, QDQ format, min/max), so that nothing is
-    measured at run time; with the change against fp32 on the bundled photo in the task's terms (`Task.int8_change`):
-    keypoint error (px), segmentation pixel agreement, depth relative error, normal angular error (degrees), or the
-    output's relative error for an encoder."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+def linear_ranges(graph: nn.Module, onnx_file: Path, inputs: list[np.ndarray]) -> tuple[dict, list[str]]:
+    """The calibration of `quantize_int8`, measured on the eager model: the min/max over `inputs` of the input and the
+    output of every MatMul / Gemm of the ONNX graph traced from `graph` whose weight is an `nn.Linear`'s (the
+    exporter records the module each node came from, `pkg.torch.onnx.name_scopes`), by forward hooks on those layers
+    — one eager forward's memory, where onnxruntime's calibration session of the 0.3B depth model outgrew 24 GB. A
+    MatMul's output is the layer's output without its bias (the graph adds it after). Returns the ranges by tensor
+    name, and the MatMul / Gemm nodes that come from no linear layer (products of two activations), left in float."""
+    import onnx
+
+    model = onnx.load(str(onnx_file), load_external_data=False)  # the nodes only: the weights stay on disk
+    weights = {initializer.name for initializer in model.graph.initializer}
+    modules = dict(graph.named_modules())
+    tensors_of_layer, unmatched = {}, []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        scopes = next((ast.literal_eval(entry.value) for entry in node.metadata_props
+                       if entry.key == "pkg.torch.onnx.name_scopes"), [])
+        layer = modules.get(scopes[-2]) if len(scopes) >= 2 else None
+        if isinstance(layer, nn.Linear) and node.input[1] in weights:
+            tensors_of_layer.setdefault(layer, []).append((node.input[0], node.output[0], node.op_type == "MatMul"))
+        else:
+            unmatched.append(node.name)
+    ranges = {}
+
+    def widen(name: str, values: torch.Tensor):
+        low, high = (float(value) for value in torch.aminmax(values))
+        old = ranges.get(name, (low, high))
+        ranges[name] = (min(old[0], low), max(old[1], high))
+
+    def record(layer, args, output):
+        for input_name, output_name, without_bias in tensors_of_layer[layer]:
+            widen(input_name, args[0])
+            widen(output_name, output - layer.bias if without_bias and layer.bias is not None else output)
+
+    handles = [layer.register_forward_hook(record) for layer in tensors_of_layer]
+    try:
+        with torch.no_grad():
+            for pixel_values in inputs:
+                graph(torch.from_numpy(pixel_values))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ranges, unmatched
+
+
+def quantize_int8(graph: nn.Module, source: Path, target: Path, task, processor) -> dict:
+    """Static int8 quantisation of the fp32 ONNX graph `source` traced from `graph`: int8 weights (per channel) and
+    activations of the linear layers whose ranges were calibrated on `calibration_inputs` (min/max, measured on the
+    eager model by `linear_ranges`; onnxruntime's `quantize_static`, QDQ format), so that nothing is measured at run
+    time; with the change against fp32 on the bundled photo in the task's terms (`Task.int8_change`): keypoint error
+    (px), segmentation pixel agreement, depth relative error, normal angular error (degrees), or the output's relative
+    error for an encoder."""
+    import tempfile
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
     inputs = calibration_inputs(task, processor)
-
-    class Calibration(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter({"pixel_values": pixel_values} for pixel_values in inputs)
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    # The linear layers; onnxruntime's int8 attention (QAttention) does not take opset 23's Attention.
-    quantize_static(str(source), str(target), Calibration(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul", "Gemm"])
+    ranges, unmatched = linear_ranges(graph, source, inputs)
+    with tempfile.TemporaryDirectory() as folder:
+        calibration = Path(folder) / "calibration.json"
+        save_tensors_data(TensorsData(CalibrationMethod.MinMax, {
+            name: (np.array(low, np.float32), np.array(high, np.float32)) for name, (low, high) in ranges.items()
+        }), calibration)
+        # The linear layers; onnxruntime's int8 attention (QAttention) does not take opset 23's Attention.
+        quantize_static(str(source), str(target), None, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        op_types_to_quantize=["MatMul", "Gemm"], nodes_to_exclude=unmatched,
+                        calibration_cache_path=calibration)
     pixel_values = inputs[0]  # the whole photo
     fp32, int8 = load_graph(source, "fp32")(pixel_values)[0], load_graph(target, "fp32")(pixel_values)[0]
     change = task.int8_change(fp32, int8, (processor.size["width"], processor.size["height"]))
