@@ -1,10 +1,14 @@
 """Throughput of `sapiens-hf annotate` on this machine, in one run: decoding overlapped by DataLoader workers or not,
-and 1 or 2 processes (`accelerate launch`, gloo on the CPU).
+1 or 2 processes (`accelerate launch`, gloo on the CPU), and the intra-op threads of each.
 
     python benchmarks/annotate_throughput.py [--images 96] [--task depth] [--hidden-size 32]
+    python benchmarks/annotate_throughput.py --released --images 4     # the 0.3B model: threads × processes
 
 Uses a tiny randomly initialised model (the work per image is then mostly decoding and pre-processing, which is what
-the workers overlap) and JPEG photos of 1280×960. Each configuration annotates the same images into a fresh folder;
+the workers overlap), or with `--released` the released 0.3B configuration (random weights; the model is then the
+work, and the question is how to share the cores), and JPEG photos of 1280×960. Each process gets the cores divided
+among the processes (as accelerate does on the CPU), and "1 process, 1 thread" shows what the second core adds to one
+process. Each configuration annotates the same images into a fresh folder;
 images/s is the command's own aggregate line (all processes, wall time of the slowest). Not a unit test; results in
 docs/inference.md, "Millions of images".
 """
@@ -26,13 +30,18 @@ from sapiens_hf import SapiensConfig, SapiensImageProcessorPil
 from sapiens_hf.tasks import get_task
 
 
-CONFIGURATIONS = [("1 process, no workers", 1, 0), ("1 process, 1 worker", 1, 1), ("2 processes, no workers", 2, 0),
-                  ("2 processes, 1 worker each", 2, 1)]
+CONFIGURATIONS = {  # name: processes, DataLoader workers per process, intra-op threads per process (None: shared out)
+    "1 process, no workers": (1, 0, None), "1 process, 1 worker": (1, 1, None), "2 processes, no workers": (2, 0, None),
+    "2 processes, 1 worker each": (2, 1, None), "1 process, 1 thread": (1, 0, 1)}
+TINY = ("1 process, no workers", "1 process, 1 worker", "2 processes, no workers", "2 processes, 1 worker each")
+RELEASED = ("1 process, no workers", "2 processes, no workers", "1 process, 1 thread")  # decoding is not the limit
 
 
-def run(images: Path, model: Path, task: str, out: Path, processes: int, workers: int) -> float:
+def run(images: Path, model: Path, task: str, out: Path, processes: int, workers: int, threads: int | None) -> float:
     arguments = ["annotate", str(images), "--task", task, "--model", f"{task}={model}", "--output", str(out),
-                 "--workers", str(workers), "--device", "cpu", "--quiet", "--batch-size", "8", "--chunk-size", "16"]
+                 "--workers", str(workers), "--device", "cpu", "--quiet", "--batch-size", "8", "--chunk-size", "16",
+                 # the model on whole images: the person detector's and the person mask's costs are measured apart
+                 *{"pose": ["--detector", "none"], "depth": ["--no-mask"], "normal": ["--no-mask"]}.get(task, [])]
     if processes == 1:
         command = [sys.executable, "-m", "sapiens_hf.cli", *arguments]
     else:
@@ -40,7 +49,7 @@ def run(images: Path, model: Path, task: str, out: Path, processes: int, workers
                    str(processes), "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "-m", "sapiens_hf.cli", *arguments]
     # Each process gets the cores divided among the processes, as accelerate does on the CPU.
-    threads = max(1, (os.cpu_count() or 1) // processes)
+    threads = threads or max(1, (os.cpu_count() or 1) // processes)
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     result = subprocess.run(command, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
@@ -53,6 +62,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=96)
     parser.add_argument("--task", default="depth")
     parser.add_argument("--hidden-size", type=int, default=32)
+    parser.add_argument("--released", action="store_true", help="the released 0.3B configuration, not a tiny model")
     args = parser.parse_args()
     task = get_task(args.task)
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,17 +74,20 @@ def main() -> None:
         torch.manual_seed(0)
         import sapiens_hf.modeling_sapiens as modeling
 
-        config = SapiensConfig.from_preset("0.3b", task.name, hidden_size=args.hidden_size, num_hidden_layers=2,
-                                           num_attention_heads=2, intermediate_size=4 * args.hidden_size,
-                                           decoder_deconv_channels=[16, 16], decoder_conv_channels=[16])
+        tiny = {"hidden_size": args.hidden_size, "num_hidden_layers": 2, "num_attention_heads": 2,
+                "intermediate_size": 4 * args.hidden_size, "decoder_deconv_channels": [16, 16],
+                "decoder_conv_channels": [16]}
+        config = SapiensConfig.from_preset("0.3b", task.name, **({} if args.released else tiny))
         getattr(modeling, task.model_class)(config).save_pretrained(tmp / "model")
         SapiensImageProcessorPil().save_pretrained(tmp / "model")
         print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-              f"{args.images} JPEG photos 1280×960, task {task.name}, hidden size {args.hidden_size}, 1024×768 input")
+              f"{args.images} JPEG photos 1280×960, task {task.name}, "
+              f"{'the released 0.3B configuration' if args.released else f'hidden size {args.hidden_size}'}, "
+              f"1024×768 input, load average {os.getloadavg()}")
         results = {}
-        for name, processes, workers in CONFIGURATIONS:
-            results[name] = run(tmp / "images", tmp / "model", task.name, tmp / name.replace(" ", "-"), processes,
-                                workers)
+        for name in RELEASED if args.released else TINY:
+            results[name] = run(tmp / "images", tmp / "model", task.name, tmp / name.replace(" ", "-"),
+                                *CONFIGURATIONS[name])
             print(f"{name:28s} {results[name]:6.2f} images/s")
         base = results["1 process, no workers"]
         print("ratios to 1 process without workers: " + ", ".join(f"{name}: {value / base:.2f}×"
