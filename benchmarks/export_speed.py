@@ -7,10 +7,10 @@ batch 1.
 Each path gets one warm-up call, then `--repeats` rounds that time every path once in turn (so that a shared
 machine whose speed drifts during the run slows all paths alike); the median per path, images/s and the ratio to
 eager are printed, with the range of the ratio between single calls of a round (how far the backend check's one
-call of each, whose times the export also prints, can stray from the median). The int8 graph's keypoint change against fp32 is that of `sapiens-hf export --quantize int8` (the
-bundled photo); it is static, and its calibration of the 0.3B model takes about 16 GB of memory (docs/deployment.md,
-Reduced precision). onnxruntime runs as many threads as torch (`OMP_NUM_THREADS=1` times one core of each). Not a
-unit test; results in docs/deployment.md.
+call of each, whose times the export also prints, can stray from the median). The int8 graph's change against fp32
+is that of `sapiens-hf export --quantize int8` (the bundled photo); it is static, its ranges measured on the eager
+model (docs/deployment.md, Reduced precision). onnxruntime runs as many threads as torch (`OMP_NUM_THREADS=1` times
+one core of each). Not a unit test; results in docs/deployment.md.
 """
 
 import argparse
