@@ -482,8 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                            "follow it: use --input-size)")
     exporting.add_argument("--input-size", type=dense_size, metavar="HxW", help="a fixed input size other than the "
                            "processor's (e.g. 512x384)")
-    exporting.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (dynamic int8) and "
-                           "print its accuracy change against fp32")
+    exporting.add_argument("--quantize", choices=("int8",), help="also write model.int8.onnx (static int8: the "
+                           "linear layers, calibrated on the bundled photo) and print its change against fp32")
     exporting.add_argument("--overwrite", action="store_true", help="replace the files of an earlier export there")
     exporting.add_argument("--opset", type=int, default=23, help="ONNX opset; 23 fuses attention into one operator")
     exporting.add_argument("--config", action="append", default=[], type=config_override, metavar="KEY=VALUE",
