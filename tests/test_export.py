@@ -110,6 +110,26 @@ def test_int8_ranges_measured_on_the_eager_model_are_onnxruntimes(opset, tiny_mo
     assert int8.shape == fp32.shape and np.isfinite(int8).all()
 
 
+def test_int8_refuses_a_graph_whose_nodes_name_no_layer(tiny_model, tmp_path):
+    """Without the exporter's record of each node's module there is nothing to calibrate: one error, not an "int8"
+    graph that is the fp32 one."""
+    import onnx
+
+    from sapiens_hf import SapiensForPoseEstimation, SapiensImageProcessorPil
+    from sapiens_hf.export import _Graph, calibration_inputs, linear_ranges
+    from sapiens_hf.tasks import get_task
+
+    model = SapiensForPoseEstimation.from_pretrained(tiny_model("pose")).eval()
+    export(model, tmp_path / "onnx")
+    graph = onnx.load(str(tmp_path / "onnx" / "model.onnx"))
+    for node in graph.graph.node:
+        del node.metadata_props[:]
+    onnx.save(graph, str(tmp_path / "bare.onnx"))
+    inputs = calibration_inputs(get_task("pose"), SapiensImageProcessorPil.from_pretrained(tiny_model("pose")))
+    with pytest.raises(ExportError, match="names the linear layer it was traced from"):
+        linear_ranges(_Graph(model, ("heatmaps",)).eval(), tmp_path / "bare.onnx", inputs)
+
+
 def test_unsupported_requests_fail_before_anything_is_written(tiny_model, tmp_path):
     model = tiny_model("depth")
     for request, message in [({"dtype": "bf16"}, "exported-program for bf16"),

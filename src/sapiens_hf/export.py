@@ -345,6 +345,10 @@ def linear_ranges(graph: nn.Module, onnx_file: Path, inputs: list[np.ndarray]) -
             tensors_of_layer.setdefault(layer, []).append((node.input[0], node.output[0], node.op_type == "MatMul"))
         else:
             unmatched.append(node.name)
+    if not tensors_of_layer:  # an exporter that no longer records the modules: nothing would be quantised
+        raise ExportError(f"--quantize int8: no MatMul/Gemm of {onnx_file.name} names the linear layer it was traced "
+                          "from (pkg.torch.onnx.name_scopes), so there is nothing to calibrate; please report it with "
+                          "the versions of torch and onnx")
     ranges = {}
 
     def widen(name: str, values: torch.Tensor):
