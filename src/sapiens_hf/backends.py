@@ -5,7 +5,8 @@ cache and checked against the eager model) or `auto`, the faster of the two on t
 
 `auto` keeps torch on a GPU (the export runs on the CPU) and for reduced precision (bfloat16 is torch's: onnxruntime
 has no bfloat16 kernels for these operators on the CPU). On the CPU in float32 it uses onnxruntime when a checked
-export of this model is cached and ran at least `MIN_SPEEDUP` (1.15×) faster than the eager model when it was checked here; without one, it exports
+export of this model is cached and ran at least `MIN_SPEEDUP` (1.15×) faster than the eager model when it was checked here
+(the eager model's first call against the graph's second: onnxruntime's first call warms it up); without one, it exports
 only when the run has `MIN_IMAGES` images or more (or no known end: the demo, a streamed dataset), because the export
 and its check cost about four eager images of the same model (docs/performance.md). A failed export or check falls
 back to torch with a note. `dtype="int8"` runs the statically quantised graph (`export.quantize_int8`), onnxruntime
@@ -34,11 +35,13 @@ from .runtime import read_manifest
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-# The export and its check of the 0.3B pose model cost 3.7–4.1 of its eager images; at onnxruntime's speed-up where
-# it has one (2.15× on a 2-core AMD Zen 4) that pays off after 7–8 images (docs/performance.md, Backends).
-MIN_IMAGES = 8
-# How much faster the graph must have been in the check (one timed call each) for auto to run it: on the 2-core Intel
-# VM a 4 % lead there (13.4 s against 13.9 s) came out 13 % slower end to end (docs/performance.md, Backends).
+# The export and its check cost 3.7–4.1 eager `predict` images of the 0.3B segmentation, depth and normal models on
+# the 2-core Intel VM; at the smallest speed-up onnxruntime showed where it was faster (1.5×, segmentation) each
+# image saves a third of an eager one, so a first run of 12 images pays for it (docs/performance.md, Backends).
+MIN_IMAGES = 12
+# How much faster the graph must have been in the check (one timed call each) for auto to run it. On the quiet 2-core
+# Intel VM one call's ratio strayed from the median of five by -10 % to +3 % (0.3B pose: 0.99-1.13x around 1.10x), so
+# a graph no faster than eager is not taken and the 0.3B segmentation graph (1.5x) is (docs/performance.md, Backends).
 MIN_SPEEDUP = 1.15
 RECORD = "sapiens-cache.json"  # in each cache entry: its files' sha256 and the check's timings, written last
 _EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
