@@ -9,7 +9,7 @@ the workers overlap), or with `--released` the released 0.3B configuration (rand
 work, and the question is how to share the cores), and JPEG photos of 1280×960. Each process gets the cores divided
 among the processes (as accelerate does on the CPU), and "1 process, 1 thread" shows what the second core adds to one
 process. Each configuration annotates the same images into a fresh folder;
-images/s is the command's own aggregate line (all processes, wall time of the slowest). Not a unit test; results in
+images/s is from the command's own aggregate line (images over the wall time of the slowest process). Not a unit test; results in
 docs/inference.md, "Millions of images".
 """
 
@@ -54,7 +54,8 @@ def run(images: Path, model: Path, task: str, out: Path, processes: int, workers
     result = subprocess.run(command, capture_output=True, text=True, env=environment)
     if result.returncode != 0:
         raise RuntimeError(result.stdout[-3000:] + result.stderr[-3000:])
-    return float(re.search(r"([\d.]+) images/s", result.stderr).group(1))
+    images, seconds = re.search(r"annotated (\d+) images in ([\d.]+) s", result.stderr).groups()
+    return int(images) / float(seconds)
 
 
 def main() -> None:
@@ -88,7 +89,7 @@ def main() -> None:
         for name in RELEASED if args.released else TINY:
             results[name] = run(tmp / "images", tmp / "model", task.name, tmp / name.replace(" ", "-"),
                                 *CONFIGURATIONS[name])
-            print(f"{name:28s} {results[name]:6.2f} images/s")
+            print(f"{name:28s} {results[name]:.3g} images/s")
         base = results["1 process, no workers"]
         print("ratios to 1 process without workers: " + ", ".join(f"{name}: {value / base:.2f}×"
                                                                    for name, value in results.items()))
