@@ -35,13 +35,13 @@ from .runtime import read_manifest
 
 
 BACKENDS = ("auto", "torch", "onnxruntime")
-# The export and its check cost 3.7–4.1 eager `predict` images of the 0.3B segmentation, depth and normal models on
-# the 2-core Intel VM; at the smallest speed-up onnxruntime showed where it was faster (1.5×, segmentation) each
-# image saves a third of an eager one, so a first run of 12 images pays for it (docs/performance.md, Backends).
+# The export and its check cost 3.6–4.7 eager `predict` images of the 0.3B models on the 2-core Intel VM; where
+# onnxruntime was faster there (the segmentation and depth models alone: 1.38× and 1.74×) each image saves 0.28–0.43
+# of an eager one, so a first run of 12 images about pays for it (docs/performance.md, Backends).
 MIN_IMAGES = 12
 # How much faster the graph must have been in the check (one timed call each) for auto to run it. On the quiet 2-core
 # Intel VM one call's ratio strayed from the median of five by -10 % to +3 % (0.3B pose: 0.99-1.13x around 1.10x), so
-# a graph no faster than eager is not taken and the 0.3B segmentation graph (1.5x) is (docs/performance.md, Backends).
+# a graph no faster than eager is not taken (docs/performance.md, Backends).
 MIN_SPEEDUP = 1.15
 RECORD = "sapiens-cache.json"  # in each cache entry: its files' sha256 and the check's timings, written last
 _EXPORT_PACKAGES = ("onnx", "onnxscript", "onnxruntime")

@@ -278,8 +278,9 @@ def _export(model, task, processor, output_dir: Path, format, dtype, dynamic_bat
 
 def timed(run, pixel_values: torch.Tensor) -> float:
     """Seconds of a second call of the graph `run`, whose first call warms onnxruntime up (its allocations and packed
-    weights: the 0.3B segmentation graph's first call took 28.4 s, its next ones 19.1–19.6 s); the eager model's first
-    call is already its speed (28.1 s against 28.8–29.0 s), so the check's one eager call is its time."""
+    weights: the 0.3B segmentation graph's first call took 28.4 s, its next ones 19.1–19.6 s, on a shared machine).
+    The eager model's first call is its speed in a `predict` run (0.3B depth: 29.5 s in the check, 25.5–25.9 s per
+    image end to end), so the check's one eager call is its time."""
     started = time.perf_counter()
     run(pixel_values.float().numpy())
     return time.perf_counter() - started
