@@ -111,7 +111,9 @@ def upload(page, path) -> None:
     if clear.count():
         clear.click()
     page.locator("#upload input[type=file]").set_input_files(str(path))
-    page.locator("#upload").get_by_text(Path(path).name).wait_for()
+    # The upload goes through the server's thread in this test process; in CI the other xdist worker's exports hold
+    # both cores, and it has taken more than a minute there.
+    page.locator("#upload").get_by_text(Path(path).name).wait_for(timeout=240_000)
 
 
 def run(page, tasks: list[str], expect: str) -> str:
